@@ -1,0 +1,35 @@
+# Every command CI runs is here; CI runs `make test`.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# A CPU build of torch on CPU-only machines: installed first, so that the project's
+# `torch>=2.2` is already met and pip never pulls a multi-GB CUDA build.
+TORCH_SPEC ?= torch==2.13.0
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: install up test lint bench worker
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q "$(TORCH_SPEC)"
+	$(BIN)/pip install -q -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+up: install
+	$(BIN)/gradwatch up --host $(HOST) --port $(PORT)
+
+worker: install
+	$(BIN)/gradwatch worker
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: install
+	$(BIN)/pip install -q -e ".[test,bench]"
+	$(BIN)/python -m bench.run_all
