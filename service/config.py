@@ -37,6 +37,42 @@ class Limits(BaseSettings):
     max_points: int = 1_000_000  # points one series request may return
 
 
+class DiagnosisThresholds(BaseSettings):
+    """Where the summary's verdict draws its lines (env prefix `GRADWATCH_DIAGNOSIS_`).
+
+    Chosen from what the engine measures on the seed's experiments (see
+    `service/analysis/diagnosis.py` for the numbers behind each default).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="GRADWATCH_DIAGNOSIS_", extra="ignore")
+
+    # Mean |∂L/∂W| of the first weight layer over the last, at the first recorded step
+    # (initialisation, where Glorot & Bengio 2010 measure it): below this is vanishing.
+    # Sigmoid 784-30-30-10 gives 0.02 (four layers: 0.001); tanh 0.40; ReLU 0.51.
+    vanishing_depth_ratio: float = 0.1
+    # The same ratio's median over the whole run: below this, vanishing that training never
+    # recovered from (the seed's runs all stay above 0.08).
+    vanishing_depth_ratio_sustained: float = 0.01
+    # ‖∂L/∂s‖ first over last layer must stay below this to confirm vanishing: a small
+    # first-layer |∂L/∂W| with a growing back-propagated signal is not vanishing, only small
+    # inputs (the N(0, 1) ReLU net: |∂L/∂W| ratio 0.06, ‖∂L/∂s‖ ratio 380).
+    vanishing_backprop_ratio: float = 1.0
+    # ‖∂L/∂s‖ first over last layer at the first recorded step above this, without
+    # clipping, is a gradient exploding with depth (N(0, 1) ReLU: 380; Xavier ReLU: 0.6).
+    exploding_depth_ratio: float = 10.0
+    # The largest finite pre-clip gradient norm over the early steps' median, without
+    # clipping, above this is exploding (the N(0, 1) ReLU run grows ×1e4 in two steps).
+    exploding_norm_growth: float = 1000.0
+    # The memory horizon (timesteps back over which ‖∂L/∂h_t‖ ≥ horizon_relative_norm ·
+    # ‖∂L/∂h_T‖) after training, as a fraction of the sequence, below which the network
+    # cannot learn dependencies across its sequence (tanh RNN on adding T=50: 12/49).
+    horizon_relative_norm: float = 1e-3
+    horizon_min_fraction: float = 0.9
+    # Fractions of the recorded steps that count as "early" and as "after training".
+    early_fraction: float = 0.1
+    late_fraction: float = 0.1
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GRADWATCH_", extra="ignore")
 
@@ -53,6 +89,8 @@ class Settings(BaseSettings):
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    # Where the CLI and the client find the API; empty means http://<api_host>:<api_port>.
+    api_url: str = ""
 
     # A running experiment whose worker has not written for this long is marked failed.
     heartbeat_stale_s: float = 120.0
@@ -66,6 +104,7 @@ class Settings(BaseSettings):
     visibility_timeout_s: int = 7 * 24 * 3600
 
     limits: Limits = Field(default_factory=Limits)
+    diagnosis: DiagnosisThresholds = Field(default_factory=DiagnosisThresholds)
 
     @cached_property
     def resolved_database_url(self) -> str:
@@ -74,6 +113,10 @@ class Settings(BaseSettings):
     @cached_property
     def resolved_data_dir(self) -> Path:
         return self.data_dir if self.data_dir is not None else self.home / "data"
+
+    @property
+    def resolved_api_url(self) -> str:
+        return self.api_url or f"http://{self.api_host}:{self.api_port}"
 
     @property
     def uses_embedded_broker(self) -> bool:

@@ -1,0 +1,53 @@
+"""The store: the only code that touches ORM rows; it hands out plain dataclasses.
+
+Every writing function is one transaction and commits it. Functions take a SQLAlchemy
+`Session` so the API (a session per request) and the worker's writer thread (a session
+of its own) share one implementation.
+"""
+
+from service.store.experiments import (
+    claim_experiment,
+    create_experiment,
+    delete_experiment,
+    fail_stale_experiments,
+    fail_unsent_experiment,
+    finish_experiment,
+    get_experiment,
+    is_cancel_requested,
+    list_experiments,
+    record_progress,
+    request_cancel,
+)
+from service.store.points import list_metrics, read_series, read_timesteps, write_chunks
+from service.store.records import (
+    ExperimentNotFound,
+    ExperimentRecord,
+    SeriesChunk,
+    SeriesData,
+    TimestepChunk,
+    TimestepData,
+)
+
+__all__ = [
+    "ExperimentNotFound",
+    "ExperimentRecord",
+    "SeriesChunk",
+    "SeriesData",
+    "TimestepChunk",
+    "TimestepData",
+    "claim_experiment",
+    "create_experiment",
+    "delete_experiment",
+    "fail_stale_experiments",
+    "fail_unsent_experiment",
+    "finish_experiment",
+    "get_experiment",
+    "is_cancel_requested",
+    "list_experiments",
+    "list_metrics",
+    "read_series",
+    "read_timesteps",
+    "record_progress",
+    "request_cancel",
+    "write_chunks",
+]

@@ -1,0 +1,191 @@
+"""Series queries through HTTP on PostgreSQL: the analysis issue's performance goals.
+
+    python -m bench.series_query [--steps 100000] [--layers 10] [--requests 200]
+
+Writes one experiment of `--steps` steps × `--layers` layers of `grad_mean_abs` through the
+store (chunks of 50 steps, as the worker flushes them) into a fresh PostgreSQL database,
+starts the API under uvicorn on a free port, and times over real HTTP (httpx):
+
+- `series?metric=grad_mean_abs&max_points=1000` (every layer, M4-thinned): goal p95 < 50 ms;
+- one full series of `--steps` points (`layer=layers.0.weight`, no thinning): goal < 100 ms;
+- for information: the same with `agg=lttb` and `agg=mean`, `/profile` and `/summary`.
+
+Needs PostgreSQL (GRADWATCH_BENCH_POSTGRES_URL, default postgresql+psycopg://root@127.0.0.1:5432/test,
+used only to create and drop a scratch database).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+
+import httpx
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from service import store
+from service.db.engine import make_engine, make_session_factory
+from service.db.migrate import upgrade
+from service.store.records import SeriesChunk
+
+SERVER_URL = os.environ.get("GRADWATCH_BENCH_POSTGRES_URL", "postgresql+psycopg://root@127.0.0.1:5432/test")
+FLUSH = 50  # steps per chunk, the worker's default flush
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _fill(url: str, n_steps: int, n_layers: int) -> str:
+    """One experiment with `n_layers` series of `n_steps` points (plus a global loss)."""
+    engine = make_engine(url)
+    rng = np.random.default_rng(0)
+    with make_session_factory(engine)() as session:
+        spec = {"name": "bench", "model": {"type": "mlp", "hidden_sizes": [100] * (n_layers - 1)},
+                "dataset": {"name": "mnist"}, "training": {"steps": n_steps}}
+        record = store.create_experiment(session, name="bench", tags=[], spec=spec, queue="cpu")
+        store.claim_experiment(session, record.id, "bench")
+        steps = np.arange(n_steps, dtype=np.int64)
+        # Gradient-like magnitudes: a decaying random walk per layer, a spike or two.
+        values = np.exp(np.cumsum(rng.normal(0, 0.01, size=(n_steps, n_layers)), axis=0)) * np.logspace(-4, -2, n_layers)
+        values[rng.integers(0, n_steps, 5), rng.integers(0, n_layers, 5)] *= 1e4
+        loss = np.exp(-steps / n_steps) + rng.normal(0, 0.01, n_steps)
+        started = time.perf_counter()
+        batch: list[SeriesChunk] = []
+        for start in range(0, n_steps, FLUSH):
+            rows = slice(start, start + FLUSH)
+            batch += [
+                SeriesChunk("grad_mean_abs", f"layers.{i}.weight", i, steps[rows], np.ascontiguousarray(values[rows, i]))
+                for i in range(n_layers)
+            ]
+            batch.append(SeriesChunk("loss", None, -1, steps[rows], loss[rows]))
+            if len(batch) >= 2000:
+                store.write_chunks(session, record.id, batch, progress_step=start)
+                batch = []
+        if batch:
+            store.write_chunks(session, record.id, batch, progress_step=n_steps - 1)
+        store.finish_experiment(session, record.id, "succeeded", {"final_loss": float(loss[-1])})
+        elapsed = time.perf_counter() - started
+        points = n_steps * (n_layers + 1)
+        print(f"wrote {points:,} points in {elapsed:.1f} s ({points / elapsed:,.0f} points/s)")
+    engine.dispose()
+    return record.id
+
+
+def _time(client: httpx.Client, path: str, params: dict | list, n: int, check: Callable[[httpx.Response], None]) -> list[float]:
+    for _ in range(min(5, n)):  # warm-up: connection, caches, first-call imports
+        check(client.get(path, params=params))
+    timings = []
+    for _ in range(n):
+        started = time.perf_counter()
+        response = client.get(path, params=params)
+        _ = response.content
+        timings.append((time.perf_counter() - started) * 1000)
+        check(response)
+    return timings
+
+
+def _report(name: str, timings: list[float], goal_ms: float | None = None) -> None:
+    ordered = sorted(timings)
+    p50 = statistics.median(ordered)
+    p95 = ordered[min(len(ordered) - 1, int(np.ceil(0.95 * len(ordered))) - 1)]
+    verdict = "" if goal_ms is None else (f"  goal p95 < {goal_ms:g} ms: " + ("MET" if p95 < goal_ms else "MISSED"))
+    print(f"{name:<58} n={len(timings):<4} p50 {p50:7.1f} ms  p95 {p95:7.1f} ms  max {ordered[-1]:7.1f} ms{verdict}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=100_000)
+    parser.add_argument("--layers", type=int, default=10)
+    parser.add_argument("--requests", type=int, default=200)
+    args = parser.parse_args()
+
+    name = f"gradwatch_bench_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(SERVER_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = make_url(SERVER_URL).set(database=name).render_as_string(hide_password=False)
+    server = None
+    try:
+        upgrade(url)
+        experiment_id = _fill(url, args.steps, args.layers)
+        port = _free_port()
+        home = tempfile.mkdtemp(prefix="gradwatch-bench-")
+        env = {**os.environ, "GRADWATCH_DATABASE_URL": url, "GRADWATCH_HOME": home, "GRADWATCH_REAPER_INTERVAL_S": "0"}
+        server = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "service.api.main:app", "--host", "127.0.0.1", "--port", str(port),
+             "--log-level", "warning", "--no-access-log"],
+            env=env,
+        )
+        base = f"http://127.0.0.1:{port}"
+        with httpx.Client(base_url=base, timeout=30.0) as client:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if client.get(f"/api/v1/experiments/{experiment_id}").status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise SystemExit("the API did not start")
+                time.sleep(0.2)
+
+            series = f"/api/v1/experiments/{experiment_id}/series"
+
+            def thinned(response: httpx.Response) -> None:
+                body = response.json()
+                assert response.status_code == 200 and len(body["series"]) == args.layers
+                assert all(len(s["steps"]) <= 1000 for s in body["series"])
+
+            def full(response: httpx.Response) -> None:
+                assert response.status_code == 200 and len(response.json()["series"][0]["steps"]) == args.steps
+
+            def ok(response: httpx.Response) -> None:
+                assert response.status_code == 200, response.text
+
+            print(f"\n{args.steps:,} steps × {args.layers} layers on PostgreSQL, HTTP via uvicorn "
+                  f"({platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()})")
+            _report("series max_points=1000 (minmax), all layers",
+                    _time(client, series, {"metric": "grad_mean_abs", "max_points": 1000}, args.requests, thinned), 50)
+            _report(f"series full, one layer ({args.steps:,} points)",
+                    _time(client, series, {"metric": "grad_mean_abs", "layer": "layers.0.weight"}, 30, full), 100)
+            for agg in ("lttb", "mean"):
+                _report(f"series max_points=1000 agg={agg}, all layers",
+                        _time(client, series, {"metric": "grad_mean_abs", "max_points": 1000, "agg": agg}, 50, thinned))
+            analysis = f"/api/v1/experiments/{experiment_id}"
+            routes = {route.rstrip("/") for route in _paths(client)}
+            if f"{API_PREFIX}/experiments/{{experiment_id}}/profile" in routes:
+                _report("profile max_points=500", _time(client, f"{analysis}/profile", {"max_points": 500}, 20, ok))
+                _report("summary", _time(client, f"{analysis}/summary", {}, 10, ok))
+            else:
+                print("(/profile and /summary are not served by this app yet: skipped)")
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=10)
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+API_PREFIX = "/api/v1"
+
+
+def _paths(client: httpx.Client) -> list[str]:
+    return list(client.get("/openapi.json").json().get("paths", {}))
+
+
+if __name__ == "__main__":
+    main()

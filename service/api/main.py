@@ -1,0 +1,86 @@
+"""The FastAPI application: routers, error handlers, and the stale-run reaper.
+
+`create_app(settings)` builds an app for one configuration (tests build one per
+database); the module-level `app` is what `uvicorn service.api.main:app` serves. Building
+an app connects to nothing: the engine and the broker connect on first use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from service import store
+from service.api.errors import BodySizeLimitMiddleware, install_error_handlers
+from service.api.routes import experiments, health, series
+from service.config import Settings, settings as default_settings
+from service.db.engine import make_engine, make_session_factory
+from service.queue import Enqueuer
+
+log = logging.getLogger("gradwatch.api")
+
+
+def reap_once(app: FastAPI) -> list[str]:
+    """Fail the running experiments whose worker stopped writing heartbeats."""
+    settings: Settings = app.state.settings
+    with app.state.session_factory() as session:
+        failed = store.fail_stale_experiments(session, settings.heartbeat_stale_s)
+    for experiment_id in failed:
+        log.warning(
+            "experiment %s failed: no heartbeat for %s s (worker lost)",
+            experiment_id,
+            settings.heartbeat_stale_s,
+        )
+    return failed
+
+
+async def _reap_forever(app: FastAPI, interval_s: float) -> None:
+    while True:
+        try:
+            await run_in_threadpool(reap_once, app)
+        except Exception:  # noqa: BLE001 - a database outage must not kill the reaper
+            log.exception("the stale-experiment reaper failed; retrying in %s s", interval_s)
+        await asyncio.sleep(interval_s)
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    interval_s = app.state.settings.reaper_interval_s
+    reaper = asyncio.create_task(_reap_forever(app, interval_s)) if interval_s > 0 else None
+    try:
+        yield
+    finally:
+        if reaper is not None:
+            reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reaper
+        app.state.enqueuer.close()
+        app.state.engine.dispose()
+
+
+def create_app(settings: Settings | None = None, enqueuer: Enqueuer | None = None) -> FastAPI:
+    settings = settings or default_settings
+    app = FastAPI(
+        title="gradwatch",
+        summary="Train networks and watch their gradients vanish or explode.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.engine = make_engine(settings.resolved_database_url)
+    app.state.session_factory = make_session_factory(app.state.engine)
+    app.state.enqueuer = enqueuer or Enqueuer(settings)
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimitMiddleware, limits=settings.limits)
+    app.include_router(health.router)
+    app.include_router(experiments.router)
+    app.include_router(series.router)
+    return app
+
+
+app = create_app()

@@ -1,0 +1,213 @@
+"""/api/v1/experiments/{id}/profile, /horizon and /summary: the gradient, analysed.
+
+Sync routes: FastAPI runs them in its thread pool, off the event loop, because the
+analysis reads every point of several series and computes over them with numpy.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, NoReturn
+
+import numpy as np
+from fastapi import APIRouter, HTTPException, Query
+from fastapi.exceptions import RequestValidationError
+
+from service import store
+from service.analysis.diagnosis import DIAGNOSIS_METRICS, DiagnosisInput, diagnose
+from service.analysis.downsample import downsample
+from service.analysis.horizon import memory_horizons
+from service.analysis.profile import depth_profile
+from service.api.deps import SessionDep, SettingsDep
+from service.api.responses import JSONBytesResponse
+from service.config import Settings
+from service.schemas.analysis import HorizonResponse, ProfileResponse, SummaryResponse
+from service.schemas.errors import ErrorResponse, ValidationErrorResponse
+from service.store.records import ExperimentRecord, SeriesData
+from sqlalchemy.orm import Session
+
+router = APIRouter(prefix="/api/v1/experiments", tags=["analysis"])
+
+RECURRENT_MODELS = ("rnn", "lstm", "gru")
+ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorResponse, "description": "Unknown experiment, metric or layer."},
+    422: {"model": ValidationErrorResponse, "description": "Invalid query parameters."},
+}
+MaxPoints = Annotated[
+    int | None,
+    Query(ge=2, description="At most this many steps (rows) in each returned series or matrix."),
+]
+
+
+# --- lookups shared by the analysis, plot and export routes ---------------------------
+
+
+def invalid_query(name: str, message: str, kind: str = "value_error") -> NoReturn:
+    raise RequestValidationError([{"loc": ("query", name), "msg": message, "type": kind}])
+
+
+def require_experiment(session: Session, experiment_id: str) -> ExperimentRecord:
+    record = store.get_experiment(session, experiment_id)
+    if record is None:
+        raise store.ExperimentNotFound(experiment_id)
+    return record
+
+
+def check_max_points(settings: Settings, max_points: int | None) -> None:
+    limit = settings.limits.max_points
+    if max_points is not None and max_points > limit:
+        invalid_query(
+            "max_points",
+            f"{max_points} is above the limit {limit} (max_points; the server's "
+            "GRADWATCH_LIMIT_MAX_POINTS raises it)",
+            "limit_exceeded",
+        )
+
+
+def check_step_range(step_min: int | None, step_max: int | None) -> None:
+    if step_min is not None and step_max is not None and step_min > step_max:
+        invalid_query("step_min", f"step_min {step_min} is after step_max {step_max}")
+
+
+def require_series(
+    session: Session,
+    record: ExperimentRecord,
+    metric: str,
+    layers: list[str] | None = None,
+    step_min: int | None = None,
+    step_max: int | None = None,
+    per_layer: bool = False,
+) -> list[SeriesData]:
+    """The metric's series, with a 404 that lists what exists when it or a layer does not."""
+    available = store.list_metrics(session, record.id)
+    if metric not in available:
+        if record.status in ("queued", "running"):
+            return []  # nothing flushed yet: an empty answer, not an error
+        choices = [m for m, ls in sorted(available.items()) if not per_layer or ls != [None]]
+        raise HTTPException(
+            status_code=404,
+            detail=f"experiment {record.id} has no {'per-layer ' if per_layer else ''}metric {metric!r}; "
+            f"it has: {', '.join(choices) or 'none yet'}",
+        )
+    if per_layer and available[metric] == [None]:
+        raise HTTPException(
+            status_code=404,
+            detail=f"metric {metric!r} is global (one value per step, no layers): pick a per-layer "
+            "metric such as grad_mean_abs, grad_norm or backprop_norm",
+        )
+    if layers:
+        unknown = [layer for layer in layers if layer not in available[metric]]
+        if unknown:
+            raise HTTPException(
+                status_code=404,
+                detail=f"metric {metric!r} of experiment {record.id} has no layer "
+                f"{', '.join(map(repr, unknown))}; its layers are: "
+                f"{', '.join('null' if x is None else x for x in available[metric])}",
+            )
+    return store.read_series(session, record.id, metric, layers or None, step_min, step_max)
+
+
+def read_for_diagnosis(session: Session, record: ExperimentRecord) -> DiagnosisInput:
+    available = store.list_metrics(session, record.id)
+    series = {
+        metric: store.read_series(session, record.id, metric)
+        for metric in DIAGNOSIS_METRICS
+        if metric in available
+    }
+    model_type = (record.spec.get("model") or {}).get("type")
+    timesteps = store.read_timesteps(session, record.id) if model_type in RECURRENT_MODELS else []
+    return DiagnosisInput(
+        spec=record.spec, series=series, timesteps=timesteps, status=record.status, result=record.result, name=record.name
+    )
+
+
+# --- routes ----------------------------------------------------------------------------
+
+
+@router.get("/{experiment_id}/profile", response_model=ProfileResponse, responses=ERRORS)
+def get_profile(
+    experiment_id: str,
+    session: SessionDep,
+    settings: SettingsDep,
+    metric: Annotated[str, Query(min_length=1, description="A per-layer probe.")] = "grad_mean_abs",
+    max_points: MaxPoints = 500,
+    step_min: Annotated[int | None, Query(ge=0)] = None,
+    step_max: Annotated[int | None, Query(ge=0)] = None,
+) -> JSONBytesResponse:
+    """The depth profile: `metric` as a steps × layers matrix, input layer first.
+
+    Above `max_points` steps, rows are means over buckets of consecutive steps, the same
+    buckets for every layer; a non-finite value makes its cell null."""
+    check_max_points(settings, max_points)
+    check_step_range(step_min, step_max)
+    record = require_experiment(session, experiment_id)
+    series = require_series(session, record, metric, None, step_min, step_max, per_layer=True)
+    profile = depth_profile(metric, series, max_points)
+    return JSONBytesResponse(
+        {
+            "experiment_id": record.id,
+            "metric": profile.metric,
+            "layers": profile.layers,
+            "positions": profile.positions,
+            "steps": profile.steps,
+            "values": np.ascontiguousarray(profile.values),
+            "downsampled": profile.downsampled,
+        }
+    )
+
+
+@router.get("/{experiment_id}/horizon", response_model=HorizonResponse, responses=ERRORS)
+def get_horizon(
+    experiment_id: str,
+    session: SessionDep,
+    settings: SettingsDep,
+    max_points: MaxPoints = 1000,
+    threshold: Annotated[
+        float | None, Query(gt=0, lt=1, description="Relative norm; default GRADWATCH_DIAGNOSIS_HORIZON_RELATIVE_NORM.")
+    ] = None,
+) -> JSONBytesResponse:
+    """The memory horizon per recorded step of each recurrent layer: how many timesteps back
+    ‖∂L/∂h_t‖ stays at or above `threshold`·‖∂L/∂h_T‖."""
+    check_max_points(settings, max_points)
+    record = require_experiment(session, experiment_id)
+    model_type = (record.spec.get("model") or {}).get("type")
+    if model_type not in RECURRENT_MODELS:
+        raise HTTPException(
+            status_code=404,
+            detail=f"experiment {experiment_id} is an {model_type} model: the memory horizon is "
+            "measured for rnn, lstm and gru only",
+        )
+    threshold = threshold if threshold is not None else settings.diagnosis.horizon_relative_norm
+    layers = []
+    for layer in memory_horizons(store.read_timesteps(session, experiment_id), threshold):
+        steps, _ = downsample(layer.steps, layer.horizon, max_points, "minmax")
+        rows = np.searchsorted(layer.steps, steps)
+        layers.append(
+            {
+                "layer_index": layer.layer_index,
+                "max_horizon": layer.max_horizon,
+                "steps": np.ascontiguousarray(steps),
+                "horizon": layer.horizon[rows],
+                "reaches_start": layer.reaches_start[rows],
+                "first_to_last": layer.first_to_last[rows],
+            }
+        )
+    return JSONBytesResponse({"experiment_id": record.id, "threshold": threshold, "layers": layers})
+
+
+@router.get("/{experiment_id}/summary", response_model=SummaryResponse, responses=ERRORS)
+def get_summary(
+    experiment_id: str,
+    session: SessionDep,
+    settings: SettingsDep,
+    max_points: MaxPoints = 500,
+) -> JSONBytesResponse:
+    """The diagnosis: per-layer medians, the first-to-last layer ratio and the decay per
+    layer, the gradient norm before and after clipping, non-finite steps, the memory
+    horizon of recurrent models, and a verdict (`vanishing`, `exploding` or `healthy`)
+    with its evidence, the thresholds it used, and the literature's remedies."""
+    check_max_points(settings, max_points)
+    record = require_experiment(session, experiment_id)
+    diagnosis = diagnose(read_for_diagnosis(session, record), settings.diagnosis, max_points)
+    return JSONBytesResponse(
+        {"experiment_id": record.id, "name": record.name, "status": record.status, **diagnosis.__dict__}
+    )

@@ -1,0 +1,120 @@
+"""PNG pictures: an experiment's metric per layer, its depth profile, its gradient through
+time, and a sweep's comparison.
+
+Sync routes, so FastAPI renders them in its thread pool, off the event loop; the
+renderers use their own `Figure` objects on an Agg canvas, never pyplot.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query
+from fastapi.responses import Response
+
+from service import store
+from service.analysis.downsample import downsample
+from service.analysis.horizon import memory_horizons
+from service.analysis.profile import depth_profile
+from service.api.deps import SessionDep, SettingsDep
+from service.api.routes.analysis import (
+    RECURRENT_MODELS,
+    check_max_points,
+    check_step_range,
+    require_experiment,
+    require_series,
+)
+from service.api.routes.sweeps import build_comparison
+from service.plots import render_compare, render_metric, render_profile, render_timesteps
+from service.schemas.errors import ErrorResponse, ValidationErrorResponse
+from service.store.records import SeriesData
+
+experiments_router = APIRouter(prefix="/api/v1/experiments", tags=["plots"])
+sweeps_router = APIRouter(prefix="/api/v1/sweeps", tags=["plots"])
+
+PNG = {
+    200: {"content": {"image/png": {}}, "description": "A PNG image."},
+    404: {"model": ErrorResponse, "description": "Unknown experiment, sweep, metric or layer."},
+    422: {"model": ValidationErrorResponse, "description": "Invalid query parameters."},
+}
+Log = Annotated[
+    bool | None,
+    Query(description="Log y axis (colour scale for heatmaps); default: on for gradient magnitudes."),
+]
+
+
+def _png(content: bytes) -> Response:
+    # The data behind a picture changes while a run trains: never cache it for long.
+    return Response(content=content, media_type="image/png", headers={"Cache-Control": "no-cache"})
+
+
+@experiments_router.get("/{experiment_id}/plot.png", response_class=Response, responses=PNG)
+def plot_metric(
+    experiment_id: str,
+    session: SessionDep,
+    settings: SettingsDep,
+    metric: Annotated[str, Query(min_length=1)] = "grad_mean_abs",
+    layer: Annotated[list[str] | None, Query(description="Repeat to pick layers; default all.")] = None,
+    log: Log = None,
+    max_points: Annotated[int | None, Query(ge=4, description="Points per curve (M4 keeps every extreme).")] = 2000,
+    step_min: Annotated[int | None, Query(ge=0)] = None,
+    step_max: Annotated[int | None, Query(ge=0)] = None,
+) -> Response:
+    """`metric` over training, one curve per layer (input → output), log scale by default
+    for gradient magnitudes: the seed's picture."""
+    check_max_points(settings, max_points)
+    check_step_range(step_min, step_max)
+    record = require_experiment(session, experiment_id)
+    series = require_series(session, record, metric, layer, step_min, step_max)
+    thinned = [SeriesData(s.layer, s.position, *downsample(s.steps, s.values, max_points, "minmax")) for s in series]
+    return _png(render_metric(thinned, metric, record.name, log))
+
+
+@experiments_router.get("/{experiment_id}/profile.png", response_class=Response, responses=PNG)
+def plot_profile(
+    experiment_id: str,
+    session: SessionDep,
+    settings: SettingsDep,
+    metric: Annotated[str, Query(min_length=1, description="A per-layer probe.")] = "grad_mean_abs",
+    log: Log = None,
+    max_points: Annotated[int | None, Query(ge=2, description="Columns of the heatmap.")] = 400,
+) -> Response:
+    """The depth heatmap: training step across, layers up (input at the bottom), log colour."""
+    check_max_points(settings, max_points)
+    record = require_experiment(session, experiment_id)
+    series = require_series(session, record, metric, per_layer=True)
+    return _png(render_profile(depth_profile(metric, series, max_points), record.name, log))
+
+
+@experiments_router.get("/{experiment_id}/timesteps.png", response_class=Response, responses=PNG)
+def plot_timesteps(experiment_id: str, session: SessionDep, settings: SettingsDep) -> Response:
+    """‖∂L/∂h_t‖/‖∂L/∂h_T‖ against t at the first and last recorded steps, and the memory
+    horizon over training (recurrent models)."""
+    record = require_experiment(session, experiment_id)
+    model_type = (record.spec.get("model") or {}).get("type")
+    if model_type not in RECURRENT_MODELS:
+        raise HTTPException(
+            status_code=404,
+            detail=f"experiment {experiment_id} is an {model_type} model: gradients through time "
+            "are recorded for rnn, lstm and gru only",
+        )
+    threshold = settings.diagnosis.horizon_relative_norm
+    data = store.read_timesteps(session, experiment_id)
+    return _png(render_timesteps(data, memory_horizons(data, threshold), record.name, threshold))
+
+
+@sweeps_router.get("/{sweep_id}/compare.png", response_class=Response, responses=PNG)
+def plot_compare(
+    sweep_id: str,
+    session: SessionDep,
+    settings: SettingsDep,
+    metric: Annotated[str, Query(min_length=1)] = "loss",
+    layer: Annotated[str | None, Query(description="Default: each member's first layer.")] = None,
+    log: Log = None,
+    max_points: Annotated[int | None, Query(ge=2)] = 1000,
+) -> Response:
+    """Each group of seeds as its mean, with the min–max band over seeds."""
+    check_max_points(settings, max_points)
+    sweep, comparison = build_comparison(session, sweep_id, metric, layer, max_points)
+    return _png(render_compare(comparison, sweep.name, log))
+

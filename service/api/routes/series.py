@@ -1,0 +1,192 @@
+"""/api/v1/experiments/{id}/series, /metrics and /timesteps: the recorded probes.
+
+Series are returned as numpy arrays rendered straight to JSON (`JSONBytesResponse`): a
+100,000-point series costs one orjson call, not 100,000 pydantic floats.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, NoReturn
+
+import numpy as np
+from fastapi import APIRouter, HTTPException, Query
+from fastapi.exceptions import RequestValidationError
+
+from service import store
+from service.analysis.downsample import downsample
+from service.api.deps import SessionDep, SettingsDep
+from service.api.responses import JSONBytesResponse
+from service.schemas.errors import ErrorResponse, ValidationErrorResponse
+from service.schemas.series import MetricsResponse, SeriesResponse, TimestepsResponse
+from service.store.records import ExperimentRecord
+
+router = APIRouter(prefix="/api/v1/experiments", tags=["series"])
+
+# The engine's probe names (docs/architecture.md). A run that has not flushed yet answers
+# an empty series for these rather than 404.
+KNOWN_METRICS = (
+    "loss", "accuracy", "grad_norm_total", "grad_norm_total_clipped", "clipped", "lr",
+    "grad_norm", "grad_mean_abs", "grad_std", "grad_max_abs", "grad_nonfinite", "weight_norm",
+    "update_ratio", "backprop_norm", "act_mean", "act_std", "act_saturation", "act_dead",
+    "gate_forget", "gate_input", "gate_output",
+)  # fmt: skip
+RECURRENT_MODELS = ("rnn", "lstm", "gru")
+ACTIVE = ("queued", "running")
+ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorResponse, "description": "Unknown experiment, metric, layer or step."},
+    422: {"model": ValidationErrorResponse, "description": "Invalid query parameters."},
+}
+
+
+def _invalid_query(name: str, message: str, kind: str = "value_error") -> NoReturn:
+    raise RequestValidationError([{"loc": ("query", name), "msg": message, "type": kind}])
+
+
+def _experiment(session: SessionDep, experiment_id: str) -> ExperimentRecord:
+    record = store.get_experiment(session, experiment_id)
+    if record is None:
+        raise store.ExperimentNotFound(experiment_id)
+    return record
+
+
+def _choices(values: list[Any]) -> str:
+    return ", ".join("null" if v is None else str(v) for v in values) or "none yet"
+
+
+@router.get("/{experiment_id}/metrics", response_model=MetricsResponse, responses=ERRORS)
+def get_metrics(experiment_id: str, session: SessionDep) -> MetricsResponse:
+    """Metric names the experiment has recorded, each with its layers (input → output)."""
+    _experiment(session, experiment_id)
+    return MetricsResponse(metrics=store.list_metrics(session, experiment_id))
+
+
+@router.get("/{experiment_id}/series", response_model=SeriesResponse, responses=ERRORS)
+def get_series(
+    experiment_id: str,
+    session: SessionDep,
+    settings: SettingsDep,
+    metric: Annotated[str, Query(min_length=1, description="A probe name, e.g. grad_mean_abs.")],
+    layer: Annotated[
+        list[str] | None, Query(description="Repeat to pick layers; default all, input → output.")
+    ] = None,
+    step_min: Annotated[int | None, Query(ge=0, description="First step, inclusive.")] = None,
+    step_max: Annotated[int | None, Query(ge=0, description="Last step, inclusive.")] = None,
+    max_points: Annotated[
+        int | None, Query(ge=2, description="At most this many points per series.")
+    ] = None,
+    agg: Annotated[
+        Literal["minmax", "mean", "lttb", "none"],
+        Query(description="How max_points thins a series (`none`: never)."),
+    ] = "minmax",
+) -> JSONBytesResponse:
+    """One metric's time series: a series per layer, or one with `layer: null` for a
+    global metric. Non-finite values are null."""
+    limit = settings.limits.max_points
+    if max_points is not None and max_points > limit:
+        _invalid_query(
+            "max_points",
+            f"{max_points} is above the limit {limit} (max_points; the server's "
+            "GRADWATCH_LIMIT_MAX_POINTS raises it)",
+            "limit_exceeded",
+        )
+    if step_min is not None and step_max is not None and step_min > step_max:
+        _invalid_query("step_min", f"step_min {step_min} is after step_max {step_max}")
+    record = _experiment(session, experiment_id)
+    available = store.list_metrics(session, experiment_id)
+    if metric not in available:
+        if record.status in ACTIVE and metric in KNOWN_METRICS:
+            return JSONBytesResponse({"metric": metric, "series": []})
+        raise HTTPException(
+            status_code=404,
+            detail=f"experiment {experiment_id} has no metric {metric!r}; "
+            f"it has: {_choices(sorted(available))}",
+        )
+    layers = available[metric]
+    if layer is not None:
+        if layers == [None]:
+            raise HTTPException(
+                status_code=404,
+                detail=f"metric {metric!r} is global and has no layers: leave out `layer`",
+            )
+        unknown = [name for name in layer if name not in layers]
+        if unknown:
+            raise HTTPException(
+                status_code=404,
+                detail=f"metric {metric!r} of experiment {experiment_id} has no layer "
+                f"{', '.join(map(repr, unknown))}; its layers are: {_choices(layers)}",
+            )
+    data = store.read_series(session, experiment_id, metric, layer, step_min, step_max)
+    series = []
+    for item in data:
+        steps, values = item.steps, item.values
+        if agg == "none" or max_points is None:
+            if len(steps) > limit:
+                _invalid_query(
+                    "max_points",
+                    f"the series of layer {item.layer!r} has {len(steps)} points, above the "
+                    f"limit {limit} (max_points): pass max_points, or narrow "
+                    "step_min/step_max",
+                    "limit_exceeded",
+                )
+        else:
+            steps, values = downsample(steps, values, max_points, agg)
+        series.append(
+            {
+                "layer": item.layer,
+                "steps": np.ascontiguousarray(steps),
+                "values": np.ascontiguousarray(values),
+            }
+        )
+    return JSONBytesResponse({"metric": metric, "series": series})
+
+
+@router.get("/{experiment_id}/timesteps", response_model=TimestepsResponse, responses=ERRORS)
+def get_timesteps(
+    experiment_id: str,
+    session: SessionDep,
+    layer: Annotated[int, Query(ge=0, description="Recurrent layer index (0 = input side).")] = 0,
+    step: Annotated[int | None, Query(ge=0, description="Only this training step.")] = None,
+) -> JSONBytesResponse:
+    """‖∂L/∂h_t‖ (and ‖∂L/∂c_t‖ for LSTMs) per recorded training step and timestep."""
+    record = _experiment(session, experiment_id)
+    model_type = (record.spec.get("model") or {}).get("type")
+    if model_type not in RECURRENT_MODELS:
+        raise HTTPException(
+            status_code=404,
+            detail=f"experiment {experiment_id} is an {model_type} model: gradients through "
+            "time are recorded for rnn, lstm and gru only",
+        )
+    data = store.read_timesteps(session, experiment_id, step=step)
+    layers = [item.layer_index for item in data]
+    chosen = next((item for item in data if item.layer_index == layer), None)
+    if chosen is None:
+        if not data and record.status in ACTIVE and step is None:
+            return JSONBytesResponse(
+                {"layer": layer, "layers": [], "steps": [], "timesteps": [],
+                 "hidden_grad_norm": [], "cell_grad_norm": None}
+            )  # fmt: skip
+        if step is not None and not data:
+            raise HTTPException(
+                status_code=404, detail=f"step {step} was not recorded for experiment {experiment_id}"
+            )
+        raise HTTPException(
+            status_code=404,
+            detail=f"experiment {experiment_id} has no timestep data for layer {layer}; "
+            f"layers with data: {_choices(layers)}",
+        )
+    if step is not None and len(chosen.steps) == 0:
+        raise HTTPException(
+            status_code=404, detail=f"step {step} was not recorded for experiment {experiment_id}"
+        )
+    return JSONBytesResponse(
+        {
+            "layer": layer,
+            "layers": layers,
+            "steps": chosen.steps,
+            "timesteps": chosen.timesteps,
+            "hidden_grad_norm": np.ascontiguousarray(chosen.hidden_grad_norm),
+            "cell_grad_norm": None
+            if chosen.cell_grad_norm is None
+            else np.ascontiguousarray(chosen.cell_grad_norm),
+        }
+    )

@@ -1,0 +1,217 @@
+"""/api/v1/sweeps: create a grid of experiments, follow it, compare its members."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import APIRouter, Body, HTTPException, Query, Response, status
+from fastapi.exceptions import RequestValidationError
+from sqlalchemy.orm import Session
+
+from service import store
+from service.analysis.compare import Comparison, MemberSeries, compare, varying_paths
+from service.analysis.sweeps import SweepError, expand_grid, member_label
+from service.api.deps import EnqueuerDep, SessionDep, SettingsDep
+from service.api.responses import JSONBytesResponse
+from service.api.routes.analysis import check_max_points
+from service.db.models import FINISHED_STATUSES
+from service.schemas.errors import ErrorResponse, ValidationErrorResponse
+from service.schemas.experiments import ExperimentResult, Progress
+from service.schemas.sweeps import SWEEP_EXAMPLE, CompareResponse, SweepCreate, SweepPublic
+from service.store.records import ExperimentRecord
+from service.store.sweeps import NewMember, SweepRecord, create_sweep, get_sweep, sweep_members
+
+log = logging.getLogger("gradwatch.api")
+
+router = APIRouter(prefix="/api/v1/sweeps", tags=["sweeps"])
+
+NOT_FOUND = {404: {"model": ErrorResponse, "description": "No sweep has this id."}}
+INVALID = {422: {"model": ValidationErrorResponse, "description": "Invalid grid or member spec."}}
+
+
+class SweepNotFound(HTTPException):
+    def __init__(self, sweep_id: str) -> None:
+        super().__init__(status_code=404, detail=f"no sweep with id {sweep_id!r}")
+
+
+def _grid_order(grid: dict[str, list[Any]], members: list[ExperimentRecord]) -> list[ExperimentRecord]:
+    """Members in the order of the grid's product (the last path varies fastest)."""
+
+    def position(record: ExperimentRecord) -> tuple[int, ...]:
+        params = record.sweep_params or {}
+        return tuple(
+            values.index(params[path]) if params.get(path) in values else len(values)
+            for path, values in grid.items()
+        )
+
+    return sorted(members, key=position)
+
+
+def _public(sweep: SweepRecord, members: list[ExperimentRecord]) -> dict[str, Any]:
+    members = _grid_order(sweep.grid, members)
+    varying = varying_paths(sweep.grid)
+    counts = Counter(member.status for member in members)
+    if members and all(member.status in FINISHED_STATUSES for member in members):
+        overall = "finished"
+    elif counts["running"] or any(member.status in FINISHED_STATUSES for member in members):
+        overall = "running"
+    else:
+        overall = "queued"
+    return SweepPublic(
+        id=sweep.id,
+        name=sweep.name,
+        created_at=sweep.created_at,
+        base=sweep.base_spec,
+        grid=sweep.grid,
+        varying=varying,
+        size=len(members),
+        status=overall,
+        status_counts=dict(counts),
+        members=[
+            {
+                "id": member.id,
+                "name": member.name,
+                "status": member.status,
+                "params": member.sweep_params or {},
+                "label": member_label(member.sweep_params or {}, varying or None),
+                "progress": Progress(step=member.progress_step, total=member.progress_total),
+                "result": ExperimentResult.model_validate(member.result) if member.result else None,
+                "error": member.error,
+            }
+            for member in members
+        ],
+    ).model_dump(mode="json")
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=SweepPublic,
+    responses={
+        **INVALID,
+        503: {"model": ErrorResponse, "description": "The broker did not take some members."},
+    },
+)
+def create(
+    body: Annotated[SweepCreate, Body(openapi_examples={"activations": {"value": SWEEP_EXAMPLE}})],
+    session: SessionDep,
+    settings: SettingsDep,
+    enqueuer: EnqueuerDep,
+    response: Response,
+) -> dict[str, Any]:
+    """One experiment per combination of the grid's values, each validated as an
+    ExperimentSpec, created together and then queued; 422 above max_sweep_size."""
+    try:
+        members = expand_grid(body.base, body.grid, settings.limits)
+    except SweepError as error:
+        raise RequestValidationError(error.errors) from None
+    name = body.name or str(body.base.get("name") or "sweep")
+    sweep, records = create_sweep(
+        session,
+        name=name,
+        base_spec=body.base,
+        grid=body.grid,
+        members=[
+            NewMember(
+                name=str(member.spec.name),
+                tags=member.spec.tags,
+                spec=member.spec.model_dump(mode="json"),
+                queue=member.spec.queue,
+                params=member.params,
+            )
+            for member in members
+        ],
+    )
+    # Only after the commit: a worker that picks a task up at once must find its row.
+    unsent = []
+    for record in records:
+        try:
+            enqueuer.enqueue(record.id, record.queue)
+        except Exception as error:  # noqa: BLE001 - any broker failure means the same here
+            log.exception("could not send sweep member %s to queue %s", record.id, record.queue)
+            store.fail_unsent_experiment(session, record.id, f"could not send the task to the broker: {error}")
+            unsent.append(f"{record.id} ({error})")
+    if unsent:
+        raise HTTPException(
+            status_code=503,
+            detail=f"the broker did not accept {len(unsent)} of {len(records)} members of sweep {sweep.id} "
+            f"({'; '.join(unsent[:3])}); they were marked failed: submit the sweep again once the broker is up",
+        )
+    response.headers["Location"] = f"{router.prefix}/{sweep.id}"
+    return _public(sweep, records)
+
+
+@router.get("/{sweep_id}", response_model=SweepPublic, responses=NOT_FOUND)
+def read(sweep_id: str, session: SessionDep) -> dict[str, Any]:
+    """The sweep, its grid, and every member's status, progress and result."""
+    sweep = get_sweep(session, sweep_id)
+    if sweep is None:
+        raise SweepNotFound(sweep_id)
+    return _public(sweep, sweep_members(session, sweep_id))
+
+
+def build_comparison(
+    session: Session, sweep_id: str, metric: str, layer: str | None, max_points: int | None
+) -> tuple[SweepRecord, Comparison]:
+    sweep = get_sweep(session, sweep_id)
+    if sweep is None:
+        raise SweepNotFound(sweep_id)
+    members = _grid_order(sweep.grid, sweep_members(session, sweep_id))
+    inputs = []
+    seen_metric = False
+    for member in members:
+        available = store.list_metrics(session, member.id)
+        series = None
+        if metric in available:
+            seen_metric = True
+            layers = available[metric]
+            if layer is not None and layer not in layers:
+                raise HTTPException(
+                    status_code=404,
+                    detail=f"member {member.id} ({member.name}) has no layer {layer!r} for {metric!r}; "
+                    f"its layers are: {', '.join('null' if x is None else x for x in layers)}",
+                )
+            # Default: the input-most layer, where a vanishing gradient shows first.
+            chosen = layer if layer is not None else layers[0]
+            found = store.read_series(session, member.id, metric, [chosen])
+            series = found[0] if found else None
+        inputs.append(
+            MemberSeries(member.id, member.name, member.status, member.sweep_params or {}, series)
+        )
+    if not seen_metric and any(m.status in FINISHED_STATUSES for m in members):
+        raise HTTPException(
+            status_code=404, detail=f"no member of sweep {sweep_id} has recorded the metric {metric!r}"
+        )
+    return sweep, compare(metric, layer, sweep.grid, inputs, max_points)
+
+
+@router.get("/{sweep_id}/compare", response_model=CompareResponse, responses={**NOT_FOUND, **INVALID})
+def compare_members(
+    sweep_id: str,
+    session: SessionDep,
+    settings: SettingsDep,
+    metric: Annotated[str, Query(min_length=1)],
+    layer: Annotated[str | None, Query(description="Default: each member's first (input-most) layer.")] = None,
+    max_points: Annotated[int | None, Query(ge=2, description="At most this many steps (bucket means).")] = 1000,
+) -> JSONBytesResponse:
+    """Every member's series on one step axis, labelled by the grid values that vary, and
+    each group of members that differ only by `training.seed` as a mean with a min–max band."""
+    check_max_points(settings, max_points)
+    sweep, comparison = build_comparison(session, sweep_id, metric, layer, max_points)
+    return JSONBytesResponse(
+        {
+            "sweep_id": sweep.id,
+            "metric": comparison.metric,
+            "layer": comparison.layer,
+            "varying": comparison.varying,
+            "steps": comparison.steps,
+            "members": [
+                {**member.__dict__, "values": np.ascontiguousarray(member.values)} for member in comparison.members
+            ],
+            "groups": [group.__dict__ for group in comparison.groups],
+            "downsampled": comparison.downsampled,
+        }
+    )

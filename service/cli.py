@@ -1,0 +1,400 @@
+"""The `gradwatch` command: run the service, and talk to it.
+
+Running it:
+    gradwatch up [--host --port]     the embedded default: SQLite + filesystem broker under
+                                     GRADWATCH_HOME, the API and one worker; Ctrl-C stops both
+    gradwatch migrate                apply the Alembic migrations (compose's one-shot service)
+    gradwatch api [--host --port]    the API alone (compose)
+    gradwatch worker [--queue --concurrency --pool]   a Celery worker (compose)
+
+Talking to it (through `service.client`, at --api-url / GRADWATCH_API_URL):
+    gradwatch submit spec.json [--wait]     gradwatch status ID     gradwatch list
+    gradwatch series ID --metric NAME [--layer L] [--max-points N]  gradwatch cancel ID
+
+This module never imports torch (nor `workers`, except inside `worker`): `up` starts the
+worker as a process of its own.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from enum import Enum
+from pathlib import Path
+from types import FrameType
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from service.client import TERMINAL_STATUSES, GradwatchClient, GradwatchError
+from service.config import settings
+
+app = typer.Typer(
+    name="gradwatch",
+    help="Train networks and watch their gradients vanish or explode, over a REST API.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+errors = Console(stderr=True)
+
+
+class Pool(str, Enum):
+    """Celery pools that are safe with CUDA (never fork after CUDA is initialised).
+
+    prefork: the parent imports only `workers.celery_app` and `workers.tasks`, which never
+    import torch; each child imports torch inside its first task and never forks, so
+    CUDA is only ever initialised in a process that will not fork. One child per
+    `--concurrency`, each isolated (a crash or an out-of-memory kill loses one run).
+    solo: the task runs in the worker process itself (no fork at all): the simplest choice
+    for one GPU per worker. threads: several runs share one process and one CUDA context.
+    """
+
+    prefork = "prefork"
+    solo = "solo"
+    threads = "threads"
+
+
+QUEUES = ("cpu", "gpu")
+
+ApiUrl = Annotated[
+    str | None,
+    typer.Option("--api-url", help="The API's base URL (default: GRADWATCH_API_URL, or http://api_host:api_port)."),
+]
+
+
+def _client(api_url: str | None) -> GradwatchClient:
+    return GradwatchClient(api_url or settings.resolved_api_url)
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    errors.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+# -- running the service -----------------------------------------------------------------
+
+
+@app.command()
+def migrate() -> None:
+    """Create or upgrade the database schema (Alembic `upgrade head`)."""
+    from service.db.migrate import upgrade
+
+    settings.home.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.resolved_database_url)
+    console.print(f"database is at the latest revision: {_safe_url(settings.resolved_database_url)}")
+
+
+@app.command()
+def api(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = settings.api_host,
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = settings.api_port,
+) -> None:
+    """Serve the REST API (the schema must exist: run `gradwatch migrate` first)."""
+    import uvicorn
+
+    from service.api.main import create_app
+
+    settings.home.mkdir(parents=True, exist_ok=True)
+    # uvicorn re-raises the signal that stopped it once it has shut down; ignoring it here
+    # makes SIGINT/SIGTERM a clean exit (status 0) instead of a traceback or a kill.
+    for handled in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(handled, signal.SIG_IGN)
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+
+
+@app.command()
+def worker(
+    queue: Annotated[
+        str, typer.Option(help="Queue(s) to consume, comma-separated: cpu, gpu (specs with device cuda go to gpu).")
+    ] = "cpu",
+    concurrency: Annotated[int, typer.Option(min=1, help="Experiments trained at once.")] = 1,
+    pool: Annotated[Pool, typer.Option(help="Celery pool; all three are CUDA-safe (see `Pool`).")] = Pool.prefork,
+    loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO",
+) -> None:
+    """Run a Celery worker that trains experiments (on CUDA when it has it)."""
+    queues = [name.strip() for name in queue.split(",") if name.strip()]
+    unknown = sorted(set(queues) - set(QUEUES))
+    if not queues or unknown:
+        raise _fail(f"unknown queue {', '.join(unknown) or repr(queue)}: choose from {', '.join(QUEUES)}")
+    if settings.uses_embedded_broker:
+        settings.home.mkdir(parents=True, exist_ok=True)
+    from workers.celery_app import app as celery_app
+
+    celery_app.worker_main(
+        [
+            "worker",
+            f"--queues={','.join(queues)}",
+            f"--concurrency={concurrency}",
+            f"--pool={pool.value}",
+            f"--loglevel={loglevel}",
+            f"--hostname={'-'.join(queues)}@%h",
+            # Workers never talk to each other: no start-up sync, no gossip traffic.
+            "--without-mingle",
+            "--without-gossip",
+        ]
+    )
+
+
+@app.command()
+def up(
+    host: Annotated[str, typer.Option(help="Interface the API listens on.")] = settings.api_host,
+    port: Annotated[int, typer.Option(help="Port the API listens on.")] = settings.api_port,
+    grace: Annotated[
+        float, typer.Option(help="Seconds the worker may take to stop (finishing a running experiment) after Ctrl-C before it is killed.")
+    ] = 20.0,
+) -> None:
+    """The embedded default: migrate, then run the API and one worker until Ctrl-C.
+
+    Needs no external service: a SQLite database and kombu's filesystem broker under
+    GRADWATCH_HOME (default ~/.gradwatch), unless GRADWATCH_DATABASE_URL or
+    GRADWATCH_BROKER_URL point elsewhere. An experiment still running when the worker is
+    stopped after the grace period is marked failed by the stale-heartbeat reaper.
+    """
+    settings.home.mkdir(parents=True, exist_ok=True)
+    migrate()
+    stop_requested: list[int] = []
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        stop_requested.append(signum)
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+
+    # Each child gets a session of its own, so that a terminal's Ctrl-C reaches only this
+    # process, which then stops the children in order.
+    me = [sys.executable, "-m", "service.cli"]
+    children = {
+        "api": subprocess.Popen([*me, "api", "--host", host, "--port", str(port)], start_new_session=True),
+        "worker": subprocess.Popen([*me, "worker", "--queue", ",".join(QUEUES)], start_new_session=True),
+    }
+    url = f"http://{host}:{port}"
+    console.print(f"gradwatch is starting at {url} (data in {settings.home}); Ctrl-C stops it", soft_wrap=True)
+    local_url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    exit_code = 0
+    ready = False
+    try:
+        while not stop_requested:
+            if not ready:
+                ready = _healthy(local_url)
+                if ready:
+                    console.print(f"gradwatch is ready: {url}/docs", soft_wrap=True)
+            exited = {name: child.returncode for name, child in children.items() if child.poll() is not None}
+            if exited:
+                errors.print(f"[bold red]{', '.join(f'{n} exited with status {c}' for n, c in exited.items())}[/]")
+                exit_code = 1
+                break
+            time.sleep(0.2)
+    finally:
+        _stop_children(children, grace)
+    if exit_code:
+        raise typer.Exit(exit_code)
+    console.print("gradwatch stopped")
+
+
+def _healthy(url: str) -> bool:
+    with GradwatchClient(url, timeout=1.0) as client:
+        try:
+            client.health()
+            return True
+        except GradwatchError:
+            return False
+
+
+def _stop_children(children: dict[str, subprocess.Popen[bytes]], grace: float) -> None:
+    """SIGTERM (uvicorn: graceful; Celery: warm shutdown), then SIGQUIT, then SIGKILL."""
+    for child in children.values():
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    for escalation, wait_s in ((signal.SIGQUIT, grace), (signal.SIGKILL, 5.0), (None, 5.0)):
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline and any(child.poll() is None for child in children.values()):
+            time.sleep(0.1)
+        for child in children.values():
+            if child.poll() is None and escalation is not None:
+                _signal_group(child, escalation)
+
+
+def _signal_group(child: subprocess.Popen[bytes], signum: int) -> None:
+    try:
+        os.killpg(child.pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+# -- talking to the service ---------------------------------------------------------------
+
+
+@app.command()
+def submit(
+    spec: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="An ExperimentSpec as JSON.")],
+    wait: Annotated[bool, typer.Option("--wait", help="Show progress until it finishes, then a summary.")] = False,
+    timeout: Annotated[float | None, typer.Option(help="Give up waiting after this many seconds.")] = None,
+    poll: Annotated[float, typer.Option(help="Seconds between polls while waiting.")] = 1.0,
+    api_url: ApiUrl = None,
+) -> None:
+    """Submit an experiment; with --wait, follow it to the end (exit status 1 if it failed)."""
+    try:
+        body = json.loads(spec.read_text())
+    except json.JSONDecodeError as error:
+        raise _fail(f"{spec} is not valid JSON: {error}") from None
+    with _client(api_url) as client:
+        try:
+            experiment = client.submit(body)
+            console.print(f"submitted [bold]{experiment['id']}[/] ({experiment['status']})")
+            if wait:
+                experiment = _follow(client, experiment, timeout, poll)
+        except (GradwatchError, TimeoutError) as error:
+            raise _fail(str(error)) from None
+    if wait:
+        _print_experiment(experiment)
+        if experiment["status"] == "failed":
+            raise typer.Exit(1)
+
+
+def _follow(client: GradwatchClient, experiment: dict[str, Any], timeout: float | None, poll: float) -> dict[str, Any]:
+    columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TextColumn("step {task.completed:.0f}/{task.total:.0f}"), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task(experiment["status"], total=_total(experiment))
+
+        def show(state: dict[str, Any]) -> None:
+            step = (state.get("progress") or {}).get("step") or 0
+            progress.update(task, description=state["status"], completed=step, total=_total(state))
+
+        return client.wait(experiment["id"], timeout=timeout, poll=poll, on_update=show)
+
+
+def _total(experiment: dict[str, Any]) -> float | None:
+    return (experiment.get("progress") or {}).get("total")
+
+
+@app.command()
+def status(experiment_id: Annotated[str, typer.Argument(help="The experiment's id.")], api_url: ApiUrl = None) -> None:
+    """Show one experiment: status, progress, result or error."""
+    with _client(api_url) as client:
+        try:
+            experiment = client.get(experiment_id)
+        except GradwatchError as error:
+            raise _fail(str(error)) from None
+    _print_experiment(experiment)
+
+
+@app.command()
+def cancel(experiment_id: Annotated[str, typer.Argument(help="The experiment's id.")], api_url: ApiUrl = None) -> None:
+    """Stop a queued or running experiment within a few steps; it keeps what it measured."""
+    with _client(api_url) as client:
+        try:
+            experiment = client.cancel(experiment_id)
+        except GradwatchError as error:
+            raise _fail(str(error)) from None
+    console.print(f"cancel requested for {experiment_id} ({(experiment or {}).get('status', 'unknown')})")
+
+
+@app.command("list")
+def list_experiments(
+    status_filter: Annotated[str | None, typer.Option("--status", help="Only this status.")] = None,
+    tag: Annotated[str | None, typer.Option(help="Only experiments with this tag.")] = None,
+    name: Annotated[str | None, typer.Option(help="Only experiments with this name.")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="At most this many.")] = None,
+    api_url: ApiUrl = None,
+) -> None:
+    """List experiments, newest first."""
+    with _client(api_url) as client:
+        try:
+            page = client.list(status=status_filter, tag=tag, name=name, limit=limit)
+        except GradwatchError as error:
+            raise _fail(str(error)) from None
+    items = page.get("items", []) if isinstance(page, dict) else page
+    table = Table()
+    table.add_column("id", no_wrap=True, min_width=32)
+    for column in ("name", "status", "progress", "created"):
+        table.add_column(column)
+    for experiment in items:
+        table.add_row(
+            str(experiment["id"]), str(experiment.get("name") or ""), experiment["status"],
+            _progress_text(experiment), str(experiment.get("created_at") or ""),
+        )
+    console.print(table)
+
+
+@app.command()
+def series(
+    experiment_id: Annotated[str, typer.Argument(help="The experiment's id.")],
+    metric: Annotated[str, typer.Option(help="A probe name, e.g. grad_mean_abs, loss, backprop_norm.")],
+    layer: Annotated[list[str] | None, typer.Option(help="Only this layer (repeatable).")] = None,
+    max_points: Annotated[int | None, typer.Option(min=1, help="Downsample each series to this many points.")] = None,
+    step_min: Annotated[int | None, typer.Option(help="First step.")] = None,
+    step_max: Annotated[int | None, typer.Option(help="Last step.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the API's JSON instead of a summary table.")] = False,
+    api_url: ApiUrl = None,
+) -> None:
+    """Summarise (or print as JSON) one metric's series, a row per layer."""
+    with _client(api_url) as client:
+        try:
+            answer = client.series(experiment_id, metric, layers=layer or None, step_min=step_min, step_max=step_max, max_points=max_points)
+        except GradwatchError as error:
+            raise _fail(str(error)) from None
+    if as_json:
+        typer.echo(json.dumps(answer))
+        return
+    table = Table(title=answer["metric"])
+    table.add_column("layer", no_wrap=True, min_width=max((len(line["layer"] or "(global)") for line in answer["series"]), default=8))
+    for column in ("points", "steps", "first", "last", "min", "max"):
+        table.add_column(column, justify="right")
+    for line in answer["series"]:
+        steps, values = line["steps"], line["values"]
+        finite = [value for value in values if value is not None and math.isfinite(value)]
+        table.add_row(
+            line["layer"] or "(global)", str(len(steps)),
+            f"{steps[0]}–{steps[-1]}" if steps else "",
+            _number(values[0] if values else None), _number(values[-1] if values else None),
+            _number(min(finite) if finite else None), _number(max(finite) if finite else None),
+        )
+    console.print(table)
+
+
+# -- printing -----------------------------------------------------------------------------
+
+
+def _print_experiment(experiment: dict[str, Any]) -> None:
+    table = Table(show_header=False, title=f"experiment {experiment['id']}")
+    table.add_row("name", str(experiment.get("name") or ""))
+    table.add_row("status", experiment["status"])
+    table.add_row("progress", _progress_text(experiment))
+    for key in ("created_at", "started_at", "finished_at"):
+        table.add_row(key, str(experiment.get(key) or ""))
+    for key, value in (experiment.get("result") or {}).items():
+        table.add_row(key, _number(value) if isinstance(value, float) else str(value))
+    if experiment.get("error"):
+        table.add_row("error", str(experiment["error"]))
+    console.print(table)
+
+
+def _progress_text(experiment: dict[str, Any]) -> str:
+    progress = experiment.get("progress") or {}
+    return f"{progress.get('step', 0)}/{progress.get('total', '?')}"
+
+
+def _number(value: float | None) -> str:
+    return "" if value is None else f"{value:.6g}"
+
+
+def _safe_url(url: str) -> str:
+    """The database URL without its password, for printing."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,149 @@
+"""Tables of gradwatch, as SQLAlchemy 2.0 `Mapped[]` models.
+
+Only `service.store` imports these; rows never leave it. The schema exists in a database
+only through Alembic (`migrations/`); only tests call `create_all`.
+
+Points are stored in chunks (docs/architecture.md): one `point_chunks` row per series and
+flush, holding that flush's steps (int64) and values (float64) as little-endian bytes.
+A series query reads only its own chunks through the primary key
+`(series_id, first_step)`, which is also what makes a retried batch a no-op
+(INSERT … ON CONFLICT DO NOTHING).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from service.db.base import Base, UTCDateTime
+
+EXPERIMENT_STATUSES = ("queued", "running", "succeeded", "failed", "diverged", "cancelled")
+FINISHED_STATUSES = ("succeeded", "failed", "diverged", "cancelled")
+
+
+class Sweep(Base):
+    """A grid of experiments built from one base spec (filled by the analysis routes)."""
+
+    __tablename__ = "sweeps"
+
+    id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(200))
+    base_spec: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+    grid: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Experiment(Base):
+    __tablename__ = "experiments"
+    __table_args__ = (
+        sa.CheckConstraint(
+            "status IN ('queued', 'running', 'succeeded', 'failed', 'diverged', 'cancelled')",
+            name="status",
+        ),
+        # The list endpoint pages newest first, optionally within one status.
+        sa.Index("ix_experiments_created_at", "created_at"),
+        sa.Index("ix_experiments_status_created_at", "status", "created_at"),
+        sa.Index("ix_experiments_name", "name"),
+        sa.Index("ix_experiments_sweep_id", "sweep_id"),
+    )
+
+    id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(200))
+    status: Mapped[str] = mapped_column(sa.String(16))
+    # The validated, fully defaulted ExperimentSpec as JSON.
+    spec: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+    queue: Mapped[str] = mapped_column(sa.String(32))
+    cancel_requested: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+    progress_step: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    progress_total: Mapped[int | None] = mapped_column(sa.BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Written by every batch the worker stores; the reaper fails runs where it goes stale.
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    worker: Mapped[str | None] = mapped_column(sa.String(200))
+    error: Mapped[str | None] = mapped_column(sa.Text)
+    result: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON)
+    sweep_id: Mapped[str | None] = mapped_column(
+        sa.String(32), sa.ForeignKey("sweeps.id", ondelete="SET NULL")
+    )
+    sweep_params: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON)
+
+    tag_rows: Mapped[list[ExperimentTag]] = relationship(
+        order_by="ExperimentTag.position",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        lazy="selectin",
+    )
+
+
+class ExperimentTag(Base):
+    """One tag of one experiment: a table rather than a JSON list so `?tag=` uses an index."""
+
+    __tablename__ = "experiment_tags"
+    __table_args__ = (sa.Index("ix_experiment_tags_tag", "tag"),)
+
+    experiment_id: Mapped[str] = mapped_column(
+        sa.String(32), sa.ForeignKey("experiments.id", ondelete="CASCADE"), primary_key=True
+    )
+    tag: Mapped[str] = mapped_column(sa.String(100), primary_key=True)
+    position: Mapped[int] = mapped_column(sa.Integer)
+
+
+class Series(Base):
+    """One (metric, layer) time series of an experiment; its points live in `point_chunks`."""
+
+    __tablename__ = "series"
+    __table_args__ = (sa.UniqueConstraint("experiment_id", "metric", "layer"),)
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    experiment_id: Mapped[str] = mapped_column(
+        sa.String(32), sa.ForeignKey("experiments.id", ondelete="CASCADE")
+    )
+    metric: Mapped[str] = mapped_column(sa.String(64))
+    # '' for global metrics (a NULL would defeat the unique constraint); the store maps it to None.
+    layer: Mapped[str] = mapped_column(sa.String(200))
+    # Index of the layer from input to output; -1 for global metrics.
+    position: Mapped[int] = mapped_column(sa.Integer)
+
+
+class PointChunk(Base):
+    """The points one flush wrote for one series: little-endian int64 steps, float64 values."""
+
+    __tablename__ = "point_chunks"
+
+    series_id: Mapped[int] = mapped_column(
+        sa.Integer, sa.ForeignKey("series.id", ondelete="CASCADE"), primary_key=True
+    )
+    first_step: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True)
+    # Lets a step-range query skip chunks without decoding them.
+    last_step: Mapped[int] = mapped_column(sa.BigInteger)
+    n_points: Mapped[int] = mapped_column(sa.Integer)
+    steps: Mapped[bytes] = mapped_column(sa.LargeBinary)
+    values: Mapped[bytes] = mapped_column(sa.LargeBinary)
+
+
+class TimestepChunk(Base):
+    """Gradient norms through time for one recurrent layer and one flush.
+
+    `hidden_grad_norm` and `cell_grad_norm` are (n_steps, n_timesteps) float64 matrices,
+    row-major, little-endian; `cell_grad_norm` is NULL except for LSTMs.
+    """
+
+    __tablename__ = "timestep_chunks"
+
+    experiment_id: Mapped[str] = mapped_column(
+        sa.String(32), sa.ForeignKey("experiments.id", ondelete="CASCADE"), primary_key=True
+    )
+    layer_index: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    first_step: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True)
+    last_step: Mapped[int] = mapped_column(sa.BigInteger)
+    n_steps: Mapped[int] = mapped_column(sa.Integer)
+    n_timesteps: Mapped[int] = mapped_column(sa.Integer)
+    steps: Mapped[bytes] = mapped_column(sa.LargeBinary)
+    timesteps: Mapped[bytes] = mapped_column(sa.LargeBinary)
+    hidden_grad_norm: Mapped[bytes] = mapped_column(sa.LargeBinary)
+    cell_grad_norm: Mapped[bytes | None] = mapped_column(sa.LargeBinary)

@@ -1,0 +1,63 @@
+"""`gradwatch plot ID`: save an experiment's pictures as PNG files, through the API.
+
+`plot_command` is the body of the CLI command (registered in `service/cli.py`); it asks
+the API for the pictures rather than rendering them itself, so what a user saves is what
+the API serves.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from service.client import GradwatchClient, GradwatchError
+
+API_PREFIX = "/api/v1"
+RECURRENT_MODELS = ("rnn", "lstm", "gru")
+
+
+def plot_command(
+    experiment_id: str,
+    out_dir: Path | str = ".",
+    metric: str = "grad_mean_abs",
+    api_url: str = "http://127.0.0.1:8000",
+    transport: httpx.BaseTransport | None = None,
+) -> list[Path]:
+    """Save `<id>-<metric>.png`, `<id>-profile-<metric>.png` (per-layer metrics) and, for
+    recurrent models, `<id>-timesteps.png` into `out_dir`; return the paths written.
+
+    Raises GradwatchError (with the API's own explanation) when the API refuses.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with GradwatchClient(api_url, transport=transport) as client:
+        experiment = client.get(experiment_id)
+        metrics: dict[str, Any] = client.metrics(experiment_id).get("metrics", {})
+    if metric not in metrics:
+        raise GradwatchError(
+            f"experiment {experiment_id} has no metric {metric!r} (yet); it has: "
+            f"{', '.join(sorted(metrics)) or 'none yet'}. Pass another with --metric."
+        )
+    base = f"{API_PREFIX}/experiments/{experiment_id}"
+    wanted = [(f"{base}/plot.png", {"metric": metric}, f"{experiment_id}-{metric}.png")]
+    if metrics[metric] != [None]:
+        wanted.append((f"{base}/profile.png", {"metric": metric}, f"{experiment_id}-profile-{metric}.png"))
+    if (experiment.get("spec", {}).get("model") or {}).get("type") in RECURRENT_MODELS:
+        wanted.append((f"{base}/timesteps.png", {}, f"{experiment_id}-timesteps.png"))
+    written = []
+    with httpx.Client(base_url=api_url.rstrip("/"), timeout=60.0, transport=transport) as http:
+        for path, params, filename in wanted:
+            try:
+                response = http.get(path, params=params)
+            except httpx.HTTPError as error:
+                raise GradwatchError(f"cannot reach the gradwatch API at {api_url} ({error})") from error
+            if response.is_error:
+                raise GradwatchError(
+                    f"GET {path} → {response.status_code}: {response.text[:500]}", status_code=response.status_code
+                )
+            target = out / filename
+            target.write_bytes(response.content)
+            written.append(target)
+    return written

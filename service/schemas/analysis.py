@@ -1,0 +1,139 @@
+"""What the analysis endpoints return: depth profile, memory horizon, diagnosis summary.
+
+These models document the responses (OpenAPI); the routes render the analysis dataclasses
+straight to JSON with orjson, so NaN and ±Inf come out as null.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+
+class ProfileResponse(BaseModel):
+    experiment_id: str
+    metric: str
+    layers: list[str] = Field(description="Columns, input → output.")
+    positions: list[int]
+    steps: list[int] = Field(description="Rows: a step each (the first step of its bucket when downsampled).")
+    values: list[list[float | None]] = Field(description="steps × layers; null where missing or non-finite.")
+    downsampled: bool = Field(description="Rows are means over buckets of consecutive steps.")
+
+
+class LayerHorizonResponse(BaseModel):
+    layer_index: int
+    max_horizon: int = Field(description="Last recorded timestep minus the first.")
+    steps: list[int]
+    horizon: list[float | None] = Field(
+        description="Timesteps back over which ‖∂L/∂h_t‖ ≥ threshold·‖∂L/∂h_T‖, per recorded step."
+    )
+    reaches_start: list[bool]
+    first_to_last: list[float | None] = Field(description="‖∂L/∂h_first‖ / ‖∂L/∂h_T‖ per recorded step.")
+
+
+class HorizonResponse(BaseModel):
+    experiment_id: str
+    threshold: float
+    layers: list[LayerHorizonResponse]
+
+
+class Points(BaseModel):
+    steps: list[int]
+    values: list[float | None]
+
+
+class LayerSummary(BaseModel):
+    layer: str
+    position: int
+    medians: dict[str, float | None] = Field(description="Metric → median of its finite values over the run.")
+
+
+class AdjacentDecay(BaseModel):
+    lower: str
+    upper: str
+    ratio_at_start: float | None
+    ratio_median: float | None
+
+
+class DepthRatio(BaseModel):
+    metric: str
+    first_layer: str
+    last_layer: str
+    n_layers: int
+    start_step: int
+    at_start: float | None
+    median: float | None
+    minimum: float | None
+    maximum: float | None
+    at_end: float | None
+    decay_per_layer_at_start: float | None = Field(description="Geometric mean of adjacent-layer ratios.")
+    decay_per_layer_median: float | None
+    adjacent: list[AdjacentDecay]
+    per_step: Points
+
+
+class GradNormSummary(BaseModel):
+    clipping_mode: str
+    clipping_threshold: float | None
+    recorded_steps: int
+    clipped_steps: int
+    clipped_fraction: float
+    pre_clip_mean: float | None
+    pre_clip_median: float | None
+    pre_clip_p95: float | None
+    pre_clip_max: float | None
+    pre_clip_max_step: int | None
+    early_mean: float | None
+    early_median: float | None
+    growth: float | None
+    post_clip_max: float | None
+
+
+class NonFiniteSummary(BaseModel):
+    steps: int
+    first_step: int | None
+    metrics: list[str]
+    layers: list[str]
+    diverged_at_step: int | None
+
+
+class HorizonSummary(BaseModel):
+    layer_index: int
+    sequence_timesteps: int
+    at_start: float | None
+    final: float | None
+    final_fraction: float | None
+    final_first_to_last: float | None
+    per_step: Points
+
+
+class Finding(BaseModel):
+    kind: str = Field(
+        description="vanishing_depth | vanishing_time | exploding | clipping_controls | small_first_layer_gradient"
+    )
+    message: str
+    evidence: dict[str, Any]
+
+
+class Remedy(BaseModel):
+    problem: Literal["vanishing", "exploding"]
+    action: str
+    reference: str
+    spec_changes: dict[str, Any] = Field(description="Dotted spec path → value that applies the remedy.")
+
+
+class SummaryResponse(BaseModel):
+    experiment_id: str
+    name: str
+    status: str
+    verdict: Literal["vanishing", "exploding", "healthy"]
+    findings: list[Finding]
+    remedies: list[Remedy]
+    thresholds: dict[str, float]
+    layers: list[LayerSummary]
+    depth_ratio: DepthRatio | None = Field(description="grad_mean_abs of the weights, first / last layer.")
+    backprop_ratio: DepthRatio | None = Field(description="backprop_norm ‖∂L/∂s‖, first / last layer.")
+    grad_norm: GradNormSummary | None
+    nonfinite: NonFiniteSummary
+    horizon: list[HorizonSummary]

@@ -1,0 +1,76 @@
+"""What the API returns about experiments."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:  # schemas stay importable without the store
+    from service.store.records import ExperimentRecord
+
+Status = Literal["queued", "running", "succeeded", "failed", "diverged", "cancelled"]
+
+
+class Progress(BaseModel):
+    step: int = Field(description="Last training step stored.")
+    total: int | None = Field(description="Steps the run will take (training.steps).")
+
+
+class ExperimentResult(BaseModel):
+    """What the worker reported at the end; non-finite numbers are null."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    final_loss: float | None = None
+    final_accuracy: float | None = None
+    diverged_at_step: int | None = None
+    test_loss: float | None = None
+    test_accuracy: float | None = None
+    steps_done: int | None = None
+
+
+class ExperimentPublic(BaseModel):
+    id: str
+    name: str
+    tags: list[str]
+    status: Status
+    progress: Progress
+    spec: dict[str, Any] = Field(description="The validated spec with every default filled in.")
+    queue: str
+    cancel_requested: bool
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: str | None
+    result: ExperimentResult | None
+    sweep_id: str | None
+    sweep_params: dict[str, Any] | None
+
+    @classmethod
+    def from_record(cls, record: ExperimentRecord) -> ExperimentPublic:
+        return cls(
+            id=record.id,
+            name=record.name,
+            tags=record.tags,
+            status=record.status,  # type: ignore[arg-type]
+            progress=Progress(step=record.progress_step, total=record.progress_total),
+            spec=record.spec,
+            queue=record.queue,
+            cancel_requested=record.cancel_requested,
+            created_at=record.created_at,
+            started_at=record.started_at,
+            finished_at=record.finished_at,
+            error=record.error,
+            result=None if record.result is None else ExperimentResult.model_validate(record.result),
+            sweep_id=record.sweep_id,
+            sweep_params=record.sweep_params,
+        )
+
+
+class ExperimentList(BaseModel):
+    items: list[ExperimentPublic]
+    total: int = Field(description="Experiments matching the filters, on every page.")
+    offset: int
+    limit: int

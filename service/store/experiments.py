@@ -1,0 +1,275 @@
+"""The lifecycle of an experiment: create, list, claim, report progress, finish, reap.
+
+Every function that writes is one transaction and commits it. State changes are
+conditional UPDATEs (`… WHERE status = 'queued'`), so two processes racing on the same
+experiment (a redelivered task, the reaper, a cancel) can never both win.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from service.db.base import utcnow
+from service.db.models import FINISHED_STATUSES, Experiment, ExperimentTag
+from service.store.records import ExperimentNotFound, ExperimentRecord
+
+
+def to_record(row: Experiment) -> ExperimentRecord:
+    return ExperimentRecord(
+        id=row.id,
+        name=row.name,
+        tags=[tag.tag for tag in row.tag_rows],
+        status=row.status,
+        spec=row.spec,
+        queue=row.queue,
+        progress_step=row.progress_step,
+        progress_total=row.progress_total,
+        cancel_requested=row.cancel_requested,
+        created_at=row.created_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        heartbeat_at=row.heartbeat_at,
+        worker=row.worker,
+        error=row.error,
+        result=row.result,
+        sweep_id=row.sweep_id,
+        sweep_params=row.sweep_params,
+    )
+
+
+def create_experiment(
+    session: Session,
+    name: str,
+    tags: Sequence[str],
+    spec: dict[str, Any],
+    queue: str,
+    sweep_id: str | None = None,
+    sweep_params: dict[str, Any] | None = None,
+    progress_total: int | None = None,
+) -> ExperimentRecord:
+    """Insert a queued experiment and commit (the caller enqueues it after this returns).
+
+    `progress_total` defaults to the spec's `training.steps`.
+    """
+    if progress_total is None:
+        progress_total = (spec.get("training") or {}).get("steps")
+    unique_tags = list(dict.fromkeys(tags))  # the tag table's key is (experiment, tag)
+    row = Experiment(
+        id=uuid.uuid4().hex,
+        name=name,
+        status="queued",
+        spec=spec,
+        queue=queue,
+        cancel_requested=False,
+        progress_step=0,
+        progress_total=progress_total,
+        created_at=utcnow(),
+        sweep_id=sweep_id,
+        sweep_params=sweep_params,
+        tag_rows=[ExperimentTag(tag=tag, position=i) for i, tag in enumerate(unique_tags)],
+    )
+    session.add(row)
+    session.commit()
+    return to_record(row)
+
+
+def get_experiment(session: Session, experiment_id: str) -> ExperimentRecord | None:
+    """The experiment, read fresh from the database, or None."""
+    row = session.execute(
+        sa.select(Experiment)
+        .where(Experiment.id == experiment_id)
+        .execution_options(populate_existing=True)
+    ).scalar_one_or_none()
+    return None if row is None else to_record(row)
+
+
+def _require(session: Session, experiment_id: str) -> ExperimentRecord:
+    record = get_experiment(session, experiment_id)
+    if record is None:
+        raise ExperimentNotFound(experiment_id)
+    return record
+
+
+def list_experiments(
+    session: Session,
+    status: str | None = None,
+    tag: str | None = None,
+    name: str | None = None,
+    offset: int = 0,
+    limit: int = 50,
+) -> tuple[list[ExperimentRecord], int]:
+    """One page of experiments, newest first, and the total matching the filters.
+
+    `name` matches as a case-sensitive substring; `tag` must match a whole tag.
+    """
+    conditions: list[sa.ColumnElement[bool]] = []
+    if status is not None:
+        conditions.append(Experiment.status == status)
+    if name is not None:
+        conditions.append(Experiment.name.contains(name, autoescape=True))
+    if tag is not None:
+        conditions.append(
+            sa.exists().where(ExperimentTag.experiment_id == Experiment.id, ExperimentTag.tag == tag)
+        )
+    total = session.execute(
+        sa.select(sa.func.count()).select_from(Experiment).where(*conditions)
+    ).scalar_one()
+    rows = session.execute(
+        sa.select(Experiment)
+        .where(*conditions)
+        .order_by(Experiment.created_at.desc(), Experiment.id.desc())
+        .offset(offset)
+        .limit(limit)
+        .execution_options(populate_existing=True)
+    ).scalars()
+    return [to_record(row) for row in rows], total
+
+
+def delete_experiment(session: Session, experiment_id: str, keep_running: bool = False) -> bool:
+    """Delete the experiment and, through ON DELETE CASCADE, its tags, series and chunks.
+
+    Returns False when nothing was deleted: no such experiment, or it is running and
+    `keep_running` is set (the API's choice: a running worker is still writing).
+    """
+    statement = sa.delete(Experiment).where(Experiment.id == experiment_id)
+    if keep_running:
+        statement = statement.where(Experiment.status != "running")
+    deleted = session.execute(statement)
+    session.commit()
+    return deleted.rowcount > 0
+
+
+def request_cancel(session: Session, experiment_id: str) -> ExperimentRecord:
+    """Cancel: a queued experiment ends `cancelled` now; a running one gets the flag its
+    worker polls (it then stops within a few steps and keeps its points); a finished one
+    is left as it is. Raises ExperimentNotFound."""
+    now = utcnow()
+    cancelled_queued = session.execute(
+        sa.update(Experiment)
+        .where(Experiment.id == experiment_id, Experiment.status == "queued")
+        .values(status="cancelled", cancel_requested=True, finished_at=now)
+    )
+    if cancelled_queued.rowcount == 0:
+        session.execute(
+            sa.update(Experiment)
+            .where(Experiment.id == experiment_id, Experiment.status == "running")
+            .values(cancel_requested=True)
+        )
+    session.commit()
+    return _require(session, experiment_id)
+
+
+def claim_experiment(session: Session, experiment_id: str, worker: str) -> ExperimentRecord | None:
+    """Atomically move a queued experiment to running for `worker`.
+
+    None when it is not queued (already claimed by a first delivery, finished, cancelled)
+    or does not exist: the task must then do nothing.
+    """
+    now = utcnow()
+    claimed = session.execute(
+        sa.update(Experiment)
+        .where(Experiment.id == experiment_id, Experiment.status == "queued")
+        .values(status="running", started_at=now, heartbeat_at=now, worker=worker)
+    )
+    session.commit()
+    if claimed.rowcount != 1:
+        return None
+    return get_experiment(session, experiment_id)
+
+
+def is_cancel_requested(session: Session, experiment_id: str) -> bool:
+    """True once a cancel was requested (or the experiment no longer exists)."""
+    flag = session.execute(
+        sa.select(Experiment.cancel_requested).where(Experiment.id == experiment_id)
+    ).scalar_one_or_none()
+    session.commit()  # end the read transaction: the next poll must see new commits
+    return flag is None or bool(flag)
+
+
+def record_progress(
+    session: Session, experiment_id: str, step: int, total: int | None = None
+) -> None:
+    """Set progress and the heartbeat of a running experiment."""
+    values: dict[str, Any] = {"progress_step": step, "heartbeat_at": utcnow()}
+    if total is not None:
+        values["progress_total"] = total
+    session.execute(
+        sa.update(Experiment)
+        .where(Experiment.id == experiment_id, Experiment.status == "running")
+        .values(**values)
+    )
+    session.commit()
+
+
+def finish_experiment(
+    session: Session,
+    experiment_id: str,
+    status: str,
+    result: dict[str, Any] | None,
+    error: str | None = None,
+) -> ExperimentRecord | None:
+    """End a running experiment with `status`; None if it was no longer running (e.g.
+    the reaper failed it meanwhile), in which case nothing changes."""
+    if status not in FINISHED_STATUSES:
+        raise ValueError(f"finish status must be one of {FINISHED_STATUSES}, got {status!r}")
+    now = utcnow()
+    finished = session.execute(
+        sa.update(Experiment)
+        .where(Experiment.id == experiment_id, Experiment.status == "running")
+        .values(status=status, result=result, error=error, finished_at=now, heartbeat_at=now)
+    )
+    session.commit()
+    if finished.rowcount != 1:
+        return None
+    return get_experiment(session, experiment_id)
+
+
+def fail_unsent_experiment(session: Session, experiment_id: str, error: str) -> None:
+    """Fail a queued experiment whose task could not be sent to the broker."""
+    session.execute(
+        sa.update(Experiment)
+        .where(Experiment.id == experiment_id, Experiment.status == "queued")
+        .values(status="failed", error=error, finished_at=utcnow())
+    )
+    session.commit()
+
+
+def fail_stale_experiments(session: Session, stale_after_s: float) -> list[str]:
+    """Fail running experiments whose worker has not written for `stale_after_s` seconds
+    (killed, out of memory, machine gone). Returns their ids."""
+    now = utcnow()
+    threshold = now - timedelta(seconds=stale_after_s)
+    stale = session.execute(
+        sa.select(Experiment.id, Experiment.heartbeat_at).where(
+            Experiment.status == "running", Experiment.heartbeat_at < threshold
+        )
+    ).all()
+    failed: list[str] = []
+    for experiment_id, heartbeat_at in stale:
+        silent_s = int((now - heartbeat_at).total_seconds())
+        changed = session.execute(
+            sa.update(Experiment)
+            # Re-check both conditions: the worker may have written since the SELECT.
+            .where(
+                Experiment.id == experiment_id,
+                Experiment.status == "running",
+                Experiment.heartbeat_at < threshold,
+            )
+            .values(
+                status="failed",
+                finished_at=now,
+                error=f"worker lost: no heartbeat for {silent_s} s "
+                f"(stale after {stale_after_s:g} s); the points stored so far are kept",
+            )
+        )
+        if changed.rowcount == 1:
+            failed.append(experiment_id)
+    session.commit()
+    return failed
+

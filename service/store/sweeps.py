@@ -1,0 +1,97 @@
+"""Sweeps: a grid of experiments created together from one base spec.
+
+A sweep and all its member experiments are inserted in one transaction, so a sweep is
+never half-created; the caller enqueues the members after the commit.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from service.db.base import utcnow
+from service.db.models import Experiment, ExperimentTag, Sweep
+from service.store.experiments import to_record
+from service.store.records import ExperimentRecord
+
+
+@dataclass(frozen=True)
+class SweepRecord:
+    id: str
+    name: str
+    base_spec: dict[str, Any]  # as submitted (before the grid's values are applied)
+    grid: dict[str, list[Any]]  # dotted spec path → values, in the order submitted
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class NewMember:
+    """One member to create: its validated spec as JSON and its grid values."""
+
+    name: str
+    tags: Sequence[str]
+    spec: dict[str, Any]
+    queue: str
+    params: dict[str, Any]
+
+
+def _to_sweep(row: Sweep) -> SweepRecord:
+    return SweepRecord(id=row.id, name=row.name, base_spec=row.base_spec, grid=row.grid, created_at=row.created_at)
+
+
+def create_sweep(
+    session: Session, name: str, base_spec: dict[str, Any], grid: dict[str, list[Any]], members: Sequence[NewMember]
+) -> tuple[SweepRecord, list[ExperimentRecord]]:
+    """Insert the sweep and its queued members in one transaction and commit."""
+    now = utcnow()
+    sweep = Sweep(id=uuid.uuid4().hex, name=name, base_spec=base_spec, grid=grid, created_at=now)
+    try:
+        session.add(sweep)
+        session.flush()  # the members' foreign key needs the sweep row first (no ORM relationship orders them)
+        rows = [
+            Experiment(
+                id=uuid.uuid4().hex,
+                name=member.name,
+                status="queued",
+                spec=member.spec,
+                queue=member.queue,
+                cancel_requested=False,
+                progress_step=0,
+                progress_total=(member.spec.get("training") or {}).get("steps"),
+                created_at=now,
+                sweep_id=sweep.id,
+                sweep_params=member.params,
+                tag_rows=[ExperimentTag(tag=tag, position=i) for i, tag in enumerate(dict.fromkeys(member.tags))],
+            )
+            for member in members
+        ]
+        session.add_all(rows)
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    return _to_sweep(sweep), [to_record(row) for row in rows]
+
+
+def get_sweep(session: Session, sweep_id: str) -> SweepRecord | None:
+    row = session.get(Sweep, sweep_id, populate_existing=True)
+    return None if row is None else _to_sweep(row)
+
+
+def sweep_members(session: Session, sweep_id: str) -> list[ExperimentRecord]:
+    """The sweep's experiments as they are now (deleted members are gone)."""
+    rows = session.execute(
+        sa.select(Experiment)
+        .where(Experiment.sweep_id == sweep_id)
+        .order_by(Experiment.created_at, Experiment.id)
+        .execution_options(populate_existing=True)
+    ).scalars()
+    records = [to_record(row) for row in rows]
+    session.commit()  # end the read transaction
+    return records

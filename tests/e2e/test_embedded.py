@@ -1,0 +1,146 @@
+"""End to end on the embedded default, which needs no server: a SQLite file and kombu's
+filesystem broker. First the API and a Celery worker as separate processes, driven
+through the Python client; then `gradwatch up` itself, driven through the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from service.client import GradwatchClient, GradwatchError
+from tests.conftest import REPO_ROOT
+from tests.e2e.stack import STARTUP_TIMEOUT_S, Stack, free_port
+
+TINY_MLP = {
+    "name": "embedded-mlp",
+    "tags": ["embedded"],
+    "model": {"type": "mlp", "hidden_sizes": [32, 32], "activation": "sigmoid"},
+    "dataset": {"name": "digits"},
+    "training": {"optimizer": "sgd", "lr": 0.1, "batch_size": 32, "steps": 60, "seed": 0},
+}
+TINY_LSTM = {
+    "name": "embedded-lstm",
+    "model": {"type": "lstm", "hidden_size": 16},
+    "dataset": {"name": "adding", "seq_len": 20},
+    "training": {"optimizer": "adam", "lr": 0.01, "batch_size": 16, "steps": 20, "seed": 0},
+}
+
+
+def test_client_against_the_api_on_the_embedded_broker(embedded_stack: Stack) -> None:
+    stack = embedded_stack
+    stack.start_api()
+    stack.start_worker(queues="cpu,gpu")
+    client = stack.client
+
+    mlp = client.submit(TINY_MLP)
+    lstm = client.submit(TINY_LSTM)
+    assert mlp["status"] == "queued"
+    finished = stack.wait(mlp["id"], timeout=120)
+    assert finished["status"] == "succeeded", finished
+    assert finished["progress"] == {"step": 60, "total": 60}
+    assert 0 <= finished["result"]["final_accuracy"] <= 1
+
+    (loss,) = client.series(mlp["id"], "loss")["series"]
+    assert loss["layer"] is None and loss["steps"] == list(range(60))
+    metrics = client.metrics(mlp["id"])
+    assert "grad_mean_abs" in json.dumps(metrics) and "layers.0.weight" in json.dumps(metrics)
+    downsampled = client.series(mlp["id"], "grad_mean_abs", max_points=10)["series"]
+    assert downsampled and all(len(line["steps"]) <= 10 for line in downsampled)
+    stored, distinct = stack.stored_points(mlp["id"])
+    assert stored == distinct > 0
+
+    recurrent = stack.wait(lstm["id"], timeout=120)
+    assert recurrent["status"] == "succeeded", recurrent
+    through_time = client.timesteps(lstm["id"])
+    assert through_time["timesteps"][0] == 0 and through_time["timesteps"][-1] == 19
+    assert len(through_time["hidden_grad_norm"]) == len(through_time["steps"]) > 0
+    assert through_time["cell_grad_norm"] is not None
+
+    assert [e["id"] for e in client.list(tag="embedded")["items"]] == [mlp["id"]]
+    with pytest.raises(GradwatchError) as unknown_metric:
+        client.series(mlp["id"], "no_such_metric")
+    assert 400 <= unknown_metric.value.status_code < 500 and "no_such_metric" in str(unknown_metric.value)
+    client.delete(mlp["id"])
+    with pytest.raises(GradwatchError) as gone:
+        client.get(mlp["id"])
+    assert gone.value.status_code == 404
+
+
+def processes_with_home(home: Path) -> list[int]:
+    """Every live process started with GRADWATCH_HOME=home (the API, the worker, its pool child)."""
+    marker = f"GRADWATCH_HOME={home}".encode() + b"\0"
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if marker in (entry / "environ").read_bytes() and (entry / "stat").read_text().split(") ")[1][0] != "Z":
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.fixture
+def up_home(tmp_path: Path) -> Iterator[Path]:
+    home = tmp_path / "gradwatch-home"
+    yield home
+    for pid in processes_with_home(home):  # whatever a failed test left behind
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def test_gradwatch_up_serves_trains_and_stops_cleanly_on_ctrl_c(up_home: Path, mnist_data_dir: Path, tmp_path: Path) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GRADWATCH_")}
+    env.update(GRADWATCH_HOME=str(up_home), GRADWATCH_DATA_DIR=str(mnist_data_dir), PYTHONUNBUFFERED="1")
+    log = tmp_path / "up.log"
+    with log.open("wb") as output:
+        up = subprocess.Popen(
+            [sys.executable, "-m", "service.cli", "up", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=REPO_ROOT, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    try:
+        with GradwatchClient(url) as client:
+            deadline = time.monotonic() + STARTUP_TIMEOUT_S
+            while True:
+                try:
+                    client.health()
+                    break
+                except GradwatchError:
+                    assert up.poll() is None and time.monotonic() < deadline, log.read_text()
+                    time.sleep(0.2)
+        assert (up_home / "gradwatch.db").exists()
+
+        spec = tmp_path / "spec.json"
+        spec.write_text(json.dumps({**TINY_MLP, "training": {**TINY_MLP["training"], "steps": 30}}))
+        submitted = subprocess.run(
+            [sys.executable, "-m", "service.cli", "submit", str(spec), "--wait", "--poll", "0.2", "--timeout", "150", "--api-url", url],
+            cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=180,
+        )
+        assert submitted.returncode == 0, submitted.stdout + submitted.stderr + log.read_text()
+        assert "succeeded" in submitted.stdout and "final_loss" in submitted.stdout
+        assert len(processes_with_home(up_home)) >= 3  # up, the API, the worker (and its pool child)
+
+        os.killpg(up.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
+        assert up.wait(timeout=30) == 0, log.read_text()
+        deadline = time.monotonic() + 10
+        while processes_with_home(up_home) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert processes_with_home(up_home) == [], log.read_text()
+        assert "gradwatch stopped" in log.read_text()
+    finally:
+        if up.poll() is None:
+            os.killpg(up.pid, signal.SIGKILL)
+            up.wait(timeout=10)

@@ -1,0 +1,36 @@
+"""/api/v1/health answers 200 only when the database and the broker both answer."""
+
+from __future__ import annotations
+
+from httpx import Client
+
+from service.api.main import create_app
+from service.config import Settings
+from tests.service.api.conftest import api_client
+
+HEALTH = "/api/v1/health"
+
+
+def test_healthy_with_the_embedded_broker(client: Client) -> None:
+    response = client.get(HEALTH)
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "database": "ok", "broker": "ok"}
+
+
+def test_healthy_with_redis(settings: Settings, redis_url: str) -> None:
+    with api_client(create_app(settings.model_copy(update={"broker_url": redis_url}))) as client:
+        assert client.get(HEALTH).json()["broker"] == "ok"
+
+
+def test_503_names_what_is_down(settings: Settings) -> None:
+    down = settings.model_copy(
+        update={"broker_url": "redis://127.0.0.1:1/0", "database_url": "postgresql+psycopg://root@127.0.0.1:1/x"}
+    )
+    down.__dict__.pop("resolved_database_url", None)  # a cached_property of the copy's source
+    with api_client(create_app(down)) as client:
+        response = client.get(HEALTH)
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "unavailable"
+    assert body["database"].startswith("error: OperationalError")
+    assert body["broker"].startswith("error: ConnectionError")

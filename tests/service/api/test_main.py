@@ -1,0 +1,62 @@
+"""The app factory connects to nothing at import, and its lifespan runs the reaper."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy.orm import Session
+
+from service import store
+from service.api.main import create_app
+from service.config import Settings
+from service.db.models import Experiment
+from tests.service.api.conftest import api_client
+
+
+def test_importing_the_app_touches_nothing(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    code = "import service.api.main as m; assert m.app.state.engine.pool.checkedout() == 0"
+    env = {"GRADWATCH_HOME": str(home), "GRADWATCH_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/x",
+           "GRADWATCH_BROKER_URL": "redis://127.0.0.1:1/0", "PATH": "/usr/bin:/bin"}  # fmt: skip
+    result = subprocess.run([sys.executable, "-W", "error", "-c", code], env=env, cwd=Path(__file__).parents[3],
+                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert not home.exists()
+
+
+def test_the_lifespan_reaper_fails_stale_runs(settings: Settings) -> None:
+    app = create_app(settings.model_copy(update={"reaper_interval_s": 0.05, "heartbeat_stale_s": 60}))
+    with app.state.session_factory() as session:
+        record = store.create_experiment(session, "lost", [], {}, "cpu")
+        store.claim_experiment(session, record.id, "killed-worker")
+        _age_heartbeat(session, record.id, seconds=90)
+    with api_client(app) as client:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            body = client.get(f"/api/v1/experiments/{record.id}").json()
+            if body["status"] != "running":
+                break
+            time.sleep(0.05)
+    assert body["status"] == "failed"
+    assert body["error"].startswith("worker lost: no heartbeat for 90 s")
+
+
+def _age_heartbeat(session: Session, experiment_id: str, seconds: float) -> None:
+    row = session.get(Experiment, experiment_id)
+    row.heartbeat_at = row.heartbeat_at - timedelta(seconds=seconds)
+    session.commit()
+
+
+def test_docs_show_an_example_spec_per_model_type(settings: Settings) -> None:
+    schema = create_app(settings).openapi()
+    body = schema["paths"]["/api/v1/experiments"]["post"]["requestBody"]["content"]["application/json"]
+    examples = body["examples"]
+    assert set(examples) == {"mlp", "rnn", "lstm", "gru"}
+    assert {example["value"]["model"]["type"] for example in examples.values()} == set(examples)
+    paths = set(schema["paths"])
+    assert {"/api/v1/health", "/api/v1/experiments/{experiment_id}/series",
+            "/api/v1/experiments/{experiment_id}/timesteps"} <= paths  # fmt: skip

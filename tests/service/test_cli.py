@@ -1,0 +1,182 @@
+"""The `gradwatch` CLI against a real API (uvicorn in a thread, on a SQLite file and the
+filesystem broker). No Celery worker runs here: a test thread plays the worker through
+the store (claim, write chunks, finish), so `submit --wait` is followed to its end.
+`gradwatch up` itself is tested end to end in tests/e2e/test_embedded.py."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import uvicorn
+from typer.testing import CliRunner
+
+from service import store
+from service.cli import app
+from service.config import Settings
+from service.db.engine import make_engine, make_session_factory
+from service.db.migrate import upgrade
+from tests.e2e.stack import free_port
+
+runner = CliRunner()
+SPEC = {"name": "cli-digits", "tags": ["cli"], "model": {"type": "mlp", "hidden_sizes": [16]},
+        "dataset": {"name": "digits"}, "training": {"steps": 40}}
+
+
+class ApiServer:
+    def __init__(self, home: Path) -> None:
+        from service.api.main import create_app
+
+        self.settings = Settings(home=home, database_url="", broker_url="", reaper_interval_s=3600)
+        upgrade(self.settings.resolved_database_url)
+        self.engine = make_engine(self.settings.resolved_database_url)
+        self.sessions = make_session_factory(self.engine)
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        config = uvicorn.Config(create_app(self.settings), host="127.0.0.1", port=port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> ApiServer:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+        self.engine.dispose()
+
+    def play_worker(self, experiment_id: str, steps: int = 40) -> None:
+        """What a worker does, through the store: claim, store points in flushes, finish."""
+        with self.sessions() as session:
+            assert store.claim_experiment(session, experiment_id, "test worker") is not None
+        for first in range(0, steps, 10):
+            chunk = np.arange(first, first + 10, dtype=np.int64)
+            series = [
+                store.SeriesChunk("loss", None, -1, chunk, 2.0 / (chunk + 1)),
+                store.SeriesChunk("grad_mean_abs", "layers.0.weight", 0, chunk, np.full(10, 1e-3)),
+                store.SeriesChunk("grad_mean_abs", "layers.1.weight", 1, chunk, np.full(10, 2e-2)),
+            ]
+            with self.sessions() as session:
+                store.write_chunks(session, experiment_id, series, [], first + 10)
+            time.sleep(0.05)
+        result = {"final_loss": 0.05, "final_accuracy": 0.97, "diverged_at_step": None, "test_loss": 0.07, "test_accuracy": 0.95}
+        with self.sessions() as session:
+            store.finish_experiment(session, experiment_id, "succeeded", result)
+
+
+@pytest.fixture
+def api(tmp_path: Path) -> Iterator[ApiServer]:
+    with ApiServer(tmp_path / "home") as server:
+        yield server
+
+
+@pytest.fixture
+def spec_file(tmp_path: Path) -> Path:
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(SPEC))
+    return path
+
+
+def invoke(api: ApiServer, *args: str):
+    return runner.invoke(app, [args[0], *args[1:], "--api-url", api.url], catch_exceptions=False)
+
+
+def submitted_id(output: str) -> str:
+    return output.split("submitted ", 1)[1].split()[0]
+
+
+def test_submit_wait_follows_the_run_and_prints_a_summary(api, spec_file) -> None:
+    def worker_when_queued() -> None:
+        with api.sessions() as session:
+            while True:
+                page, _ = store.list_experiments(session)
+                if page:
+                    break
+                time.sleep(0.05)
+        api.play_worker(page[0].id)
+
+    player = threading.Thread(target=worker_when_queued)
+    player.start()
+    result = invoke(api, "submit", str(spec_file), "--wait", "--poll", "0.1", "--timeout", "60")
+    player.join(10)
+    assert result.exit_code == 0, result.output
+    assert "submitted" in result.output
+    for expected in ("succeeded", "40/40", "final_loss", "0.05", "test_accuracy", "0.95"):
+        assert expected in result.output, expected
+
+
+def test_status_list_series_and_cancel(api, spec_file) -> None:
+    submitted = invoke(api, "submit", str(spec_file))
+    assert submitted.exit_code == 0, submitted.output
+    experiment_id = submitted_id(submitted.output)
+
+    status = invoke(api, "status", experiment_id)
+    assert status.exit_code == 0 and "queued" in status.output and "cli-digits" in status.output
+
+    listed = invoke(api, "list", "--tag", "cli")
+    assert listed.exit_code == 0 and experiment_id[:8] in listed.output
+
+    api.play_worker(experiment_id)
+    series = invoke(api, "series", experiment_id, "--metric", "grad_mean_abs")
+    assert series.exit_code == 0, series.output
+    rows = [line for line in series.output.splitlines() if "layers." in line]
+    assert len(rows) == 2 and "layers.0.weight" in rows[0] and "layers.1.weight" in rows[1]
+    assert "0.001" in rows[0] and "0.02" in rows[1] and "40" in rows[0]
+
+    as_json = invoke(api, "series", experiment_id, "--metric", "loss", "--json", "--max-points", "5")
+    assert as_json.exit_code == 0, as_json.output
+    (line,) = json.loads(as_json.output)["series"]
+    assert line["layer"] is None and 0 < len(line["steps"]) <= 5 and line["steps"][0] == 0
+
+    second = submitted_id(invoke(api, "submit", str(spec_file)).output)
+    cancelled = invoke(api, "cancel", second)
+    assert cancelled.exit_code == 0 and "cancelled" in cancelled.output
+
+
+def test_api_errors_are_shown_without_a_traceback(api, spec_file) -> None:
+    unknown = invoke(api, "status", "0" * 32)
+    assert unknown.exit_code == 1
+    assert "404" in unknown.output and "Traceback" not in unknown.output
+
+    bad_spec = spec_file.parent / "bad.json"
+    bad_spec.write_text(json.dumps({**SPEC, "training": {"steps": 10**9}}))
+    rejected = invoke(api, "submit", str(bad_spec))
+    assert rejected.exit_code == 1 and "422" in rejected.output and "steps" in rejected.output
+
+
+def test_malformed_spec_file_is_reported_before_any_request(tmp_path) -> None:
+    path = tmp_path / "spec.json"
+    path.write_text('{"model": ')
+    result = runner.invoke(app, ["submit", str(path), "--api-url", "http://127.0.0.1:9"])
+    assert result.exit_code == 1
+    assert "is not valid JSON" in result.output
+
+
+def test_unreachable_api_says_how_to_fix_it() -> None:
+    result = runner.invoke(app, ["status", "abc", "--api-url", "http://127.0.0.1:9"])
+    assert result.exit_code == 1
+    assert "cannot reach the gradwatch API at http://127.0.0.1:9" in result.output
+    assert "GRADWATCH_API_URL" in result.output
+
+
+def test_worker_rejects_an_unknown_queue_before_starting_celery() -> None:
+    result = runner.invoke(app, ["worker", "--queue", "cpu,tpu"])
+    assert result.exit_code == 1
+    assert "unknown queue tpu" in result.output
+
+
+def test_worker_offers_only_cuda_safe_pools() -> None:
+    result = runner.invoke(app, ["worker", "--pool", "eventlet"])
+    assert result.exit_code == 2
+    for pool in ("prefork", "solo", "threads"):
+        assert pool in result.output

@@ -1,0 +1,123 @@
+"""docker-compose.yml and the Dockerfile, tested without Docker (it cannot run here): the
+services, profiles, healthchecks and start order the deployment needs; every command is
+a real `gradwatch` subcommand with real options; every GRADWATCH_* name is a setting."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+import typer.main
+import yaml
+
+from service.cli import app
+from service.config import Limits, Settings
+from tests.conftest import REPO_ROOT
+
+COMPOSE = REPO_ROOT / "docker-compose.yml"
+DOCKERFILE = REPO_ROOT / "Dockerfile"
+
+
+@pytest.fixture(scope="module")
+def services() -> dict[str, Any]:
+    return yaml.safe_load(COMPOSE.read_text())["services"]
+
+
+def gradwatch_services(services: dict[str, Any]) -> dict[str, Any]:
+    return {name: s for name, s in services.items() if s.get("command", [None])[0] == "gradwatch"}
+
+
+def test_the_services_and_their_profiles(services) -> None:
+    assert {"postgres", "redis", "migrate", "api", "worker", "worker-gpu", "flower"} <= set(services)
+    assert services["worker-gpu"]["profiles"] == ["gpu"]
+    assert services["flower"]["profiles"] == ["monitoring"]
+    for always_on in ("postgres", "redis", "migrate", "api", "worker"):
+        assert "profiles" not in services[always_on], always_on
+
+
+def test_database_and_broker_have_healthchecks(services) -> None:
+    assert "pg_isready" in " ".join(services["postgres"]["healthcheck"]["test"])
+    assert services["redis"]["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
+
+
+def test_start_order(services) -> None:
+    assert services["migrate"]["depends_on"]["postgres"] == {"condition": "service_healthy"}
+    assert services["migrate"]["restart"] == "no"  # one-shot
+    for name in ("api", "worker", "worker-gpu"):
+        assert services[name]["depends_on"] == {
+            "postgres": {"condition": "service_healthy"},
+            "redis": {"condition": "service_healthy"},
+            "migrate": {"condition": "service_completed_successfully"},
+        }, name
+
+
+def test_gpu_worker_reserves_an_nvidia_device_and_takes_the_gpu_queue(services) -> None:
+    gpu = services["worker-gpu"]
+    (device,) = gpu["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
+    assert option_value(gpu["command"], "--queue") == "gpu"
+    assert option_value(services["worker"]["command"], "--queue") == "cpu"
+    # A CUDA image: torch comes from a CUDA wheel index, passed to the Dockerfile's build arg.
+    assert "cu" in gpu["build"]["args"]["TORCH_INDEX_URL"].rsplit("/", 1)[-1]
+    assert "ARG TORCH_INDEX_URL" in DOCKERFILE.read_text()
+
+
+def test_every_command_is_a_real_gradwatch_subcommand(services) -> None:
+    cli = typer.main.get_command(app)
+    commands = {name: s["command"] for name, s in gradwatch_services(services).items()}
+    assert set(commands) == {"migrate", "api", "worker", "worker-gpu"}
+    assert commands["migrate"][:2] == ["gradwatch", "migrate"]
+    assert commands["api"][1] == "api"
+    for name, command in commands.items():
+        subcommand = cli.commands.get(command[1])
+        assert subcommand is not None, f"{name}: gradwatch has no subcommand {command[1]!r}"
+        # Parses the arguments exactly as `gradwatch` would, without running anything:
+        # an unknown option or a bad value (--pool fork, --port http) raises here.
+        subcommand.make_context(command[1], list(command[2:]))
+
+
+def test_api_listens_where_its_port_is_published(services) -> None:
+    api = services["api"]
+    port = option_value(api["command"], "--port")
+    assert option_value(api["command"], "--host") == "0.0.0.0"
+    assert any(mapping.endswith(f":{port}") for mapping in api["ports"])
+    assert "/api/v1/health" in " ".join(api["healthcheck"]["test"])
+
+
+def test_every_gradwatch_variable_is_a_setting() -> None:
+    fields = set(Settings.model_fields) - {"limits"}
+    limits = set(Limits.model_fields)
+    for path in (COMPOSE, DOCKERFILE):
+        names = set(re.findall(r"\bGRADWATCH_[A-Z0-9_]+", path.read_text()))
+        assert names, path
+        for name in names:
+            key = name.removeprefix("GRADWATCH_").lower()
+            if key.startswith("limit_"):
+                assert key.removeprefix("limit_") in limits, f"{path.name}: {name} is not a limit"
+            else:
+                assert key in fields, f"{path.name}: {name} is not a Settings field"
+
+
+def test_gradwatch_services_share_postgres_and_redis(services) -> None:
+    for name, service in gradwatch_services(services).items():
+        environment = service["environment"]
+        assert environment["GRADWATCH_DATABASE_URL"].startswith("postgresql+psycopg://"), name
+        assert environment["GRADWATCH_DATABASE_URL"].split("@")[1].startswith("postgres:5432/"), name
+        assert environment["GRADWATCH_BROKER_URL"].startswith("redis://redis:6379"), name
+        # Settings must parse what compose passes (a typo'd boolean would fail here).
+        Settings(**{k.removeprefix("GRADWATCH_").lower(): v for k, v in environment.items()})
+
+
+def test_dockerfile_installs_torch_before_the_project() -> None:
+    lines = DOCKERFILE.read_text().splitlines()
+    torch_at = next(i for i, line in enumerate(lines) if "pip install" in line and "torch==" in line)
+    project_at = next(i for i, line in enumerate(lines) if re.search(r"pip install (-e )?\.", line))
+    assert torch_at < project_at
+    for copied in re.findall(r"^COPY (.+) \S+$", DOCKERFILE.read_text(), flags=re.MULTILINE):
+        for source in copied.split():
+            assert (REPO_ROOT / source).exists(), f"the Dockerfile copies {source}, which does not exist"
+
+
+def option_value(command: list[str], option: str) -> str:
+    return command[command.index(option) + 1]

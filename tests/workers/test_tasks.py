@@ -1,0 +1,172 @@
+"""The `gradwatch.train` task's body (`run_experiment`) with the real engine on real
+databases: claim, train, store, finish; a second delivery does nothing; every failure
+ends as `failed` with the reason. Through a real Celery worker process: tests/e2e."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+
+from service import store
+from service.config import Settings
+from service.db.engine import make_engine, make_session_factory
+from service.db.migrate import upgrade
+from tests.conftest import REPO_ROOT
+from workers import tasks
+from workers.tasks import TASK_NAME, run_experiment
+from workers.writer import ProbeWriter
+
+DIGITS = {
+    "name": "digits-mlp",
+    "model": {"type": "mlp", "hidden_sizes": [16, 16], "activation": "tanh"},
+    "dataset": {"name": "digits"},
+    "training": {"optimizer": "sgd", "lr": 0.1, "batch_size": 32, "steps": 30, "seed": 0},
+}
+
+
+def validated(spec: dict) -> dict:
+    """The spec as the API stores it: validated and fully defaulted."""
+    from service.schemas.spec import ExperimentSpec
+
+    return ExperimentSpec.model_validate(spec).model_dump(mode="json")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'gradwatch.db'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    upgrade(url)
+    return url
+
+
+@pytest.fixture
+def config(database_url: str, tmp_path: Path, mnist_data_dir: Path) -> Settings:
+    return Settings(home=tmp_path, database_url=database_url, data_dir=mnist_data_dir, allow_download=False, flush_every=10, worker_poll_s=0.05)
+
+
+@pytest.fixture
+def sessions(config: Settings) -> Iterator[sessionmaker[Session]]:
+    engine = make_engine(config.resolved_database_url)
+    try:
+        yield make_session_factory(engine)
+    finally:
+        engine.dispose()
+
+
+def create(sessions: sessionmaker[Session], spec: dict) -> str:
+    spec = validated(spec)
+    with sessions() as session:
+        return store.create_experiment(session, spec.get("name") or "test", [], spec, "cpu").id
+
+
+def get(sessions: sessionmaker[Session], experiment_id: str) -> store.ExperimentRecord:
+    with sessions() as session:
+        return store.get_experiment(session, experiment_id)
+
+
+def test_the_task_is_registered_under_its_contract_name() -> None:
+    assert tasks.train_experiment.name == TASK_NAME == "gradwatch.train"
+    assert tasks.train_experiment.reject_on_worker_lost is True
+    assert tasks.app.conf.task_acks_late is True
+    assert tasks.app.conf.worker_prefetch_multiplier == 1
+    assert tasks.app.conf.accept_content == ["json"]
+
+
+def test_the_worker_modules_do_not_import_torch() -> None:
+    """The prefork parent imports these before forking; CUDA must not be initialised there."""
+    code = "import sys, workers.celery_app, workers.tasks, workers.writer; print('torch' in sys.modules)"
+    answer = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+    assert answer.stdout.strip() == "False", answer.stderr
+
+
+def test_a_run_is_claimed_trained_stored_and_finished(config, sessions) -> None:
+    experiment_id = create(sessions, DIGITS)
+    assert run_experiment(experiment_id, config, worker="test", session_factory=sessions) == "succeeded"
+    experiment = get(sessions, experiment_id)
+    assert experiment.status == "succeeded" and experiment.error is None
+    assert experiment.worker == "test" and experiment.finished_at >= experiment.started_at
+    assert experiment.progress_step == 30
+    assert set(experiment.result) == {"final_loss", "final_accuracy", "diverged_at_step", "test_loss", "test_accuracy", "steps_done"}
+    assert 0 < experiment.result["final_loss"] < 10 and 0 <= experiment.result["final_accuracy"] <= 1
+    assert experiment.result["diverged_at_step"] is None and experiment.result["steps_done"] == 30
+    with sessions() as session:
+        (loss,) = store.read_series(session, experiment_id, "loss")
+        grads = store.read_series(session, experiment_id, "grad_mean_abs")
+    np.testing.assert_array_equal(loss.steps, np.arange(30))
+    assert len(grads) >= 3 and all(np.all(np.isfinite(g.values)) for g in grads)
+
+
+def test_a_second_delivery_does_nothing(config, sessions) -> None:
+    experiment_id = create(sessions, DIGITS)
+    assert run_experiment(experiment_id, config, session_factory=sessions) == "succeeded"
+    finished = get(sessions, experiment_id)
+    assert run_experiment(experiment_id, config, session_factory=sessions) == "skipped"
+    assert get(sessions, experiment_id) == finished
+
+
+def test_a_delivery_while_running_does_nothing(config, sessions) -> None:
+    experiment_id = create(sessions, DIGITS)
+    with sessions() as session:
+        store.claim_experiment(session, experiment_id, "the first delivery")
+    assert run_experiment(experiment_id, config, session_factory=sessions) == "skipped"
+    running = get(sessions, experiment_id)
+    assert running.status == "running" and running.worker == "the first delivery"
+
+
+def test_an_unknown_or_deleted_experiment_is_skipped(config, sessions) -> None:
+    assert run_experiment("0" * 32, config, session_factory=sessions) == "skipped"
+
+
+def test_missing_mnist_fails_with_the_engines_message(config, sessions, tmp_path) -> None:
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    offline = config.model_copy(update={"data_dir": empty})
+    spec = {**DIGITS, "dataset": {"name": "mnist", "split": "test", "limit": 100}}
+    experiment_id = create(sessions, spec)
+    assert run_experiment(experiment_id, offline, session_factory=sessions) == "failed"
+    experiment = get(sessions, experiment_id)
+    assert experiment.status == "failed" and experiment.finished_at is not None
+    assert experiment.error.startswith("training failed: ")
+    assert str(empty / "mnist") in experiment.error
+    assert "t10k-images-idx3-ubyte" in experiment.error
+
+
+def test_a_cancel_requested_before_training_ends_cancelled(config, sessions) -> None:
+    experiment_id = create(sessions, {**DIGITS, "training": {**DIGITS["training"], "steps": 100_000}})
+    original_claim = store.claim_experiment
+
+    def claim_then_cancel(session, experiment_id, worker):
+        record = original_claim(session, experiment_id, worker)
+        store.request_cancel(session, experiment_id)
+        return record
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(store, "claim_experiment", claim_then_cancel)
+        assert run_experiment(experiment_id, config, session_factory=sessions) == "cancelled"
+    experiment = get(sessions, experiment_id)
+    assert experiment.status == "cancelled"
+    assert experiment.progress_step < 1000  # stopped within a poll, far from 100,000
+
+
+def test_storage_that_keeps_failing_fails_the_run(config, sessions) -> None:
+    import sqlalchemy.exc
+
+    def broken_write(*args, **kwargs):
+        raise sqlalchemy.exc.OperationalError("INSERT", {}, Exception("disk full"))
+
+    experiment_id = create(sessions, {**DIGITS, "training": {**DIGITS["training"], "steps": 100_000}})
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(store, "write_chunks", broken_write)
+        patch.setattr(tasks, "ProbeWriter", partial(ProbeWriter, retries=1, retry_backoff_s=0.01))
+        assert run_experiment(experiment_id, config, session_factory=sessions) == "failed"
+    experiment = get(sessions, experiment_id)
+    assert "disk full" in experiment.error and experiment.progress_step < 100_000

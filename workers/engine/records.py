@@ -1,0 +1,40 @@
+"""What the engine hands out: batches of probe records, and the result of a run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+MetricKey = tuple[str, "str | None"]  # (metric, layer); layer None for global metrics
+
+
+@dataclass(frozen=True)
+class TimestepBatch:
+    """Gradients through time of a recurrent model, for the steps of one flush."""
+
+    steps: np.ndarray  # int64 (S,): training steps, ascending
+    timesteps: np.ndarray  # int64 (T',): recorded timestep indices, 0-based, first and last included
+    hidden_grad_norm: np.ndarray  # float64 (S, L, T'): ‖∂L/∂h_t‖ for each recurrent layer
+    cell_grad_norm: np.ndarray | None  # float64 (S, L, T'): ‖∂L/∂c_t‖ (LSTM), else None
+
+
+@dataclass(frozen=True)
+class ProbeBatch:
+    """One flush: every recorded step since the previous flush."""
+
+    steps: np.ndarray  # int64 (S,): training steps recorded in this batch, ascending
+    values: dict[tuple[str, str | None], np.ndarray]  # (metric, layer) → float64 (S,), NaN/Inf kept
+    layers: tuple[str, ...]  # every layer name the run emits, input → output
+    timesteps: TimestepBatch | None  # recurrent models with timestep probes, else None
+
+
+@dataclass(frozen=True)
+class RunResult:
+    status: str  # "succeeded" | "diverged" | "cancelled"
+    steps_done: int  # optimisation steps whose records were kept
+    final_loss: float | None  # training loss at the last step done (NaN/Inf when diverged)
+    final_accuracy: float | None  # training-batch accuracy at the last recorded step; None for regression
+    diverged_at_step: int | None  # the first step whose loss was not finite
+    test_loss: float | None  # on the held-out split after training; None unless succeeded
+    test_accuracy: float | None  # ditto; None for regression

@@ -1,0 +1,153 @@
+"""The one task: train an experiment, given its id.
+
+Thin and idempotent (Celery's task guide): it re-reads the experiment, claims it
+atomically (`queued` → `running`), delegates to the engine, hands the records to the
+writer, and always finishes the experiment: `succeeded`, `diverged`, `cancelled`, or
+`failed` with a message the user can act on. A second delivery of an experiment that is
+running or finished finds it no longer queued and does nothing.
+
+Delivery guarantees (acks_late and prefetch 1 come from `service.queue.celery_config`):
+- acks_late: the message is acknowledged when the task returns, so a worker that dies
+  between taking a message and claiming the experiment leaves it to be redelivered.
+- reject_on_worker_lost=True: when the pool child running the task dies (SIGKILL, the
+  out-of-memory killer), the message is requeued rather than acknowledged. If the child
+  had not claimed the experiment yet, the redelivery trains it; if it had, the redelivery
+  finds it `running` and does nothing, so a requeue can never train a run twice nor loop
+  on a run that kills its worker. Runs cannot resume (the engine keeps no checkpoint), so
+  a run orphaned mid-training is ended by the stale-heartbeat reaper instead: the API
+  marks it `failed` once its writer has been silent for `heartbeat_stale_s`, keeping
+  every point stored so far.
+
+This module must not import torch at import time (see `workers.celery_app`); the engine
+is imported inside the task, in the pool child.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import socket
+import time
+from collections.abc import Callable
+from functools import lru_cache
+from typing import Any
+
+import sqlalchemy.exc
+from sqlalchemy.orm import Session, sessionmaker
+
+from service import store
+from service.config import Settings, settings
+from service.db.engine import make_engine, make_session_factory
+from workers.celery_app import app
+from workers.writer import ProbeWriter
+
+logger = logging.getLogger(__name__)
+
+TASK_NAME = "gradwatch.train"
+
+
+@app.task(name=TASK_NAME, bind=True, reject_on_worker_lost=True, ignore_result=True)
+def train_experiment(self: Any, experiment_id: str) -> str:
+    """Celery entry point: one argument, the experiment id (docs/architecture.md)."""
+    worker = f"{self.request.hostname or socket.gethostname()} pid {os.getpid()}"
+    return run_experiment(experiment_id, settings, worker=worker)
+
+
+@lru_cache(maxsize=4)
+def _session_factory_for(database_url: str) -> sessionmaker[Session]:
+    # One engine per process and database, created on first use: in a prefork child,
+    # after the fork, so no connection is ever shared across processes.
+    return make_session_factory(make_engine(database_url))
+
+
+def run_experiment(
+    experiment_id: str,
+    config: Settings = settings,
+    worker: str = "local",
+    session_factory: Callable[[], Session] | None = None,
+) -> str:
+    """Claim, train, store and finish one experiment; returns its final status, or
+    `"skipped"` when it was not queued. Never leaves the experiment `running` unless the
+    process itself dies (then the reaper ends it)."""
+    session_factory = session_factory or _session_factory_for(config.resolved_database_url)
+    with session_factory() as session:
+        experiment = store.claim_experiment(session, experiment_id, worker)
+    if experiment is None:
+        logger.info("experiment %s is not queued (claimed, finished or deleted): nothing to do", experiment_id)
+        return "skipped"
+    logger.info("training experiment %s (%s) on %s", experiment_id, experiment.name, worker)
+    try:
+        status, result = _train(experiment, config, session_factory)
+    except Exception as error:  # noqa: BLE001 - any failure ends the run as failed
+        logger.exception("experiment %s failed", experiment_id)
+        _finish(session_factory, experiment_id, "failed", None, error=_describe(error))
+        return "failed"
+    except BaseException as error:
+        # The worker is being shut down (SystemExit, KeyboardInterrupt): say so rather
+        # than leaving the run to the reaper.
+        _finish(session_factory, experiment_id, "failed", None, error=f"the worker stopped during training ({type(error).__name__})")
+        raise
+    _finish(session_factory, experiment_id, status, result)
+    logger.info("experiment %s ended %s: %s", experiment_id, status, result)
+    return status
+
+
+def _train(
+    experiment: store.ExperimentRecord, config: Settings, session_factory: Callable[[], Session]
+) -> tuple[str, dict[str, Any]]:
+    # Imported here, in the pool child: importing torch in the prefork parent would
+    # break the rule that CUDA is never initialised before a fork.
+    from workers.engine import train
+    from workers.spec import to_run_config
+
+    run_config = to_run_config(experiment.spec, config)
+    with ProbeWriter(experiment.id, session_factory, poll_s=config.worker_poll_s) as writer:
+        outcome = train(run_config, writer.on_flush, writer.should_stop)
+    with session_factory() as session:
+        store.record_progress(session, experiment.id, int(outcome.steps_done))
+    result = {
+        "final_loss": _finite_or_none(outcome.final_loss),
+        "final_accuracy": _finite_or_none(outcome.final_accuracy),
+        "diverged_at_step": outcome.diverged_at_step,
+        "test_loss": _finite_or_none(outcome.test_loss),
+        "test_accuracy": _finite_or_none(outcome.test_accuracy),
+        "steps_done": int(outcome.steps_done),
+    }
+    return outcome.status, result
+
+
+def _finish(
+    session_factory: Callable[[], Session],
+    experiment_id: str,
+    status: str,
+    result: dict[str, Any] | None,
+    error: str | None = None,
+    attempts: int = 5,
+) -> None:
+    """finish_experiment, retried through short database outages: a run must not stay
+    `running` because its last write met a dropped connection."""
+    for attempt in range(attempts):
+        try:
+            with session_factory() as session:
+                if store.finish_experiment(session, experiment_id, status, result, error=error) is None:
+                    logger.warning("experiment %s was no longer running (reaped?); left as it is", experiment_id)
+            return
+        except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5 * 2**attempt)
+
+
+def _describe(error: BaseException) -> str:
+    """The error as the user sees it in `GET /experiments/{id}`: the engine's own
+    message (e.g. which MNIST files are missing and how to provide them)."""
+    message = str(error).strip() or "no message"
+    return f"training failed: {type(error).__name__}: {message}"
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
