@@ -100,6 +100,10 @@ class Settings(BaseSettings):
     worker_poll_s: float = 0.5
     # Records (logged steps) the engine gathers before handing a batch to the writer.
     flush_every: int = 50
+    # PyTorch intra-op threads per training process; 0 keeps PyTorch's default (one per
+    # core). Set it to cores / concurrency when a worker trains several runs at once, or
+    # to 1 on a shared machine: oversubscribed threads make small models many times slower.
+    worker_torch_threads: int = 0
     # Redis redelivers an unacknowledged task after this long: longer than any run.
     visibility_timeout_s: int = 7 * 24 * 3600
 

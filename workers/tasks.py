@@ -98,9 +98,13 @@ def _train(
 ) -> tuple[str, dict[str, Any]]:
     # Imported here, in the pool child: importing torch in the prefork parent would
     # break the rule that CUDA is never initialised before a fork.
+    import torch
+
     from workers.engine import train
     from workers.spec import to_run_config
 
+    if config.worker_torch_threads > 0:
+        torch.set_num_threads(config.worker_torch_threads)
     run_config = to_run_config(experiment.spec, config)
     with ProbeWriter(experiment.id, session_factory, poll_s=config.worker_poll_s) as writer:
         outcome = train(run_config, writer.on_flush, writer.should_stop)

@@ -69,6 +69,9 @@ class Stack:
             GRADWATCH_HOME=str(self.home),
             GRADWATCH_DATA_DIR=str(self.data_dir),
             GRADWATCH_ALLOW_DOWNLOAD="false",
+            # The suite shares a 2-core machine with itself: two spinning OpenMP threads
+            # per process make the small models here several times slower.
+            GRADWATCH_WORKER_TORCH_THREADS="1",
             PYTHONUNBUFFERED="1",
         )
         env.update(self.extra_env)

@@ -84,6 +84,7 @@ def test_cancel_stops_a_running_experiment_and_keeps_its_points(stack: Stack) ->
     client.cancel(experiment["id"])
     finished = stack.wait(experiment["id"], timeout=30)
     stopped_after_s = time.monotonic() - requested_at
+    print(f"cancel took {stopped_after_s:.2f} s")
     assert finished["status"] == "cancelled", finished
     assert stopped_after_s < 5, f"took {stopped_after_s:.1f} s to stop"
     (loss,) = client.series(experiment["id"], "loss")["series"]
@@ -112,6 +113,7 @@ def test_seed_experiment_sigmoid_vanishes_where_tanh_and_relu_do_not(stack: Stac
         first, last = layers[0], layers[-1]
         assert first["steps"] == last["steps"] == [0]
         ratios[key] = first["values"][0] / last["values"][0]
+    print("first/last layer mean |dL/dW| at step 0:", ratios)
     assert ratios[("sigmoid", 2)] < 0.05, ratios
     assert ratios[("tanh", 2)] > 0.25, ratios
     assert ratios[("relu", 2)] > 0.25, ratios
@@ -127,6 +129,7 @@ def test_exploding_diverges_and_clipping_keeps_it_finite(stack: Stack) -> None:
     assert diverged["status"] == "diverged", diverged
     assert diverged["result"]["diverged_at_step"] is not None
     assert diverged["result"]["diverged_at_step"] <= 20
+    print("diverged at step", diverged["result"]["diverged_at_step"])
     (loss,) = client.series(unclipped["id"], "loss")["series"]
     # Everything measured up to the divergence is kept; the non-finite loss is JSON null.
     assert loss["steps"][-1] == diverged["result"]["diverged_at_step"]
@@ -160,6 +163,7 @@ def test_lstm_carries_the_gradient_through_time_where_the_rnn_loses_it(stack: St
             "h1_over_hT": last_row[0] / last_row[-1],
             "has_cell": through_time["cell_grad_norm"] is not None,
         }
+    print("adding T=50:", measured)
     assert measured["lstm"]["test_mse"] < 0.01, measured
     assert measured["rnn"]["test_mse"] > 0.1, measured
     assert measured["lstm"]["h1_over_hT"] > 1e-2, measured

@@ -37,7 +37,7 @@ class ParameterProbe:
 
     def __init__(self, names: list[str], params: list[torch.nn.Parameter]) -> None:
         self.names = tuple(names)
-        self.params = params
+        self.params = [p.detach() for p in params]  # views of the same storage, outside autograd
         self.numel = np.array([p.numel() for p in params], dtype=np.float64)
         self._before = [p.detach().clone() for p in params]  # reused buffers for w before the step
 
@@ -72,11 +72,11 @@ class ParameterProbe:
         ]
 
     def before_update(self) -> None:
-        torch._foreach_copy_(self._before, [p.detach() for p in self.params])
+        torch._foreach_copy_(self._before, self.params)
 
     def after_update(self) -> torch.Tensor:
         """‖w_before − w_after‖ per tensor, (P,)."""
-        torch._foreach_sub_(self._before, [p.detach() for p in self.params])
+        torch._foreach_sub_(self._before, self.params)
         return torch.stack(torch._foreach_norm(self._before))
 
     def finish(self, values: dict) -> None:

@@ -11,6 +11,7 @@ from typing import Annotated, Any, NoReturn
 import numpy as np
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.orm import Session
 
 from service import store
 from service.analysis.diagnosis import DIAGNOSIS_METRICS, DiagnosisInput, diagnose
@@ -23,7 +24,6 @@ from service.config import Settings
 from service.schemas.analysis import HorizonResponse, ProfileResponse, SummaryResponse
 from service.schemas.errors import ErrorResponse, ValidationErrorResponse
 from service.store.records import ExperimentRecord, SeriesData
-from sqlalchemy.orm import Session
 
 router = APIRouter(prefix="/api/v1/experiments", tags=["analysis"])
 

@@ -1,0 +1,174 @@
+"""Load: concurrent clients polling experiment status and reading series through the API
+on PostgreSQL and Redis: throughput, p50 and p99 latency, errors.
+
+    python -m bench.load [--clients 50] [--duration 60] [--experiments 8] [--steps 10000] [--think-ms 0]
+
+The API runs as production serves it (`uvicorn service.api.main:app`, one process) on a
+scratch PostgreSQL database with Redis as its broker. `--experiments` finished experiments
+of `--steps` steps (a `loss` series and `grad_mean_abs` of 10 layers each) are stored
+first. Then `--clients` httpx async clients, each with a connection of its own, loop for
+`--duration` seconds, each over its own experiment in turn through the requests a
+dashboard or a pipeline makes:
+
+    GET /experiments/{id}                                      (status poll)
+    GET /experiments/{id}/series?metric=loss&max_points=1000
+    GET /experiments/{id}                                      (status poll)
+    GET /experiments/{id}/series?metric=grad_mean_abs&layer=L&max_points=1000
+    GET /health                                                 (database and Redis)
+
+closed loop (the next request leaves when the previous answer is read) unless
+`--think-ms` adds a pause. Latency is from sending a request to having read its body. An
+error is any exception or a status other than 200. Goal: p99 < 100 ms, zero errors.
+
+The clients share the machine with the server (on a 2-core machine they take a good part
+of one core): the figures are a lower bound on what the API does alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import random
+import time
+from collections import Counter
+
+import httpx
+
+from bench.common import (
+    REDIS_URL,
+    api_server,
+    flush_redis,
+    header,
+    latency,
+    profile,
+    ratio_line,
+    scratch_database,
+    service_env,
+)
+from bench.ingest import METRIC, probe_batches
+from service import store
+from service.db.engine import make_engine, make_session_factory
+from workers.engine.records import ProbeBatch
+from workers.writer import to_chunks
+
+SERIES_LAYERS = 10
+GOAL_P99_MS = 100.0
+
+
+def fill(url: str, experiments: int, n_steps: int) -> list[str]:
+    engine = make_engine(url)
+    session_factory = make_session_factory(engine)
+    ids = []
+    batches = probe_batches(n_steps, SERIES_LAYERS, 50)
+    with session_factory() as session:
+        for index in range(experiments):
+            spec = {"name": f"bench-load-{index}", "model": {"type": "mlp"}, "dataset": {"name": "mnist"},
+                    "training": {"steps": n_steps}}  # fmt: skip
+            record = store.create_experiment(session, name=f"bench-load-{index}", tags=["bench"], spec=spec, queue="cpu")
+            store.claim_experiment(session, record.id, "bench")
+            for start in range(0, len(batches), 40):
+                chunks = []
+                for batch in batches[start : start + 40]:
+                    with_loss = ProbeBatch(batch.steps, {**batch.values, ("loss", None): batch.values[(METRIC, "layers.0.weight")]},
+                                           batch.layers, None)  # fmt: skip
+                    chunks += to_chunks(with_loss)[0]
+                store.write_chunks(session, record.id, chunks, progress_step=int(batches[min(start + 40, len(batches)) - 1].steps[-1]) + 1)
+            store.finish_experiment(session, record.id, "succeeded", {"final_loss": 0.1})
+            ids.append(record.id)
+    engine.dispose()
+    return ids
+
+
+def requests_for(experiment_id: str, layer_index: int) -> list[tuple[str, str, dict]]:
+    experiment = f"/api/v1/experiments/{experiment_id}"
+    return [
+        ("status", experiment, {}),
+        ("series loss", f"{experiment}/series", {"metric": "loss", "max_points": 1000}),
+        ("status", experiment, {}),
+        ("series layer", f"{experiment}/series",
+         {"metric": METRIC, "layer": f"layers.{layer_index}.weight", "max_points": 1000}),
+        ("health", "/api/v1/health", {}),
+    ]  # fmt: skip
+
+
+async def client_loop(
+    base: str, experiment_ids: list[str], deadline: float, think_s: float, seed: int,
+    timings: dict[str, list[float]], errors: Counter[str],
+) -> int:  # fmt: skip
+    rng = random.Random(seed)
+    done = 0
+    async with httpx.AsyncClient(base_url=base, timeout=30, limits=httpx.Limits(max_connections=1)) as client:
+        while time.perf_counter() < deadline:
+            experiment_id = experiment_ids[rng.randrange(len(experiment_ids))]
+            for kind, path, params in requests_for(experiment_id, rng.randrange(SERIES_LAYERS)):
+                if time.perf_counter() >= deadline:
+                    break
+                started = time.perf_counter()
+                try:
+                    response = await client.get(path, params=params)
+                    await response.aread()
+                    elapsed = (time.perf_counter() - started) * 1000
+                    if response.status_code != 200:
+                        errors[f"{kind}: HTTP {response.status_code}"] += 1
+                    else:
+                        timings[kind].append(elapsed)
+                        timings["all"].append(elapsed)
+                except httpx.HTTPError as error:
+                    errors[f"{kind}: {type(error).__name__}"] += 1
+                done += 1
+                if think_s:
+                    await asyncio.sleep(think_s)
+    return done
+
+
+async def run_load(base: str, experiment_ids: list[str], clients: int, duration_s: float, think_s: float) -> tuple[dict[str, list[float]], Counter[str], float]:
+    timings: dict[str, list[float]] = {"all": [], "status": [], "series loss": [], "series layer": [], "health": []}
+    errors: Counter[str] = Counter()
+    started = time.perf_counter()
+    deadline = started + duration_s
+    await asyncio.gather(*(client_loop(base, experiment_ids, deadline, think_s, seed, timings, errors) for seed in range(clients)))
+    return timings, errors, time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds of load")
+    parser.add_argument("--experiments", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=10_000)
+    parser.add_argument("--think-ms", type=float, default=0.0, help="pause after each request (0: closed loop)")
+    parser.add_argument("--profile", action="store_true", help="sample the server with py-spy during the load")
+    args = parser.parse_args()
+
+    header(f"load: {args.clients} concurrent clients for {args.duration:g} s, API on PostgreSQL + Redis")
+    flush_redis()
+    with scratch_database("load") as url:
+        experiment_ids = fill(url, args.experiments, args.steps)
+        print(f"   {args.experiments} experiments of {args.steps:,} steps x {SERIES_LAYERS + 1} series; "
+              f"think time {args.think_ms:g} ms; one uvicorn process; broker {REDIS_URL}")  # fmt: skip
+        env = service_env(url, REDIS_URL, GRADWATCH_REAPER_INTERVAL_S="10")
+        with api_server(env, ready_path="/api/v1/health") as server:
+            asyncio.run(run_load(server.url, experiment_ids, min(args.clients, 5), 3.0, 0.0))  # warm-up
+            with profile(server.pid, args.duration) if args.profile else contextlib.nullcontext():
+                timings, errors, elapsed = asyncio.run(
+                    run_load(server.url, experiment_ids, args.clients, args.duration, args.think_ms / 1000)
+                )
+    total = len(timings["all"]) + sum(errors.values())
+    print(f"   {total:,} requests in {elapsed:.1f} s: {total / elapsed:,.0f} requests/s, {sum(errors.values())} errors")
+    for kind, values in timings.items():
+        if values:
+            print(f"   {kind:<14} {latency(values)}  p99 {latency(values).p99_ms:8.1f} ms")
+    for what, count in errors.most_common():
+        print(f"   error: {what} x {count}")
+    overall = latency(timings["all"])
+    met = overall.p99_ms < GOAL_P99_MS and not errors
+    print(f"   goal p99 < {GOAL_P99_MS:g} ms and zero errors: {'MET' if met else 'MISSED'} "
+          f"(p99 {overall.p99_ms:.1f} ms, {sum(errors.values())} errors)")  # fmt: skip
+    # The ratio line: the goal's p99 over the measured one (>= 1x means the goal is met).
+    print(ratio_line(f"load p99 goal/measured ({GOAL_P99_MS:g} ms / {overall.p99_ms:.1f} ms, "
+                     f"{total / elapsed:,.0f} req/s, {sum(errors.values())} errors)", GOAL_P99_MS / overall.p99_ms, 1))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
