@@ -7,6 +7,7 @@ store (chunks of 50 steps, as the worker flushes them) into a fresh PostgreSQL d
 starts the API under uvicorn on a free port, and times over real HTTP (httpx):
 
 - `series?metric=grad_mean_abs&max_points=1000` (every layer, M4-thinned): goal p95 < 50 ms;
+- the same for one layer (`layer=layers.0.weight&max_points=1000`), for information;
 - one full series of `--steps` points (`layer=layers.0.weight`, no thinning): goal < 100 ms;
 - for information: the same with `agg=lttb` and `agg=mean`, `/profile` and `/summary`.
 
@@ -159,6 +160,13 @@ def main() -> None:
                   f"({platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()})")
             _report("series max_points=1000 (minmax), all layers",
                     _time(client, series, {"metric": "grad_mean_abs", "max_points": 1000}, args.requests, thinned), 50)
+            def one_thinned(response: httpx.Response) -> None:
+                body = response.json()
+                assert response.status_code == 200 and len(body["series"]) == 1 and len(body["series"][0]["steps"]) <= 1000
+
+            _report("series max_points=1000 (minmax), one layer",
+                    _time(client, series, {"metric": "grad_mean_abs", "layer": "layers.0.weight", "max_points": 1000},
+                          args.requests, one_thinned), 50)
             _report(f"series full, one layer ({args.steps:,} points)",
                     _time(client, series, {"metric": "grad_mean_abs", "layer": "layers.0.weight"}, 30, full), 100)
             for agg in ("lttb", "mean"):

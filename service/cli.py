@@ -35,7 +35,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from service.client import TERMINAL_STATUSES, GradwatchClient, GradwatchError
+from service.client import GradwatchClient, GradwatchError
 from service.config import settings
 
 app = typer.Typer(
@@ -69,8 +69,14 @@ QUEUES = ("cpu", "gpu")
 
 ApiUrl = Annotated[
     str | None,
-    typer.Option("--api-url", help="The API's base URL (default: GRADWATCH_API_URL, or http://api_host:api_port)."),
+    typer.Option(
+        "--api-url",
+        help="The API's base URL (default: GRADWATCH_API_URL, else http://api_host:api_port).",
+    ),
 ]
+ExperimentId = Annotated[str, typer.Argument(help="The experiment's id.")]
+Host = Annotated[str, typer.Option(help="Interface the API listens on.")]
+Port = Annotated[int, typer.Option(help="Port the API listens on.")]
 
 
 def _client(api_url: str | None) -> GradwatchClient:
@@ -92,14 +98,12 @@ def migrate() -> None:
 
     settings.home.mkdir(parents=True, exist_ok=True)
     upgrade(settings.resolved_database_url)
-    console.print(f"database is at the latest revision: {_safe_url(settings.resolved_database_url)}")
+    database = _safe_url(settings.resolved_database_url)
+    console.print(f"database is at the latest revision: {database}", soft_wrap=True)
 
 
 @app.command()
-def api(
-    host: Annotated[str, typer.Option(help="Interface to listen on.")] = settings.api_host,
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = settings.api_port,
-) -> None:
+def api(host: Host = settings.api_host, port: Port = settings.api_port) -> None:
     """Serve the REST API (the schema must exist: run `gradwatch migrate` first)."""
     import uvicorn
 
@@ -116,17 +120,21 @@ def api(
 @app.command()
 def worker(
     queue: Annotated[
-        str, typer.Option(help="Queue(s) to consume, comma-separated: cpu, gpu (specs with device cuda go to gpu).")
+        str,
+        typer.Option(help="Queues to consume, comma-separated: cpu, gpu (device cuda → gpu)."),
     ] = "cpu",
     concurrency: Annotated[int, typer.Option(min=1, help="Experiments trained at once.")] = 1,
-    pool: Annotated[Pool, typer.Option(help="Celery pool; all three are CUDA-safe (see `Pool`).")] = Pool.prefork,
+    pool: Annotated[
+        Pool, typer.Option(help="Celery pool; each of them is CUDA-safe (see `Pool`).")
+    ] = Pool.prefork,
     loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO",
 ) -> None:
     """Run a Celery worker that trains experiments (on CUDA when it has it)."""
     queues = [name.strip() for name in queue.split(",") if name.strip()]
     unknown = sorted(set(queues) - set(QUEUES))
     if not queues or unknown:
-        raise _fail(f"unknown queue {', '.join(unknown) or repr(queue)}: choose from {', '.join(QUEUES)}")
+        named = ", ".join(unknown) or repr(queue)
+        raise _fail(f"unknown queue {named}: choose from {', '.join(QUEUES)}")
     if settings.uses_embedded_broker:
         settings.home.mkdir(parents=True, exist_ok=True)
     from workers.celery_app import app as celery_app
@@ -148,10 +156,11 @@ def worker(
 
 @app.command()
 def up(
-    host: Annotated[str, typer.Option(help="Interface the API listens on.")] = settings.api_host,
-    port: Annotated[int, typer.Option(help="Port the API listens on.")] = settings.api_port,
+    host: Host = settings.api_host,
+    port: Port = settings.api_port,
     grace: Annotated[
-        float, typer.Option(help="Seconds the worker may take to stop (finishing a running experiment) after Ctrl-C before it is killed.")
+        float,
+        typer.Option(help="Seconds the worker gets to stop after Ctrl-C before it is killed."),
     ] = 20.0,
 ) -> None:
     """The embedded default: migrate, then run the API and one worker until Ctrl-C.
@@ -175,11 +184,19 @@ def up(
     # process, which then stops the children in order.
     me = [sys.executable, "-m", "service.cli"]
     children = {
-        "api": subprocess.Popen([*me, "api", "--host", host, "--port", str(port)], start_new_session=True),
-        "worker": subprocess.Popen([*me, "worker", "--queue", ",".join(QUEUES)], start_new_session=True),
+        "api": subprocess.Popen(
+            [*me, "api", "--host", host, "--port", str(port)], start_new_session=True
+        ),
+        # The only worker of this machine takes both queues; it trains on CUDA if it has it.
+        "worker": subprocess.Popen(
+            [*me, "worker", "--queue", ",".join(QUEUES)], start_new_session=True
+        ),
     }
     url = f"http://{host}:{port}"
-    console.print(f"gradwatch is starting at {url} (data in {settings.home}); Ctrl-C stops it", soft_wrap=True)
+    console.print(
+        f"gradwatch is starting at {url} (data in {settings.home}); Ctrl-C stops it",
+        soft_wrap=True,
+    )
     local_url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
     exit_code = 0
     ready = False
@@ -189,9 +206,10 @@ def up(
                 ready = _healthy(local_url)
                 if ready:
                     console.print(f"gradwatch is ready: {url}/docs", soft_wrap=True)
-            exited = {name: child.returncode for name, child in children.items() if child.poll() is not None}
+            exited = [f"{name} exited with status {child.returncode}"
+                      for name, child in children.items() if child.poll() is not None]
             if exited:
-                errors.print(f"[bold red]{', '.join(f'{n} exited with status {c}' for n, c in exited.items())}[/]")
+                errors.print(f"[bold red]{'; '.join(exited)}[/]")
                 exit_code = 1
                 break
             time.sleep(0.2)
@@ -218,7 +236,7 @@ def _stop_children(children: dict[str, subprocess.Popen[bytes]], grace: float) -
             child.send_signal(signal.SIGTERM)
     for escalation, wait_s in ((signal.SIGQUIT, grace), (signal.SIGKILL, 5.0), (None, 5.0)):
         deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline and any(child.poll() is None for child in children.values()):
+        while time.monotonic() < deadline and any(c.poll() is None for c in children.values()):
             time.sleep(0.1)
         for child in children.values():
             if child.poll() is None and escalation is not None:
@@ -237,9 +255,15 @@ def _signal_group(child: subprocess.Popen[bytes], signum: int) -> None:
 
 @app.command()
 def submit(
-    spec: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="An ExperimentSpec as JSON.")],
-    wait: Annotated[bool, typer.Option("--wait", help="Show progress until it finishes, then a summary.")] = False,
-    timeout: Annotated[float | None, typer.Option(help="Give up waiting after this many seconds.")] = None,
+    spec: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, help="An ExperimentSpec as JSON.")
+    ],
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Show progress until it ends, then a summary.")
+    ] = False,
+    timeout: Annotated[
+        float | None, typer.Option(help="Give up waiting after this many seconds.")
+    ] = None,
     poll: Annotated[float, typer.Option(help="Seconds between polls while waiting.")] = 1.0,
     api_url: ApiUrl = None,
 ) -> None:
@@ -262,24 +286,33 @@ def submit(
             raise typer.Exit(1)
 
 
-def _follow(client: GradwatchClient, experiment: dict[str, Any], timeout: float | None, poll: float) -> dict[str, Any]:
-    columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TextColumn("step {task.completed:.0f}/{task.total:.0f}"), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=False) as progress:
-        task = progress.add_task(experiment["status"], total=_total(experiment))
+def _follow(
+    client: GradwatchClient, experiment: dict[str, Any], timeout: float | None, poll: float
+) -> dict[str, Any]:
+    """A progress bar fed by polling the experiment, until it reaches a final status."""
+    columns = (
+        TextColumn("{task.description:>9}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[steps]}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console) as progress:
+        bar = progress.add_task(experiment["status"], total=None, steps="")
 
         def show(state: dict[str, Any]) -> None:
             step = (state.get("progress") or {}).get("step") or 0
-            progress.update(task, description=state["status"], completed=step, total=_total(state))
+            total = (state.get("progress") or {}).get("total")
+            progress.update(
+                bar, description=state["status"], completed=step, total=total,
+                steps=_progress_text(state),
+            )
 
         return client.wait(experiment["id"], timeout=timeout, poll=poll, on_update=show)
 
 
-def _total(experiment: dict[str, Any]) -> float | None:
-    return (experiment.get("progress") or {}).get("total")
-
-
 @app.command()
-def status(experiment_id: Annotated[str, typer.Argument(help="The experiment's id.")], api_url: ApiUrl = None) -> None:
+def status(experiment_id: ExperimentId, api_url: ApiUrl = None) -> None:
     """Show one experiment: status, progress, result or error."""
     with _client(api_url) as client:
         try:
@@ -290,14 +323,15 @@ def status(experiment_id: Annotated[str, typer.Argument(help="The experiment's i
 
 
 @app.command()
-def cancel(experiment_id: Annotated[str, typer.Argument(help="The experiment's id.")], api_url: ApiUrl = None) -> None:
+def cancel(experiment_id: ExperimentId, api_url: ApiUrl = None) -> None:
     """Stop a queued or running experiment within a few steps; it keeps what it measured."""
     with _client(api_url) as client:
         try:
             experiment = client.cancel(experiment_id)
         except GradwatchError as error:
             raise _fail(str(error)) from None
-    console.print(f"cancel requested for {experiment_id} ({(experiment or {}).get('status', 'unknown')})")
+    now = (experiment or {}).get("status", "unknown")
+    console.print(f"cancel requested for {experiment_id} (now {now})")
 
 
 @app.command("list")
@@ -314,7 +348,7 @@ def list_experiments(
             page = client.list(status=status_filter, tag=tag, name=name, limit=limit)
         except GradwatchError as error:
             raise _fail(str(error)) from None
-    items = page.get("items", []) if isinstance(page, dict) else page
+    items = page["items"]
     table = Table()
     table.add_column("id", no_wrap=True, min_width=32)
     for column in ("name", "status", "progress", "created"):
@@ -329,36 +363,49 @@ def list_experiments(
 
 @app.command()
 def series(
-    experiment_id: Annotated[str, typer.Argument(help="The experiment's id.")],
-    metric: Annotated[str, typer.Option(help="A probe name, e.g. grad_mean_abs, loss, backprop_norm.")],
+    experiment_id: ExperimentId,
+    metric: Annotated[
+        str, typer.Option(help="A probe name, e.g. grad_mean_abs, loss, backprop_norm.")
+    ],
     layer: Annotated[list[str] | None, typer.Option(help="Only this layer (repeatable).")] = None,
-    max_points: Annotated[int | None, typer.Option(min=1, help="Downsample each series to this many points.")] = None,
+    max_points: Annotated[
+        int | None, typer.Option(min=1, help="Downsample each series to this many points.")
+    ] = None,
     step_min: Annotated[int | None, typer.Option(help="First step.")] = None,
     step_max: Annotated[int | None, typer.Option(help="Last step.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the API's JSON instead of a summary table.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the API's JSON instead of a summary.")
+    ] = False,
     api_url: ApiUrl = None,
 ) -> None:
     """Summarise (or print as JSON) one metric's series, a row per layer."""
     with _client(api_url) as client:
         try:
-            answer = client.series(experiment_id, metric, layers=layer or None, step_min=step_min, step_max=step_max, max_points=max_points)
+            answer = client.series(
+                experiment_id, metric, layers=layer or None,
+                step_min=step_min, step_max=step_max, max_points=max_points,
+            )
         except GradwatchError as error:
             raise _fail(str(error)) from None
     if as_json:
         typer.echo(json.dumps(answer))
         return
+    names = [line["layer"] or "(global)" for line in answer["series"]]
     table = Table(title=answer["metric"])
-    table.add_column("layer", no_wrap=True, min_width=max((len(line["layer"] or "(global)") for line in answer["series"]), default=8))
+    table.add_column("layer", no_wrap=True, min_width=max(map(len, names), default=8))
     for column in ("points", "steps", "first", "last", "min", "max"):
         table.add_column(column, justify="right")
-    for line in answer["series"]:
+    for name, line in zip(names, answer["series"], strict=True):
         steps, values = line["steps"], line["values"]
         finite = [value for value in values if value is not None and math.isfinite(value)]
         table.add_row(
-            line["layer"] or "(global)", str(len(steps)),
+            name,
+            str(len(steps)),
             f"{steps[0]}–{steps[-1]}" if steps else "",
-            _number(values[0] if values else None), _number(values[-1] if values else None),
-            _number(min(finite) if finite else None), _number(max(finite) if finite else None),
+            _number(values[0] if values else None),
+            _number(values[-1] if values else None),
+            _number(min(finite) if finite else None),
+            _number(max(finite) if finite else None),
         )
     console.print(table)
 

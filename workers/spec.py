@@ -71,7 +71,9 @@ def _init_config(model: dict[str, Any]) -> InitConfig:
         # IRNN (Le et al. 2015): the identity is for the square hidden-to-hidden matrix;
         # the other matrices keep PyTorch's default.
         if model["type"] == "mlp":
-            raise ValueError("model.init.scheme 'identity' applies only to recurrent models (rnn, lstm, gru)")
+            raise ValueError(
+                "model.init.scheme 'identity' applies only to recurrent models (rnn, lstm, gru)"
+            )
         scheme, recurrent_scheme = "default", "identity"
     return InitConfig(
         scheme=scheme,

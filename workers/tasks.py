@@ -74,7 +74,10 @@ def run_experiment(
     with session_factory() as session:
         experiment = store.claim_experiment(session, experiment_id, worker)
     if experiment is None:
-        logger.info("experiment %s is not queued (claimed, finished or deleted): nothing to do", experiment_id)
+        logger.info(
+            "experiment %s is not queued (claimed, finished or deleted): nothing to do",
+            experiment_id,
+        )
         return "skipped"
     logger.info("training experiment %s (%s) on %s", experiment_id, experiment.name, worker)
     try:
@@ -86,7 +89,8 @@ def run_experiment(
     except BaseException as error:
         # The worker is being shut down (SystemExit, KeyboardInterrupt): say so rather
         # than leaving the run to the reaper.
-        _finish(session_factory, experiment_id, "failed", None, error=f"the worker stopped during training ({type(error).__name__})")
+        stopped = f"the worker stopped during training ({type(error).__name__})"
+        _finish(session_factory, experiment_id, "failed", None, error=stopped)
         raise
     _finish(session_factory, experiment_id, status, result)
     logger.info("experiment %s ended %s: %s", experiment_id, status, result)
@@ -134,8 +138,12 @@ def _finish(
     for attempt in range(attempts):
         try:
             with session_factory() as session:
-                if store.finish_experiment(session, experiment_id, status, result, error=error) is None:
-                    logger.warning("experiment %s was no longer running (reaped?); left as it is", experiment_id)
+                finished = store.finish_experiment(session, experiment_id, status, result, error)
+                if finished is None:
+                    logger.warning(
+                        "experiment %s was no longer running (reaped?); left as it is",
+                        experiment_id,
+                    )
             return
         except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError):
             if attempt == attempts - 1:

@@ -68,7 +68,10 @@ def to_chunks(batch: ProbeBatchLike) -> tuple[list[SeriesChunk], list[TimestepCh
     series = []
     for (metric, layer), values in batch.values.items():
         if layer is not None and layer not in positions:
-            raise WriterError(f"the engine reported metric {metric!r} for layer {layer!r}, which is not in its layers {batch.layers}")
+            raise WriterError(
+                f"the engine reported metric {metric!r} for layer {layer!r}, "
+                f"which is not in its layers {batch.layers}"
+            )
         series.append(
             SeriesChunk(
                 metric=metric,
@@ -82,7 +85,8 @@ def to_chunks(batch: ProbeBatchLike) -> tuple[list[SeriesChunk], list[TimestepCh
     through_time = batch.timesteps
     if through_time is not None and len(through_time.steps):
         hidden = np.asarray(through_time.hidden_grad_norm, dtype=np.float64)  # (S, L, T')
-        cell = None if through_time.cell_grad_norm is None else np.asarray(through_time.cell_grad_norm, dtype=np.float64)
+        cell = through_time.cell_grad_norm
+        cell = None if cell is None else np.asarray(cell, dtype=np.float64)  # (S, L, T')
         for layer_index in range(hidden.shape[1]):
             timesteps.append(
                 TimestepChunk(
@@ -90,7 +94,9 @@ def to_chunks(batch: ProbeBatchLike) -> tuple[list[SeriesChunk], list[TimestepCh
                     steps=np.ascontiguousarray(through_time.steps, dtype=np.int64),
                     timesteps=np.ascontiguousarray(through_time.timesteps, dtype=np.int64),
                     hidden_grad_norm=np.ascontiguousarray(hidden[:, layer_index, :]),  # (S, T')
-                    cell_grad_norm=None if cell is None else np.ascontiguousarray(cell[:, layer_index, :]),
+                    cell_grad_norm=(
+                        None if cell is None else np.ascontiguousarray(cell[:, layer_index, :])
+                    ),
                 )
             )
     return series, timesteps
@@ -126,7 +132,9 @@ class ProbeWriter:
         self._retry_backoff_s = retry_backoff_s
         self._pending: queue.Queue[Any] = queue.Queue(maxsize=max_pending)
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name=f"probe-writer-{experiment_id}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name=f"probe-writer-{experiment_id}", daemon=True
+        )
 
     # -- the engine's side -----------------------------------------------------------------
 
@@ -212,14 +220,28 @@ class ProbeWriter:
 
     def _poll(self) -> None:
         """Heartbeat and cancel check; a failed poll is retried at the next one (the reaper
-        only fails the run if the database stays unreachable for heartbeat_stale_s)."""
+        only fails the run if the database stays unreachable for heartbeat_stale_s).
+
+        Training also stops when the experiment is no longer `running`: the reaper failed
+        it (this worker was silent too long) or it was deleted. Its result could not be
+        stored any more, so going on would only waste the device."""
         try:
             with self._session_factory() as session:
                 store.record_progress(session, self.experiment_id, self.progress_step)
                 if store.is_cancel_requested(session, self.experiment_id):
                     self.cancel_requested.set()
+                    return
+                experiment = store.get_experiment(session, self.experiment_id)
+                if experiment is None or experiment.status != "running":
+                    logger.warning(
+                        "experiment %s is no longer running; stopping its training",
+                        self.experiment_id,
+                    )
+                    self.cancel_requested.set()
         except TRANSIENT_ERRORS as error:
-            logger.warning("heartbeat for experiment %s failed, will retry: %s", self.experiment_id, error)
+            logger.warning(
+                "heartbeat for experiment %s failed, will retry: %s", self.experiment_id, error
+            )
 
     def _with_retries(self, what: str, operation: Callable[[Session], None]) -> None:
         for attempt in range(self._retries + 1):
@@ -230,7 +252,8 @@ class ProbeWriter:
             except TRANSIENT_ERRORS as error:
                 if attempt == self._retries:
                     raise WriterError(
-                        f"{what} of experiment {self.experiment_id} failed after {attempt + 1} attempts: {error}"
+                        f"{what} of experiment {self.experiment_id} failed after "
+                        f"{attempt + 1} attempts: {error}"
                     ) from error
                 delay = self._retry_backoff_s * 2**attempt
                 logger.warning("%s failed (%s); retrying in %.1f s", what, error, delay)
@@ -241,4 +264,6 @@ class ProbeWriter:
             return
         if isinstance(self._error, WriterError):
             raise self._error
-        raise WriterError(f"storing the measurements failed: {type(self._error).__name__}: {self._error}") from self._error
+        raise WriterError(
+            f"storing the measurements failed: {type(self._error).__name__}: {self._error}"
+        ) from self._error

@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from service import store
 from service.api.errors import BodySizeLimitMiddleware, install_error_handlers
-from service.api.routes import experiments, health, series
+from service.api.routes import analysis, experiments, export, health, plots, series, sweeps
 from service.config import Settings, settings as default_settings
 from service.db.engine import make_engine, make_session_factory
 from service.queue import Enqueuer
@@ -80,6 +80,11 @@ def create_app(settings: Settings | None = None, enqueuer: Enqueuer | None = Non
     app.include_router(health.router)
     app.include_router(experiments.router)
     app.include_router(series.router)
+    app.include_router(analysis.router)
+    app.include_router(export.router)
+    app.include_router(plots.experiments_router)
+    app.include_router(sweeps.router)
+    app.include_router(plots.sweeps_router)
     return app
 
 

@@ -47,7 +47,7 @@ def test_worker_settings_decide_data_downloads_and_flushes(settings, tmp_path) -
     assert config.dataset.data_dir == str(tmp_path / "datasets")
     assert config.dataset.download is False
     assert config.probes.flush_every == 37
-    default_home = Settings(home=tmp_path / "home", allow_download=True)
+    default_home = Settings(home=tmp_path / "home", data_dir=None, allow_download=True)
     config = to_run_config(stored({"model": {"type": "mlp"}, "dataset": {"name": "mnist"}}), default_home)
     assert config.dataset.data_dir == str(tmp_path / "home" / "data") and config.dataset.download is True
 

@@ -235,3 +235,19 @@ def test_on_flush_does_not_wait_for_the_database(sessions, experiment_id) -> Non
     blocked.join(10)
     writer.close()
     np.testing.assert_array_equal(read(sessions, experiment_id, "loss")[None], np.arange(16))
+
+
+def test_training_stops_once_the_reaper_has_failed_the_run(sessions, experiment_id) -> None:
+    with ProbeWriter(experiment_id, sessions, poll_s=0.05) as writer:
+        time.sleep(0.1)
+        assert not writer.should_stop()
+        with sessions() as session:
+            # Stale after 0 s: every running experiment is reaped, as if this worker had
+            # been silent for longer than heartbeat_stale_s.
+            assert store.fail_stale_experiments(session, 0.0) == [experiment_id]
+        deadline = time.monotonic() + 5
+        while not writer.should_stop() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert writer.should_stop()
+    with sessions() as session:
+        assert store.get_experiment(session, experiment_id).status == "failed"

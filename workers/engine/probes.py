@@ -181,12 +181,17 @@ class ForwardTaps:
         self.scalar_keys.append((metric, layer))
         self.scalars.append(value)
 
+    def _mean_std(self, name: str, act: torch.Tensor) -> None:
+        # E[a] and E[a²] in two plain passes: several times faster than std_mean's Welford pass,
+        # and exact enough for activations (|mean| is not ≫ std); population std.
+        mean = act.mean()
+        self._add("act_mean", name, mean)
+        self._add("act_std", name, torch.sqrt(torch.clamp(torch.mean(act * act) - mean * mean, min=0.0)))
+
     def _activation_stats(
         self, name: str, pre: torch.Tensor, act: torch.Tensor, activation: str, batch_dims: tuple[int, ...]
     ) -> None:
-        std, mean = torch.std_mean(act, correction=0)
-        self._add("act_mean", name, mean)
-        self._add("act_std", name, std)
+        self._mean_std(name, act)
         if activation in SATURATING:
             bound = saturation_bound(activation, self.threshold)
             self._add("act_saturation", name, torch.mean(pre.abs() > bound, dtype=pre.dtype))
@@ -222,9 +227,7 @@ class ForwardTaps:
             self._add(f"gate_{gate}", name, means[block])
             self._add(f"gate_{gate}_saturation", name, saturated[block])
         assert gates in (3, 4)
-        std, mean = torch.std_mean(out, correction=0)
-        self._add("act_mean", name, mean)
-        self._add("act_std", name, std)
+        self._mean_std(name, out)
         self._add("act_saturation", name, torch.mean(candidate.abs() > self._tanh_bound, dtype=pre.dtype))
 
     def after_backward(self) -> tuple[list[torch.Tensor], torch.Tensor | None]:

@@ -13,14 +13,14 @@ from service import store
 from service.config import Settings
 from service.store.records import SeriesChunk
 from tests.service.analysis.synthetic import exploding_run, mlp_run, recurrent_run, store_run
-from tests.service.api.analysis_app import analysis_app
+from service.api.main import create_app
 
 API = "/api/v1/experiments"
 
 
 @pytest.fixture
 def app(settings: Settings) -> FastAPI:
-    return analysis_app(settings)
+    return create_app(settings)
 
 
 def test_a_thousand_steps_asked_for_a_hundred_points_keep_their_extremes(client: Client, api_session: Session) -> None:

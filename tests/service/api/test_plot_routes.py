@@ -19,14 +19,14 @@ from service.client import GradwatchError
 from service.config import Settings
 from service.plot_cli import plot_command
 from tests.service.analysis.synthetic import exploding_run, mlp_run, recurrent_run, store_run
-from tests.service.api.analysis_app import analysis_app
+from service.api.main import create_app
 
 API = "/api/v1/experiments"
 
 
 @pytest.fixture
 def app(settings: Settings) -> FastAPI:
-    return analysis_app(settings)
+    return create_app(settings)
 
 
 def _image(response) -> np.ndarray:  # noqa: ANN001

@@ -11,7 +11,7 @@ from service import store
 from service.config import Limits, Settings
 from service.queue import Enqueuer
 from tests.service.analysis.synthetic import mlp_run
-from tests.service.api.analysis_app import analysis_app
+from service.api.main import create_app
 from tests.service.api.conftest import api_client, queued_messages
 
 API = "/api/v1/sweeps"
@@ -26,7 +26,7 @@ GRID = {"model.activation": ["sigmoid", "tanh", "relu"], "training.seed": [0, 1]
 
 @pytest.fixture
 def app(settings: Settings) -> FastAPI:
-    return analysis_app(settings)
+    return create_app(settings)
 
 
 def _train(session: Session, sweep: dict) -> None:
@@ -82,7 +82,7 @@ def test_three_activations_by_two_seeds(client: Client, api_session: Session, se
 
 def test_above_the_cap_is_422_and_creates_nothing(settings: Settings) -> None:
     capped = settings.model_copy(update={"limits": Limits(max_sweep_size=4)})
-    with api_client(analysis_app(capped)) as client:
+    with api_client(create_app(capped)) as client:
         response = client.post(API, json={"base": BASE, "grid": GRID})
         assert response.status_code == 422
         assert "6 experiments" in response.json()["message"] and "max_sweep_size" in response.json()["message"]
@@ -114,7 +114,7 @@ def test_broker_failure_marks_members_failed(settings: Settings) -> None:
         def enqueue(self, experiment_id: str, queue: str) -> None:
             raise ConnectionError("broker down")
 
-    app = analysis_app(settings)
+    app = create_app(settings)
     app.state.enqueuer = Down(settings)
     with api_client(app) as client:
         response = client.post(API, json={"base": BASE, "grid": {"model.activation": ["relu", "tanh"]}})

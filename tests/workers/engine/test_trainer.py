@@ -162,6 +162,7 @@ def test_divergence_is_found_between_recorded_steps() -> None:
     probe = RunConfig(**{**diverging().__dict__})
     probe.probes = ProbeConfig(log_every=1, flush_every=1)
     reference = train(probe, lambda batch: None)
+    assert result.status == reference.status == "diverged"
     assert result.diverged_at_step == reference.diverged_at_step
 
 

@@ -1,0 +1,182 @@
+"""How much the engine's probes cost: steps/s against a bare PyTorch loop, and against peers.
+
+    .venv/bin/python -m bench.probe_overhead [--repeats 3] [--threads 1] [--device cpu]
+
+Two workloads (MLP 784-100-100-100-10 on MNIST, batch 64, SGD; LSTM hidden 64 on the adding
+problem T = 50, batch 64, Adam, norm clipping at 1.0), each trained by these arms, interleaved
+and repeated:
+
+- bare: the same model (built by the engine, PyTorch default init), the same tensors on the
+  device, the same optimiser and clipping, in a plain loop with no probes;
+- engine/params: `train()` with parameter-gradient probes at every step;
+- engine/all: `train()` with every probe at every step (layers and, for the LSTM, timesteps);
+- wandb: the bare loop with `wandb.watch(model, log="gradients", log_freq=1)`, offline;
+- tensorboard: the bare loop with `SummaryWriter.add_histogram` per parameter per step.
+
+The peers run only when installed (`pip install -e ".[bench]"`). Steps/s are timed between the
+first and last step after a warm-up, so data loading and the final evaluation are excluded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from workers.engine import ClippingConfig, DatasetConfig, ModelConfig, ProbeConfig, RunConfig, TrainingConfig, train
+from workers.engine.datasets import load_dataset
+from workers.engine.device import resolve_device
+from workers.engine.optim import make_optimizer
+from workers.engine.trainer import batches, compute_loss, make_model
+
+WARMUP = 10
+
+
+def data_dir() -> str:
+    candidates = [os.environ.get("GRADWATCH_DATA_DIR"), str(Path(__file__).resolve().parents[2] / "shared" / "data")]
+    for candidate in candidates:
+        if candidate and (Path(candidate) / "mnist").is_dir():
+            return candidate
+    raise SystemExit("set GRADWATCH_DATA_DIR to the folder holding mnist/")
+
+
+def workloads(device: str) -> dict[str, tuple[RunConfig, int]]:
+    mlp = RunConfig(
+        model=ModelConfig(kind="mlp", hidden_sizes=(100, 100, 100), activation="relu"),
+        dataset=DatasetConfig(name="mnist", split="test", data_dir=data_dir()),
+        training=TrainingConfig(batch_size=64, optimizer="sgd", lr=0.1),
+        device=device,
+    )
+    lstm = RunConfig(
+        model=ModelConfig(kind="lstm", hidden_size=64),
+        dataset=DatasetConfig(name="adding", seq_len=50),
+        training=TrainingConfig(batch_size=64, optimizer="adam", lr=1e-3),
+        clipping=ClippingConfig(mode="norm", max_norm=1.0),
+        device=device,
+    )
+    return {"mlp 784-100-100-100-10": (mlp, 600), "lstm 64, adding T=50": (lstm, 80)}
+
+
+def bare_loop(config: RunConfig, steps: int, hook: Callable[[torch.nn.Module], Callable[[int], None]] | None = None) -> float:
+    """Steps/s of a plain loop over the same model, data, optimiser and clipping."""
+    device = resolve_device(config.device)
+    data = load_dataset(config.dataset).to(device)
+    model = make_model(config, data).to(device)
+    optimizer = make_optimizer(model.parameters(), config.training)
+    stream = batches(data, config.training.batch_size, config.seed)
+    after_step = hook(model) if hook is not None else None
+    clip = config.clipping.mode == "norm"
+    for step in range(steps):
+        if step == WARMUP:
+            synchronize(device)
+            start = time.perf_counter()
+        x, y = next(stream)
+        loss = compute_loss(model(x), y, data.task)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if after_step is not None:
+            after_step(step)
+        if clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.clipping.max_norm, foreach=True)
+        optimizer.step()
+    synchronize(device)
+    return (steps - WARMUP) / (time.perf_counter() - start)
+
+
+def engine(config: RunConfig, steps: int, probes: ProbeConfig) -> float:
+    """Steps/s of `train()`, timed by its own should_stop calls (one before every step)."""
+    config.training.steps = steps
+    config.probes = probes
+    stamps: list[float] = []
+
+    def should_stop() -> bool:
+        stamps.append(time.perf_counter())
+        return False
+
+    train(config, lambda batch: None, should_stop)
+    # Between the call before step WARMUP and the one before the last step: syncs and flushes
+    # in between are counted; data loading and the final evaluation are not.
+    return (steps - 1 - WARMUP) / (stamps[-1] - stamps[WARMUP])
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()  # sync: timing only
+
+
+def wandb_hook(model: torch.nn.Module) -> Callable[[int], None]:
+    import wandb
+
+    os.environ["WANDB_SILENT"] = "true"
+    run = wandb.init(mode="offline", dir=tempfile.mkdtemp(), project="gradwatch-bench")
+    wandb.watch(model, log="gradients", log_freq=1)
+
+    def after(step: int) -> None:
+        wandb.log({"step": step})  # watch's hooks log with the next wandb.log
+
+    after.run = run  # type: ignore[attr-defined]
+    return after
+
+
+def tensorboard_hook(model: torch.nn.Module) -> Callable[[int], None]:
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(log_dir=tempfile.mkdtemp())
+    named = list(model.named_parameters())
+
+    def after(step: int) -> None:
+        for name, parameter in named:
+            writer.add_histogram(f"grad/{name}", parameter.grad, step)
+
+    return after
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply the number of timed steps")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, {args.repeats} repeats")
+    peers = {
+        "wandb": wandb_hook if importlib.util.find_spec("wandb") else None,
+        "tensorboard": tensorboard_hook if importlib.util.find_spec("tensorboard") else None,
+    }
+    for name, (config, steps) in workloads(args.device).items():
+        steps = max(int(steps * args.scale), WARMUP + 10)
+        arms: dict[str, Callable[[], float]] = {
+            "bare": lambda: bare_loop(config, steps),
+            "engine/params": lambda: engine(config, steps, ProbeConfig(parameters=True, layers=False, timesteps=False)),
+            "engine/all": lambda: engine(config, steps, ProbeConfig()),
+        }
+        for peer, hook in peers.items():
+            if hook is not None:
+                arms[peer] = lambda hook=hook: bare_loop(config, steps, hook)
+        rates: dict[str, list[float]] = {arm: [] for arm in arms}
+        for _ in range(args.repeats):  # interleaved, so that drifts in machine load hit every arm
+            for arm, measure in arms.items():
+                rates[arm].append(measure())
+        bare = statistics.median(rates["bare"])
+        print(f"\n{name} ({steps} steps per run)")
+        for arm in (*arms, *(p for p, hook in peers.items() if hook is None)):
+            if arm not in rates:
+                print(f"  {arm:14s} skipped: not installed")
+                continue
+            rate = statistics.median(rates[arm])
+            spread = f"{min(rates[arm]):.0f}–{max(rates[arm]):.0f}"
+            print(f"  {arm:14s} {rate:9.1f} steps/s  (runs {spread})  ratio to bare {rate / bare:.3f}")
+
+
+if __name__ == "__main__":
+    main()
