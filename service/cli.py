@@ -19,14 +19,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import signal
-import subprocess
 import sys
-import time
 from enum import Enum
 from pathlib import Path
-from types import FrameType
 from typing import Annotated, Any
 
 import typer
@@ -37,6 +33,7 @@ from rich.table import Table
 
 from service.client import GradwatchClient, GradwatchError
 from service.config import settings
+from service.supervisor import supervise
 
 app = typer.Typer(
     name="gradwatch",
@@ -172,82 +169,27 @@ def up(
     """
     settings.home.mkdir(parents=True, exist_ok=True)
     migrate()
-    stop_requested: list[int] = []
-
-    def request_stop(signum: int, frame: FrameType | None) -> None:
-        stop_requested.append(signum)
-
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
-
-    # Each child gets a session of its own, so that a terminal's Ctrl-C reaches only this
-    # process, which then stops the children in order.
     me = [sys.executable, "-m", "service.cli"]
-    children = {
-        "api": subprocess.Popen(
-            [*me, "api", "--host", host, "--port", str(port)], start_new_session=True
-        ),
+    commands = {
+        "api": [*me, "api", "--host", host, "--port", str(port)],
         # The only worker of this machine takes both queues; it trains on CUDA if it has it.
-        "worker": subprocess.Popen(
-            [*me, "worker", "--queue", ",".join(QUEUES)], start_new_session=True
-        ),
+        "worker": [*me, "worker", "--queue", ",".join(QUEUES)],
     }
-    url = f"http://{host}:{port}"
+    local_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     console.print(
-        f"gradwatch is starting at {url} (data in {settings.home}); Ctrl-C stops it",
+        f"gradwatch is starting at http://{host}:{port} (data in {settings.home}); "
+        "Ctrl-C stops it",
         soft_wrap=True,
     )
-    local_url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
-    exit_code = 0
-    ready = False
-    try:
-        while not stop_requested:
-            if not ready:
-                ready = _healthy(local_url)
-                if ready:
-                    console.print(f"gradwatch is ready: {url}/docs", soft_wrap=True)
-            exited = [f"{name} exited with status {child.returncode}"
-                      for name, child in children.items() if child.poll() is not None]
-            if exited:
-                errors.print(f"[bold red]{'; '.join(exited)}[/]")
-                exit_code = 1
-                break
-            time.sleep(0.2)
-    finally:
-        _stop_children(children, grace)
+    exit_code = supervise(
+        commands,
+        health_url=f"http://{local_host}:{port}",
+        grace=grace,
+        say=lambda message: console.print(f"gradwatch: {message}", soft_wrap=True),
+    )
     if exit_code:
         raise typer.Exit(exit_code)
     console.print("gradwatch stopped")
-
-
-def _healthy(url: str) -> bool:
-    with GradwatchClient(url, timeout=1.0) as client:
-        try:
-            client.health()
-            return True
-        except GradwatchError:
-            return False
-
-
-def _stop_children(children: dict[str, subprocess.Popen[bytes]], grace: float) -> None:
-    """SIGTERM (uvicorn: graceful; Celery: warm shutdown), then SIGQUIT, then SIGKILL."""
-    for child in children.values():
-        if child.poll() is None:
-            child.send_signal(signal.SIGTERM)
-    for escalation, wait_s in ((signal.SIGQUIT, grace), (signal.SIGKILL, 5.0), (None, 5.0)):
-        deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline and any(c.poll() is None for c in children.values()):
-            time.sleep(0.1)
-        for child in children.values():
-            if child.poll() is None and escalation is not None:
-                _signal_group(child, escalation)
-
-
-def _signal_group(child: subprocess.Popen[bytes], signum: int) -> None:
-    try:
-        os.killpg(child.pid, signum)
-    except ProcessLookupError:
-        pass
 
 
 # -- talking to the service ---------------------------------------------------------------
