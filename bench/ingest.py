@@ -19,8 +19,8 @@ One experiment of `--steps` steps × `--series` series (1,000,000 points by defa
   favour; the wall time with them is printed too). MLflow runs in its own interpreter
   (see bench/common.py), in the same invocation.
 
-Arms alternate, gradwatch first and last (`--repeats` MLflow runs, one more gradwatch run), each a new experiment / run in the same
-database; the ratio is of the median rates. Both sides use psycopg 3.
+Arms alternate, gradwatch first and last (`--repeats` MLflow runs, one more gradwatch
+run), each a new experiment / run in the same database; the ratio is of the median rates. Both sides use psycopg 3.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ dashboard or a pipeline makes:
     GET /health                                                 (database and Redis)
 
 first closed loop (the next request leaves as soon as the previous answer is read: the
-most the API can serve), then paced (each client pauses `--poll-ms` after each request,
+most the API can serve), then paced (each client pauses `--poll-ms` ± 50 % after each request,
 the interval `gradwatch submit --wait` polls at: 50 such clients are a busy lab), each
 phase `--duration` seconds. Latency is from sending a request to having read its body. An
 error is any exception or a status other than 200. Goal: p99 < 100 ms, zero errors.
@@ -121,8 +121,8 @@ async def client_loop(
                 except httpx.HTTPError as error:
                     errors[f"{kind}: {type(error).__name__}"] += 1
                 done += 1
-                if think_s:
-                    await asyncio.sleep(think_s)
+                if think_s:  # ±50 %, so that one slow answer does not line every client up
+                    await asyncio.sleep(think_s * rng.uniform(0.5, 1.5))
     return done
 
 

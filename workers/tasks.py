@@ -45,13 +45,21 @@ from workers.writer import ProbeWriter
 logger = logging.getLogger(__name__)
 
 TASK_NAME = "gradwatch.train"
+# A dropped connection, a database restarting: worth trying again.
+TRANSIENT_DB_ERRORS = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)
 
 
-@app.task(name=TASK_NAME, bind=True, reject_on_worker_lost=True, ignore_result=True)
+@app.task(name=TASK_NAME, bind=True, reject_on_worker_lost=True, ignore_result=True, max_retries=8)
 def train_experiment(self: Any, experiment_id: str) -> str:
     """Celery entry point: one argument, the experiment id (docs/architecture.md)."""
     worker = f"{self.request.hostname or socket.gethostname()} pid {os.getpid()}"
-    return run_experiment(experiment_id, settings, worker=worker)
+    try:
+        return run_experiment(experiment_id, settings, worker=worker)
+    except TRANSIENT_DB_ERRORS as error:
+        # The database was unreachable before the experiment could be claimed (or
+        # finished): try again later rather than leave it queued. Safe: a retry of a
+        # claimed experiment finds it not queued and does nothing.
+        raise self.retry(exc=error, countdown=min(300, 5 * 2**self.request.retries)) from error
 
 
 @lru_cache(maxsize=4)
@@ -117,7 +125,9 @@ def _train(
     result = {
         "final_loss": _finite_or_none(outcome.final_loss),
         "final_accuracy": _finite_or_none(outcome.final_accuracy),
-        "diverged_at_step": outcome.diverged_at_step,
+        "diverged_at_step": (
+            None if outcome.diverged_at_step is None else int(outcome.diverged_at_step)
+        ),
         "test_loss": _finite_or_none(outcome.test_loss),
         "test_accuracy": _finite_or_none(outcome.test_accuracy),
         "steps_done": int(outcome.steps_done),
@@ -145,7 +155,7 @@ def _finish(
                         experiment_id,
                     )
             return
-        except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError):
+        except TRANSIENT_DB_ERRORS:
             if attempt == attempts - 1:
                 raise
             time.sleep(0.5 * 2**attempt)

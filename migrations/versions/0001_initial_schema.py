@@ -112,10 +112,20 @@ def upgrade() -> None:
         sa.Column("n_points", sa.Integer(), nullable=False),
         sa.Column("steps", sa.LargeBinary(), nullable=False),
         sa.Column("values", sa.LargeBinary(), nullable=False),
+        # The chunk's representative points (first, last, min, max, first non-finite):
+        # what a minmax-thinned series query reads instead of `steps` and `values`.
+        sa.Column("summary_steps", sa.LargeBinary(), nullable=False),
+        sa.Column("summary_values", sa.LargeBinary(), nullable=False),
         sa.ForeignKeyConstraint(
             ["series_id"], ["series.id"], name="fk_point_chunks_series_id_series", ondelete="CASCADE"
         ),
         sa.PrimaryKeyConstraint("series_id", "first_step", name="pk_point_chunks"),
+    )
+    # Covers the thinned read (summary columns in step order) so it can skip the table.
+    op.create_index(
+        "ix_point_chunks_summary",
+        "point_chunks",
+        ["series_id", "first_step", "last_step", "summary_steps", "summary_values"],
     )
 
     op.create_table(
@@ -144,6 +154,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("timestep_chunks")
+    op.drop_index("ix_point_chunks_summary", table_name="point_chunks")
     op.drop_table("point_chunks")
     op.drop_table("series")
     op.drop_index("ix_experiment_tags_tag", table_name="experiment_tags")

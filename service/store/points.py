@@ -4,7 +4,9 @@ their own chunks.
 One `write_chunks` call is one transaction: get-or-create the series rows, one batched
 INSERT … ON CONFLICT DO NOTHING of the chunks (primary key
 `(series_id, first_step)`, so a retried batch or a redelivered task stores nothing
-twice), and the experiment's progress and heartbeat.
+twice), and the experiment's progress and heartbeat. Each chunk row also carries its
+representative points (service/store/summaries.py), which a minmax-thinned read uses
+instead of every point.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from service.store.records import (
     TimestepChunk as TimestepChunkRecord,
     TimestepData,
 )
+from service.store.summaries import read_representatives, summary_columns
 
 # Global metrics have no layer; the unique key (experiment_id, metric, layer) needs a
 # value that is not NULL, so they are stored with layer '' and read back as None.
@@ -211,6 +214,7 @@ def _point_row(chunk: SeriesChunk) -> dict[str, Any]:
         "n_points": len(steps),
         "steps": encode_steps(steps),
         "values": encode_values(chunk.values),
+        **summary_columns(steps, np.asarray(chunk.values)),
     }
 
 
@@ -258,11 +262,20 @@ def read_series(
     layers: Sequence[str | None] | None = None,
     step_min: int | None = None,
     step_max: int | None = None,
+    minmax_points: int | None = None,
 ) -> list[SeriesData]:
     """The series of `metric` (all its layers, or `layers`), ordered input → output.
 
     Reads only those series' chunks (and, with a step range, only the chunks that overlap
     it); steps come back ascending and unique.
+
+    `minmax_points` is for a caller about to thin the series with
+    `downsample(…, minmax_points, "minmax")`: a series with many chunks then comes back as
+    its chunks' representative points only (service/store/summaries.py), a subset on which
+    that downsampling keeps all its guarantees (global maximum and minimum at their exact
+    steps, first and last points, first non-finite points) and draws the same line, read
+    from a few bytes per chunk. Other aggregations (`mean`, `lttb`) need every point: leave
+    it None for them.
     """
     query = sa.select(Series.id, Series.layer, Series.position).where(
         Series.experiment_id == experiment_id, Series.metric == metric
@@ -272,28 +285,39 @@ def read_series(
     found = session.execute(query.order_by(Series.position, Series.layer)).all()
     if not found:
         return []
+    ids = [row.id for row in found]
+    points: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    if minmax_points is not None:
+        points = read_representatives(session, ids, step_min, step_max, minmax_points)
+    rest = [series_id for series_id in ids if series_id not in points]
+    if rest:
+        points |= _read_points(session, rest, step_min, step_max)
+    session.commit()  # end the read transaction
+    return [SeriesData(row.layer or None, row.position, *points[row.id]) for row in found]
+
+
+def _read_points(
+    session: Session, series_ids: Sequence[int], step_min: int | None, step_max: int | None
+) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """series id → every one of its points in the step range, in one query for all series."""
     chunk_query = sa.select(PointChunk.series_id, PointChunk.steps, PointChunk.values).where(
-        PointChunk.series_id.in_([row.id for row in found])
+        PointChunk.series_id.in_(series_ids)
     )
     if step_min is not None:
         chunk_query = chunk_query.where(PointChunk.last_step >= step_min)
     if step_max is not None:
         chunk_query = chunk_query.where(PointChunk.first_step <= step_max)
     chunk_query = chunk_query.order_by(PointChunk.series_id, PointChunk.first_step)
-    parts: dict[int, tuple[list[bytes], list[bytes]]] = {row.id: ([], []) for row in found}
+    parts: dict[int, tuple[list[bytes], list[bytes]]] = {series_id: ([], []) for series_id in series_ids}
     for series_id, steps, values in session.execute(chunk_query):
         step_parts, value_parts = parts[series_id]
         step_parts.append(steps)
         value_parts.append(values)
-    session.commit()  # end the read transaction
-
-    result = []
-    for row in found:
-        step_parts, value_parts = parts[row.id]
+    result = {}
+    for series_id, (step_parts, value_parts) in parts.items():
         steps = decode_steps(b"".join(step_parts))
         values = decode_values(b"".join(value_parts))
-        steps, values = _clean(steps, values, step_min, step_max)
-        result.append(SeriesData(row.layer or None, row.position, steps, values))
+        result[series_id] = _clean(steps, values, step_min, step_max)
     return result
 
 

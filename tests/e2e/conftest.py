@@ -61,9 +61,13 @@ def make_pg_redis_stack(postgres_server_url: str, mnist_data_dir: Path, tmp_path
         return stack
 
     yield build
+    import redis
+
     for stack, admin, name in stacks:
         print(stack.logs())  # shown by pytest when a test failed
         stack.stop()
+        with redis.Redis.from_url(stack.broker_url) as broker:
+            broker.flushdb()
         with admin.connect() as connection:
             connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()

@@ -170,3 +170,26 @@ def test_storage_that_keeps_failing_fails_the_run(config, sessions) -> None:
         assert run_experiment(experiment_id, config, session_factory=sessions) == "failed"
     experiment = get(sessions, experiment_id)
     assert "disk full" in experiment.error and experiment.progress_step < 100_000
+
+
+def test_a_database_outage_before_the_claim_retries_the_task() -> None:
+    import sqlalchemy.exc
+
+    class Retry(Exception):
+        pass
+
+    retried = {}
+
+    def unreachable(*args, **kwargs):
+        raise sqlalchemy.exc.OperationalError("UPDATE experiments", {}, Exception("connection refused"))
+
+    def retry(exc, countdown):
+        retried.update(exc=exc, countdown=countdown)
+        return Retry()
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tasks, "run_experiment", unreachable)
+        patch.setattr(tasks.train_experiment, "retry", retry)
+        with pytest.raises(Retry):
+            tasks.train_experiment("abc")
+    assert "connection refused" in str(retried["exc"]) and retried["countdown"] == 5

@@ -76,8 +76,13 @@ def require_series(
     step_min: int | None = None,
     step_max: int | None = None,
     per_layer: bool = False,
+    minmax_points: int | None = None,
 ) -> list[SeriesData]:
-    """The metric's series, with a 404 that lists what exists when it or a layer does not."""
+    """The metric's series, with a 404 that lists what exists when it or a layer does not.
+
+    `minmax_points`: the caller thins with `downsample(…, minmax_points, "minmax")`, which
+    the store can then serve from each chunk's representative points (`store.read_series`).
+    """
     available = store.list_metrics(session, record.id)
     if metric not in available:
         if record.status in ("queued", "running"):
@@ -103,7 +108,7 @@ def require_series(
                 f"{', '.join(map(repr, unknown))}; its layers are: "
                 f"{', '.join('null' if x is None else x for x in available[metric])}",
             )
-    return store.read_series(session, record.id, metric, layers or None, step_min, step_max)
+    return store.read_series(session, record.id, metric, layers or None, step_min, step_max, minmax_points)
 
 
 def read_for_diagnosis(session: Session, record: ExperimentRecord) -> DiagnosisInput:

@@ -115,7 +115,10 @@ def get_series(
                 detail=f"metric {metric!r} of experiment {experiment_id} has no layer "
                 f"{', '.join(map(repr, unknown))}; its layers are: {_choices(layers)}",
             )
-    data = store.read_series(session, experiment_id, metric, layer, step_min, step_max)
+    # minmax thinning can run on each chunk's stored representatives instead of every point
+    # (service/store/summaries.py); mean and LTTB need every point.
+    minmax_points = max_points if agg == "minmax" else None
+    data = store.read_series(session, experiment_id, metric, layer, step_min, step_max, minmax_points)
     series = []
     for item in data:
         steps, values = item.steps, item.values

@@ -105,3 +105,48 @@ def test_timesteps(client: Client, api_session: Session) -> None:
 def test_timesteps_of_an_mlp_is_404(client: Client, mlp_id: str) -> None:
     response = client.get(f"{API}/{mlp_id}/timesteps")
     assert response.status_code == 404 and "rnn, lstm and gru" in response.json()["detail"]
+
+
+def _kept(series: dict) -> dict[int, float | None]:
+    return dict(zip(series["steps"], series["values"], strict=True))
+
+
+def test_max_points_over_many_chunks_keeps_the_extremes(client: Client, api_session: Session) -> None:
+    """Many small chunks: minmax is served from each chunk's representative points, and
+    keeps what thinning every point keeps; also with a range that cuts chunks."""
+    experiment_id = client.post(API, json=MLP).json()["id"]
+    store.claim_experiment(api_session, experiment_id, "w")
+    rng = np.random.default_rng(0)
+    values = np.exp(np.cumsum(rng.normal(0, 0.05, size=(3000, len(LAYERS))), axis=0))
+    values[1234, 0] = 1e6
+    values[1235, 0] = np.nan
+    values[1510, 1] = np.inf
+    values[1511, 1] = -np.inf
+    values[2999, 2] = 1e-12
+    for start in range(0, 3000, 20):
+        steps = np.arange(start, start + 20)
+        chunks = [
+            store.SeriesChunk("grad_mean_abs", layer, position, steps, values[start : start + 20, position])
+            for position, layer in enumerate(LAYERS)
+        ]
+        store.write_chunks(api_session, experiment_id, chunks, [])
+    for step_range in ({}, {"step_min": 1005, "step_max": 2990}):
+        params = {"metric": "grad_mean_abs", "max_points": 100} | step_range
+        thinned = client.get(f"{API}/{experiment_id}/series", params=params).json()["series"]
+        full = client.get(f"{API}/{experiment_id}/series", params=params | {"agg": "none"}).json()["series"]
+        for position, (small, whole) in enumerate(zip(thinned, full, strict=True)):
+            assert len(small["steps"]) <= 100 and small["steps"] == sorted(set(small["steps"]))
+            raw = np.array([np.nan if v is None else v for v in whole["values"]])
+            kept = _kept(small)
+            finite = np.isfinite(raw)
+            must = {0, len(raw) - 1, int(np.flatnonzero(finite)[np.argmax(raw[finite])]),
+                    int(np.flatnonzero(finite)[np.argmin(raw[finite])])}  # fmt: skip
+            nonfinite = np.flatnonzero(~finite)  # NaN and ±Inf are all null in JSON
+            must |= {int(nonfinite[0])} if len(nonfinite) else set()
+            for i in must:
+                assert whole["steps"][i] in kept, (position, step_range, whole["steps"][i])
+                assert kept[whole["steps"][i]] == whole["values"][i]
+        if not step_range:
+            assert _kept(thinned[0])[1234] == 1e6 and _kept(thinned[0])[1235] is None
+            assert _kept(thinned[1])[1510] is None and _kept(thinned[1])[1511] is None
+            assert _kept(thinned[2])[2999] == 1e-12
