@@ -104,6 +104,10 @@ class Settings(BaseSettings):
     # core). Set it to cores / concurrency when a worker trains several runs at once, or
     # to 1 on a shared machine: oversubscribed threads make small models many times slower.
     worker_torch_threads: int = 0
+    # PostgreSQL connections per process: the API answers requests from a thread pool of
+    # 40, so a pool of 5 (SQLAlchemy's default) made requests queue for a connection.
+    db_pool_size: int = 10
+    db_max_overflow: int = 30
     # Redis redelivers an unacknowledged task after this long: longer than any run.
     visibility_timeout_s: int = 7 * 24 * 3600
 

@@ -1,8 +1,9 @@
 """The probe writer: a thread between the engine and the database.
 
 The engine hands a `ProbeBatch` to `ProbeWriter.on_flush` every K recorded steps; the
-writer converts it to the store's plain chunks and writes it in one transaction per batch
-(`store.write_chunks`, which also moves the progress and the heartbeat). Between batches,
+writer converts it to the store's plain chunks and writes it in one transaction
+(`store.write_chunks`, which also moves the progress and the heartbeat) together with any
+other batches already waiting. Between batches,
 every `poll_s`, it records a heartbeat and checks whether a cancel was requested, and sets
 the event that the engine's `should_stop` reads: cancellation is cooperative, so it works
 on every broker.
@@ -118,6 +119,7 @@ class ProbeWriter:
         session_factory: Callable[[], Session],
         poll_s: float = 0.5,
         max_pending: int = 8,
+        max_coalesce: int = 32,
         retries: int = 6,
         retry_backoff_s: float = 0.2,
         write_chunks: Callable[..., Any] | None = None,
@@ -129,6 +131,7 @@ class ProbeWriter:
         self._write_chunks = write_chunks or store.write_chunks  # injectable for tests
         self._poll_s = poll_s
         self._retries = retries
+        self._max_coalesce = max_coalesce
         self._retry_backoff_s = retry_backoff_s
         self._pending: queue.Queue[Any] = queue.Queue(maxsize=max_pending)
         self._error: BaseException | None = None
@@ -197,7 +200,10 @@ class ProbeWriter:
                 if item is _CLOSE:
                     return
                 if item is not None:
-                    self._store(item)
+                    batches, closing = self._drain([item])
+                    self._store(batches)
+                    if closing:
+                        return
                 if time.monotonic() >= next_poll:
                     self._poll()
                     next_poll = time.monotonic() + self._poll_s
@@ -206,16 +212,41 @@ class ProbeWriter:
             # Stop training: nothing it measures from now on could be stored.
             self.cancel_requested.set()
 
-    def _store(self, batch: ProbeBatchLike) -> None:
-        if len(batch.steps) == 0:
+    def _drain(self, batches: list[Any]) -> tuple[list[ProbeBatchLike], bool]:
+        """Add the batches already waiting (up to `max_coalesce`) to `batches`.
+
+        Why: when the database is slower than the engine, one transaction for several
+        flushes costs little more than one for a single flush (the round trips dominate),
+        so the writer catches up instead of falling further behind. Each flush keeps its
+        own chunks, keyed by its first step, so idempotency is unchanged.
+        Returns the batches and whether the close sentinel was among them."""
+        while len(batches) < self._max_coalesce:
+            try:
+                item = self._pending.get_nowait()
+            except queue.Empty:
+                break
+            if item is _CLOSE:
+                return batches, True
+            batches.append(item)
+        return batches, False
+
+    def _store(self, batches: list[ProbeBatchLike]) -> None:
+        batches = [batch for batch in batches if len(batch.steps)]
+        if not batches:
             return
-        series, timesteps = to_chunks(batch)
-        progress_step = int(batch.steps[-1]) + 1
+        series: list[SeriesChunk] = []
+        timesteps: list[TimestepChunk] = []
+        for batch in batches:
+            batch_series, batch_timesteps = to_chunks(batch)
+            series += batch_series
+            timesteps += batch_timesteps
+        first_step = int(batches[0].steps[0])
+        progress_step = max(int(batch.steps[-1]) for batch in batches) + 1
 
         def write(session: Session) -> None:
             self._write_chunks(session, self.experiment_id, series, timesteps, progress_step)
 
-        self._with_retries(f"storing steps {int(batch.steps[0])}–{int(batch.steps[-1])}", write)
+        self._with_retries(f"storing steps {first_step}–{progress_step - 1}", write)
         self.progress_step = max(self.progress_step, progress_step)
 
     def _poll(self) -> None:

@@ -72,7 +72,11 @@ def create_app(settings: Settings | None = None, enqueuer: Enqueuer | None = Non
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.engine = make_engine(settings.resolved_database_url)
+    app.state.engine = make_engine(
+        settings.resolved_database_url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+    )
     app.state.session_factory = make_session_factory(app.state.engine)
     app.state.enqueuer = enqueuer or Enqueuer(settings)
     install_error_handlers(app)

@@ -154,6 +154,12 @@ class ModelSpec(_Section):
                 "model.forget_bias applies only to type 'lstm', not '{type}'",
                 type=self.type,
             )
+        if not recurrent and self.init.scheme == "identity":
+            raise _fail(
+                "not_applicable",
+                "model.init.scheme 'identity' initialises a recurrent matrix (IRNN, Le et al. "
+                "2015) and needs type rnn, lstm or gru; an mlp's layers are not square",
+            )
         if not recurrent and self.init.spectral_radius is not None:
             raise _fail(
                 "not_applicable",

@@ -222,7 +222,9 @@ def test_on_flush_does_not_wait_for_the_database(sessions, experiment_id) -> Non
         release.wait(10)
         store.write_chunks(session, *args, **kwargs)
 
-    writer = ProbeWriter(experiment_id, sessions, poll_s=0.05, max_pending=2, write_chunks=slow_write).start()
+    writer = ProbeWriter(
+        experiment_id, sessions, poll_s=0.05, max_pending=2, max_coalesce=1, write_chunks=slow_write
+    ).start()
     started = time.monotonic()
     for first in (0, 4, 8):  # one being written, two queued
         writer.on_flush(make_batch(first, 4))
@@ -234,6 +236,29 @@ def test_on_flush_does_not_wait_for_the_database(sessions, experiment_id) -> Non
     release.set()
     blocked.join(10)
     writer.close()
+    np.testing.assert_array_equal(read(sessions, experiment_id, "loss")[None], np.arange(16))
+
+
+def test_a_writer_behind_stores_the_waiting_batches_in_one_transaction(sessions, experiment_id) -> None:
+    release = threading.Event()
+    calls: list[int] = []
+
+    def slow_write(session, experiment_id, series, *args, **kwargs):
+        calls.append(len(series))
+        release.wait(10)
+        store.write_chunks(session, experiment_id, series, *args, **kwargs)
+
+    writer = ProbeWriter(experiment_id, sessions, poll_s=0.05, max_pending=8, write_chunks=slow_write).start()
+    writer.on_flush(make_batch(0, 4))
+    deadline = time.monotonic() + 5
+    while not calls and time.monotonic() < deadline:
+        time.sleep(0.01)
+    for first in (4, 8, 12):  # queued while the first write waits on the database
+        writer.on_flush(make_batch(first, 4))
+    release.set()
+    writer.close()
+    assert len(calls) == 2, calls
+    assert calls[1] == 3 * calls[0], "the three waiting flushes go in one write"
     np.testing.assert_array_equal(read(sessions, experiment_id, "loss")[None], np.arange(16))
 
 
