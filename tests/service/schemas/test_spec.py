@@ -89,6 +89,7 @@ def test_limits_from_the_validation_context() -> None:
         ({"model": {"type": "gru", "activation": "relu"}, "dataset": {"name": "adding"}}, ["model.activation"]),
         ({"model": {"type": "rnn", "forget_bias": 2.0}, "dataset": {"name": "adding"}}, ["forget_bias", "lstm"]),
         ({"model": {"type": "mlp", "init": {"spectral_radius": 1.1}}, "dataset": {"name": "mnist"}}, ["spectral_radius"]),
+        ({"model": {"type": "mlp", "init": {"scheme": "identity"}}, "dataset": {"name": "mnist"}}, ["identity", "rnn"]),
         ({"model": {"type": "mlp"}, "dataset": {"name": "mnist", "seq_len": 10}}, ["dataset.seq_len"]),
         ({"model": {"type": "rnn"}, "dataset": {"name": "sequential_mnist", "seq_len": 100}}, ["784", "28"]),
         ({"model": {"type": "rnn"}, "dataset": {"name": "adding", "permuted": True}}, ["permuted"]),
