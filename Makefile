@@ -30,6 +30,10 @@ worker: install
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-bench: install
+.venv-bench/bin/python:
+	$(PY) -m venv .venv-bench
+	.venv-bench/bin/pip install -q mlflow "psycopg[binary]" py-spy
+
+bench: install .venv-bench/bin/python
 	$(BIN)/pip install -q -e ".[test,bench]"
 	$(BIN)/python -m bench.run_all

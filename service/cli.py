@@ -33,6 +33,7 @@ from rich.table import Table
 
 from service.client import GradwatchClient, GradwatchError
 from service.config import settings
+from service.plot_cli import plot_command
 from service.supervisor import supervise
 
 app = typer.Typer(
@@ -274,6 +275,22 @@ def cancel(experiment_id: ExperimentId, api_url: ApiUrl = None) -> None:
             raise _fail(str(error)) from None
     now = (experiment or {}).get("status", "unknown")
     console.print(f"cancel requested for {experiment_id} (now {now})")
+
+
+@app.command()
+def plot(
+    experiment_id: ExperimentId,
+    out: Annotated[Path, typer.Option("--out", help="Folder to save the PNG files in.")] = Path("."),
+    metric: Annotated[str, typer.Option(help="The per-layer metric to draw.")] = "grad_mean_abs",
+    api_url: ApiUrl = None,
+) -> None:
+    """Save an experiment's pictures (curves per layer, depth profile, timesteps) as PNG."""
+    try:
+        written = plot_command(experiment_id, out, metric, api_url or settings.resolved_api_url)
+    except GradwatchError as error:
+        raise _fail(str(error)) from None
+    for path in written:
+        console.print(str(path))
 
 
 @app.command("list")
