@@ -65,7 +65,7 @@ def plot_metric(
     check_max_points(settings, max_points)
     check_step_range(step_min, step_max)
     record = require_experiment(session, experiment_id)
-    series = require_series(session, record, metric, layer, step_min, step_max)
+    series = require_series(session, record, metric, layer, step_min, step_max, minmax_points=max_points)
     thinned = [SeriesData(s.layer, s.position, *downsample(s.steps, s.values, max_points, "minmax")) for s in series]
     return _png(render_metric(thinned, metric, record.name, log))
 
