@@ -28,7 +28,6 @@ import statistics
 import time
 
 import httpx
-import numpy as np
 
 from bench.common import api_server, header, latency, mlflow_call, mlflow_server, ratio_line, scratch_database, service_env
 from bench.ingest import METRIC, SEED, layers, mlflow_keys, probe_batches

@@ -13,9 +13,9 @@ from typing import Any
 import httpx
 
 from service.client import GradwatchClient, GradwatchError
+from service.schemas.spec import RECURRENT_MODELS
 
 API_PREFIX = "/api/v1"
-RECURRENT_MODELS = ("rnn", "lstm", "gru")
 
 
 def plot_command(

@@ -6,11 +6,10 @@ analysis reads every point of several series and computes over them with numpy.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, HTTPException, Query
-from fastapi.exceptions import RequestValidationError
 from sqlalchemy.orm import Session
 
 from service import store
@@ -19,15 +18,20 @@ from service.analysis.downsample import downsample
 from service.analysis.horizon import memory_horizons
 from service.analysis.profile import depth_profile
 from service.api.deps import SessionDep, SettingsDep
+from service.api.lookups import (
+    check_max_points,
+    check_step_range,
+    require_experiment,
+    require_series,
+)
 from service.api.responses import JSONBytesResponse
-from service.config import Settings
 from service.schemas.analysis import HorizonResponse, ProfileResponse, SummaryResponse
 from service.schemas.errors import ErrorResponse, ValidationErrorResponse
-from service.store.records import ExperimentRecord, SeriesData
+from service.store.records import ExperimentRecord
+from service.schemas.spec import RECURRENT_MODELS
 
 router = APIRouter(prefix="/api/v1/experiments", tags=["analysis"])
 
-RECURRENT_MODELS = ("rnn", "lstm", "gru")
 ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorResponse, "description": "Unknown experiment, metric or layer."},
     422: {"model": ValidationErrorResponse, "description": "Invalid query parameters."},
@@ -36,79 +40,6 @@ MaxPoints = Annotated[
     int | None,
     Query(ge=2, description="At most this many steps (rows) in each returned series or matrix."),
 ]
-
-
-# --- lookups shared by the analysis, plot and export routes ---------------------------
-
-
-def invalid_query(name: str, message: str, kind: str = "value_error") -> NoReturn:
-    raise RequestValidationError([{"loc": ("query", name), "msg": message, "type": kind}])
-
-
-def require_experiment(session: Session, experiment_id: str) -> ExperimentRecord:
-    record = store.get_experiment(session, experiment_id)
-    if record is None:
-        raise store.ExperimentNotFound(experiment_id)
-    return record
-
-
-def check_max_points(settings: Settings, max_points: int | None) -> None:
-    limit = settings.limits.max_points
-    if max_points is not None and max_points > limit:
-        invalid_query(
-            "max_points",
-            f"{max_points} is above the limit {limit} (max_points; the server's "
-            "GRADWATCH_LIMIT_MAX_POINTS raises it)",
-            "limit_exceeded",
-        )
-
-
-def check_step_range(step_min: int | None, step_max: int | None) -> None:
-    if step_min is not None and step_max is not None and step_min > step_max:
-        invalid_query("step_min", f"step_min {step_min} is after step_max {step_max}")
-
-
-def require_series(
-    session: Session,
-    record: ExperimentRecord,
-    metric: str,
-    layers: list[str] | None = None,
-    step_min: int | None = None,
-    step_max: int | None = None,
-    per_layer: bool = False,
-    minmax_points: int | None = None,
-) -> list[SeriesData]:
-    """The metric's series, with a 404 that lists what exists when it or a layer does not.
-
-    `minmax_points`: the caller thins with `downsample(…, minmax_points, "minmax")`, which
-    the store can then serve from each chunk's representative points (`store.read_series`).
-    """
-    available = store.list_metrics(session, record.id)
-    if metric not in available:
-        if record.status in ("queued", "running"):
-            return []  # nothing flushed yet: an empty answer, not an error
-        choices = [m for m, ls in sorted(available.items()) if not per_layer or ls != [None]]
-        raise HTTPException(
-            status_code=404,
-            detail=f"experiment {record.id} has no {'per-layer ' if per_layer else ''}metric {metric!r}; "
-            f"it has: {', '.join(choices) or 'none yet'}",
-        )
-    if per_layer and available[metric] == [None]:
-        raise HTTPException(
-            status_code=404,
-            detail=f"metric {metric!r} is global (one value per step, no layers): pick a per-layer "
-            "metric such as grad_mean_abs, grad_norm or backprop_norm",
-        )
-    if layers:
-        unknown = [layer for layer in layers if layer not in available[metric]]
-        if unknown:
-            raise HTTPException(
-                status_code=404,
-                detail=f"metric {metric!r} of experiment {record.id} has no layer "
-                f"{', '.join(map(repr, unknown))}; its layers are: "
-                f"{', '.join('null' if x is None else x for x in available[metric])}",
-            )
-    return store.read_series(session, record.id, metric, layers or None, step_min, step_max, minmax_points)
 
 
 def read_for_diagnosis(session: Session, record: ExperimentRecord) -> DiagnosisInput:

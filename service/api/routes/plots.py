@@ -17,8 +17,7 @@ from service.analysis.downsample import downsample
 from service.analysis.horizon import memory_horizons
 from service.analysis.profile import depth_profile
 from service.api.deps import SessionDep, SettingsDep
-from service.api.routes.analysis import (
-    RECURRENT_MODELS,
+from service.api.lookups import (
     check_max_points,
     check_step_range,
     require_experiment,
@@ -28,6 +27,7 @@ from service.api.routes.sweeps import build_comparison
 from service.plots import render_compare, render_metric, render_profile, render_timesteps
 from service.schemas.errors import ErrorResponse, ValidationErrorResponse
 from service.store.records import SeriesData
+from service.schemas.spec import RECURRENT_MODELS
 
 experiments_router = APIRouter(prefix="/api/v1/experiments", tags=["plots"])
 sweeps_router = APIRouter(prefix="/api/v1/sweeps", tags=["plots"])

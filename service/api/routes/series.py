@@ -6,47 +6,33 @@ Series are returned as numpy arrays rendered straight to JSON (`JSONBytesRespons
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, NoReturn
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from fastapi import APIRouter, HTTPException, Query
-from fastapi.exceptions import RequestValidationError
 
 from service import store
 from service.analysis.downsample import downsample
 from service.api.deps import SessionDep, SettingsDep
+from service.api.lookups import (
+    ACTIVE,
+    check_max_points,
+    check_step_range,
+    invalid_query,
+    require_experiment,
+    require_series,
+)
 from service.api.responses import JSONBytesResponse
 from service.schemas.errors import ErrorResponse, ValidationErrorResponse
 from service.schemas.series import MetricsResponse, SeriesResponse, TimestepsResponse
-from service.store.records import ExperimentRecord
+from service.schemas.spec import RECURRENT_MODELS
 
 router = APIRouter(prefix="/api/v1/experiments", tags=["series"])
 
-# The engine's probe names (docs/architecture.md). A run that has not flushed yet answers
-# an empty series for these rather than 404.
-KNOWN_METRICS = (
-    "loss", "accuracy", "grad_norm_total", "grad_norm_total_clipped", "clipped", "lr",
-    "grad_norm", "grad_mean_abs", "grad_std", "grad_max_abs", "grad_nonfinite", "weight_norm",
-    "update_ratio", "backprop_norm", "act_mean", "act_std", "act_saturation", "act_dead",
-    "gate_forget", "gate_input", "gate_output",
-)  # fmt: skip
-RECURRENT_MODELS = ("rnn", "lstm", "gru")
-ACTIVE = ("queued", "running")
 ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorResponse, "description": "Unknown experiment, metric, layer or step."},
     422: {"model": ValidationErrorResponse, "description": "Invalid query parameters."},
 }
-
-
-def _invalid_query(name: str, message: str, kind: str = "value_error") -> NoReturn:
-    raise RequestValidationError([{"loc": ("query", name), "msg": message, "type": kind}])
-
-
-def _experiment(session: SessionDep, experiment_id: str) -> ExperimentRecord:
-    record = store.get_experiment(session, experiment_id)
-    if record is None:
-        raise store.ExperimentNotFound(experiment_id)
-    return record
 
 
 def _choices(values: list[Any]) -> str:
@@ -56,7 +42,7 @@ def _choices(values: list[Any]) -> str:
 @router.get("/{experiment_id}/metrics", response_model=MetricsResponse, responses=ERRORS)
 def get_metrics(experiment_id: str, session: SessionDep) -> MetricsResponse:
     """Metric names the experiment has recorded, each with its layers (input → output)."""
-    _experiment(session, experiment_id)
+    require_experiment(session, experiment_id)
     return MetricsResponse(metrics=store.list_metrics(session, experiment_id))
 
 
@@ -82,49 +68,19 @@ def get_series(
     """One metric's time series: a series per layer, or one with `layer: null` for a
     global metric. Non-finite values are null."""
     limit = settings.limits.max_points
-    if max_points is not None and max_points > limit:
-        _invalid_query(
-            "max_points",
-            f"{max_points} is above the limit {limit} (max_points; the server's "
-            "GRADWATCH_LIMIT_MAX_POINTS raises it)",
-            "limit_exceeded",
-        )
-    if step_min is not None and step_max is not None and step_min > step_max:
-        _invalid_query("step_min", f"step_min {step_min} is after step_max {step_max}")
-    record = _experiment(session, experiment_id)
-    available = store.list_metrics(session, experiment_id)
-    if metric not in available:
-        if record.status in ACTIVE and metric in KNOWN_METRICS:
-            return JSONBytesResponse({"metric": metric, "series": []})
-        raise HTTPException(
-            status_code=404,
-            detail=f"experiment {experiment_id} has no metric {metric!r}; "
-            f"it has: {_choices(sorted(available))}",
-        )
-    layers = available[metric]
-    if layer is not None:
-        if layers == [None]:
-            raise HTTPException(
-                status_code=404,
-                detail=f"metric {metric!r} is global and has no layers: leave out `layer`",
-            )
-        unknown = [name for name in layer if name not in layers]
-        if unknown:
-            raise HTTPException(
-                status_code=404,
-                detail=f"metric {metric!r} of experiment {experiment_id} has no layer "
-                f"{', '.join(map(repr, unknown))}; its layers are: {_choices(layers)}",
-            )
+    check_max_points(settings, max_points)
+    check_step_range(step_min, step_max)
+    record = require_experiment(session, experiment_id)
     # minmax thinning can run on each chunk's stored representatives instead of every point
     # (service/store/summaries.py); mean and LTTB need every point.
     minmax_points = max_points if agg == "minmax" else None
-    data = store.read_series(session, experiment_id, metric, layer, step_min, step_max, minmax_points)
+    data = require_series(session, record, metric, layer, step_min, step_max, minmax_points=minmax_points)
     series = []
     for item in data:
         steps, values = item.steps, item.values
         if agg == "none" or max_points is None:
             if len(steps) > limit:
-                _invalid_query(
+                invalid_query(
                     "max_points",
                     f"the series of layer {item.layer!r} has {len(steps)} points, above the "
                     f"limit {limit} (max_points): pass max_points, or narrow "
@@ -151,7 +107,7 @@ def get_timesteps(
     step: Annotated[int | None, Query(ge=0, description="Only this training step.")] = None,
 ) -> JSONBytesResponse:
     """‖∂L/∂h_t‖ (and ‖∂L/∂c_t‖ for LSTMs) per recorded training step and timestep."""
-    record = _experiment(session, experiment_id)
+    record = require_experiment(session, experiment_id)
     model_type = (record.spec.get("model") or {}).get("type")
     if model_type not in RECURRENT_MODELS:
         raise HTTPException(

@@ -16,7 +16,7 @@ from service.analysis.compare import Comparison, MemberSeries, compare, varying_
 from service.analysis.sweeps import SweepError, expand_grid, member_label
 from service.api.deps import EnqueuerDep, SessionDep, SettingsDep
 from service.api.responses import JSONBytesResponse
-from service.api.routes.analysis import check_max_points
+from service.api.lookups import check_max_points
 from service.db.models import FINISHED_STATUSES
 from service.schemas.errors import ErrorResponse, ValidationErrorResponse
 from service.schemas.experiments import ExperimentResult, Progress
