@@ -73,12 +73,11 @@ def postgres_url(postgres_server_url: str) -> Iterator[str]:
         admin.dispose()
 
 
-@pytest.fixture
-def redis_url() -> str:
-    """A Redis URL on a database number of its own, emptied before the test."""
+def redis_database(number: int) -> str:
+    """The URL of Redis database `number`, emptied; skips or fails when Redis is down."""
     import redis
 
-    url = REDIS_URL.rsplit("/", 1)[0] + "/13"
+    url = REDIS_URL.rsplit("/", 1)[0] + f"/{number}"
     client = redis.Redis.from_url(url)
     try:
         client.flushdb()
@@ -87,3 +86,9 @@ def redis_url() -> str:
     finally:
         client.close()
     return url
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """A Redis URL on a database number of its own (13), emptied before the test."""
+    return redis_database(13)

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from service.db.migrate import upgrade
-from tests.conftest import REDIS_URL, _missing
+from tests.conftest import redis_database
 from tests.e2e.stack import Stack
 
 
@@ -27,20 +27,6 @@ def _postgres_database(server_url: str) -> tuple[str, sa.Engine, str]:
     with admin.connect() as connection:
         connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
     return make_url(server_url).set(database=name).render_as_string(hide_password=False), admin, name
-
-
-def _redis_database(number: int) -> str:
-    import redis
-
-    url = REDIS_URL.rsplit("/", 1)[0] + f"/{number}"
-    client = redis.Redis.from_url(url)
-    try:
-        client.flushdb()
-    except Exception as error:  # noqa: BLE001
-        _missing("Redis", error)
-    finally:
-        client.close()
-    return url
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +41,7 @@ def make_pg_redis_stack(postgres_server_url: str, mnist_data_dir: Path, tmp_path
     def build(**extra_env: str) -> Stack:
         database_url, admin, name = _postgres_database(postgres_server_url)
         home = tmp_path_factory.mktemp("gradwatch-home")
-        stack = Stack(database_url, _redis_database(next(redis_numbers)), home, mnist_data_dir, extra_env)
+        stack = Stack(database_url, redis_database(next(redis_numbers)), home, mnist_data_dir, extra_env)
         stacks.append((stack, admin, name))
         upgrade(database_url)
         return stack

@@ -1,20 +1,24 @@
 """Gradient, weight, activation and through-time probes, computed on the device.
 
-Nothing here reads a device value: every statistic is a 0-d or 1-d tensor handed to the
-Recorder, which copies them to the host once per flush. Statistics that are cheap to derive
-on the host from ones already measured (mean |g| = Σ|g|/n, std, ‖Δw‖/‖w‖) are derived there
-in float64, to save kernels in the training step.
+Nothing here reads a device value: every statistic is written into the Recorder's buffers or
+handed to it as a device tensor, and copied to the host once per flush. What can be derived
+on the host from what was measured (mean |g| = Σ|g|/n, std from Σg and Σg², ‖Δw‖/‖w‖, the
+per-tensor figures from per-row partial sums) is derived there, in float64, so that the
+training step runs as few kernels as possible: each costs a dispatch (a few µs on a CPU) and
+a pass over the data.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
+from torch.nn import functional as F
 
 from .activations import RECTIFYING, SATURATING, saturation_bound
 from .models import GATES, RecurrentLayer
 
-# Per-parameter metrics as published, and the raw columns they are derived from.
 PARAMETER_METRICS = (
     "grad_norm",
     "grad_mean_abs",
@@ -27,71 +31,130 @@ PARAMETER_METRICS = (
 GATE_NAMES = {"lstm": ("input", "forget", "output"), "gru": ("reset", "update")}
 
 
+class FlatParameters:
+    """Every parameter and its gradient as a view into one (R, C) buffer each.
+
+    Parameter i occupies rows [start_i, start_i + k_i), k_i = ⌈n_i / C⌉, zero-padded to a whole
+    row, so a statistic of every tensor is one kernel over the buffer along dim 1 (→ (R,)) and
+    a sum over each tensor's rows on the host, instead of one kernel per tensor. (PyTorch's
+    segment_reduce / index_add_ would avoid the padding, but on a CPU they are 10-30× slower
+    than a plain row reduction.) The padding is never touched by the optimiser (it sees only
+    the views), so it stays zero and adds nothing to sums, norms or maxima of |g|.
+
+    Gradients are zeroed in place (one kernel) instead of being set to None, so that autograd
+    accumulates into the views: 0 + g is g exactly.
+    """
+
+    def __init__(self, params: list[torch.nn.Parameter], scratch: bool) -> None:
+        sizes = [p.numel() for p in params]
+        self.width = _row_width(sizes)
+        rows = [max(1, math.ceil(n / self.width)) for n in sizes]
+        self.row_starts = np.cumsum([0, *rows[:-1]]).astype(np.int64)  # for np.add.reduceat
+        self.numel = np.array(sizes, dtype=np.float64)
+        self.padded = np.array(rows, dtype=np.float64) * self.width  # elements incl. padding
+        count, reference = sum(rows), params[0]
+        like = {"device": reference.device, "dtype": reference.dtype}
+        # (3, R, C) when probing: the gradient, then scratch rows for |g| and finite flags, so
+        # that Σg, Σ|g| and the finite count are one reduction over the block.
+        self.grad_block = torch.zeros(3 if scratch else 1, count, self.width, **like)
+        self.grad = self.grad_block[0]  # (R, C)
+        self.weight = torch.zeros(count, self.width, **like)  # (R, C)
+        flat_weight, flat_grad = self.weight.view(-1), self.grad.view(-1)
+        with torch.no_grad():
+            for p, start, n in zip(params, self.row_starts, sizes):
+                offset = int(start) * self.width
+                flat_weight[offset : offset + n].copy_(p.detach().reshape(-1))
+                p.data = flat_weight[offset : offset + n].view(p.shape)
+                p.grad = flat_grad[offset : offset + n].view(p.shape)
+        self.rows = count
+
+    def zero_grad(self) -> None:
+        self.grad.zero_()
+
+
+def _row_width(sizes: list[int]) -> int:
+    """The widest row (≤ 1024, ≥ 32) that wastes at most 1/8 of the buffer on padding."""
+    total = sum(sizes)
+    width = 1024
+    while width > 32 and sum(math.ceil(n / width) * width for n in sizes) > total * 1.125:
+        width //= 2
+    return width
+
+
 class ParameterProbe:
     """Per parameter tensor: ‖g‖, mean |g|, std g, max |g|, #NaN/Inf, ‖w‖ and ‖Δw‖/‖w‖.
 
-    `gradients()` runs after backward and before clipping, so gradient statistics describe
-    ∂L/∂θ itself (the global norm after clipping is recorded separately); `before_update()` /
-    `after_update()` bracket the optimiser step.
+    `gradients()` runs after backward and before clipping, so the gradient statistics describe
+    ∂L/∂θ itself; `before_update()` / `after_update()` bracket the optimiser step. Each writes
+    per-row partial results with `out=` into the views of one Recorder row (see `views()`):
+    no allocation and no stacking in the step. `finish()` turns them into per-tensor figures.
     """
 
-    def __init__(self, names: list[str], params: list[torch.nn.Parameter]) -> None:
+    def __init__(self, names: list[str], flat: FlatParameters) -> None:
         self.names = tuple(names)
-        self.params = [p.detach() for p in params]  # views of the same storage, outside autograd
-        self.numel = np.array([p.numel() for p in params], dtype=np.float64)
-        self._before = [p.detach().clone() for p in params]  # reused buffers for w before the step
+        self.flat = flat
+        rows = flat.rows
+        self.width = 7 * rows  # row norms ‖g‖ | Σg, Σ|g|, #finite | max |g| | ‖w‖, ‖Δw‖
+        self._weights = torch.zeros(2, rows, flat.width, dtype=flat.weight.dtype, device=flat.weight.device)
 
-    def vector_keys(self) -> list[tuple[str, tuple[str, ...]]]:
-        names = self.names
-        return [
-            ("grad_norm", names),
-            ("weight_norm", names),
-            ("_grad_sum_abs", names),
-            ("grad_max_abs", names),
-            ("_grad_sum", names),
-            ("grad_nonfinite", names),
-            ("_update_norm", names),
-        ]
+    def views(self, row: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Where one recorded step's raw columns go, inside `row` (a view of the Recorder's buffer)."""
+        rows = self.flat.rows
+        return (
+            row[:rows],  # ‖g‖ per row
+            row[rows : 4 * rows].view(3, rows),  # Σg, Σ|g|, #finite per row
+            row[4 * rows : 5 * rows],  # max |g| per row
+            row[5 * rows : 7 * rows].view(2, rows),  # ‖w‖ before the step, ‖Δw‖ per row
+        )
 
-    def gradients(self, grads: list[torch.Tensor], grad_norms: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Statistics of the raw gradients; `grad_norms` are their L2 norms, already computed."""
-        weight_norms = torch._foreach_norm(self.params)
-        magnitudes = torch._foreach_abs(grads)
-        max_abs = torch._foreach_max(magnitudes)
-        sum_abs = [m.sum() for m in magnitudes]
-        sums = [g.sum() for g in grads]
-        # g − g is 0 where g is finite and NaN where it is ±Inf or NaN: count the non-zeros.
-        nonfinite = [torch.count_nonzero(d) for d in torch._foreach_sub(grads, grads)]
-        return [
-            torch.stack(grad_norms),
-            torch.stack(weight_norms),
-            torch.stack(sum_abs),
-            torch.stack(max_abs),
-            torch.stack(sums),
-            torch.stack(nonfinite).to(grads[0].dtype),  # exact up to 2²⁴ elements per tensor in float32
-        ]
+    def gradients(self, views: tuple[torch.Tensor, ...]) -> None:
+        norms, sums, maxima, _ = views
+        block = self.flat.grad_block
+        grad, magnitude, finite = block[0], block[1], block[2]
+        torch.linalg.vector_norm(grad, dim=1, out=norms)
+        torch.abs(grad, out=magnitude)
+        # |g| < ∞ is false for ±Inf and NaN; written as floats, since bool kernels are slow on CPU.
+        torch.lt(magnitude, math.inf, out=finite)
+        torch.sum(block, dim=2, out=sums)
+        torch.amax(magnitude, dim=1, out=maxima)
 
     def before_update(self) -> None:
-        torch._foreach_copy_(self._before, self.params)
+        self._weights[0].copy_(self.flat.weight)
 
-    def after_update(self) -> torch.Tensor:
-        """‖w_before − w_after‖ per tensor, (P,)."""
-        torch._foreach_sub_(self._before, self.params)
-        return torch.stack(torch._foreach_norm(self._before))
+    def after_update(self, views: tuple[torch.Tensor, ...]) -> None:
+        torch.sub(self._weights[0], self.flat.weight, out=self._weights[1])  # w_before − w_after
+        torch.linalg.vector_norm(self._weights, dim=2, out=views[3])
 
-    def finish(self, values: dict) -> None:
-        """Derive the published metrics from the raw columns, in place (float64, on the host)."""
-        with np.errstate(divide="ignore", invalid="ignore"):
-            for index, name in enumerate(self.names):
-                count = self.numel[index]
-                norm = values[("grad_norm", name)]
-                total = values.pop(("_grad_sum", name))
-                values[("grad_mean_abs", name)] = values.pop(("_grad_sum_abs", name)) / count
-                mean = total / count
-                # Population std from Σg and Σg² = ‖g‖²: accurate unless |mean| ≫ std (float32 inputs).
-                variance = norm * norm / count - mean * mean
-                values[("grad_std", name)] = np.sqrt(np.maximum(variance, 0.0))  # NaN/Inf pass through
-                values[("update_ratio", name)] = values.pop(("_update_norm", name)) / values[("weight_norm", name)]
+    def finish(self, raw: np.ndarray) -> dict[tuple[str, str], np.ndarray]:
+        """Per-tensor metrics from the raw columns of S steps, (S, width) → {(metric, name): (S,)}, float64."""
+        rows, flat = self.flat.rows, self.flat
+        starts = flat.row_starts
+
+        def per_tensor(block: np.ndarray) -> np.ndarray:  # (S, R) → (S, P): sum over each tensor's rows
+            return np.add.reduceat(block, starts, axis=1)
+
+        grad_norm = np.sqrt(per_tensor(raw[:, :rows] ** 2))
+        total = per_tensor(raw[:, rows : 2 * rows])
+        sum_abs = per_tensor(raw[:, 2 * rows : 3 * rows])
+        nonfinite = flat.padded - per_tensor(raw[:, 3 * rows : 4 * rows])  # padding counts as finite
+        max_abs = np.maximum.reduceat(raw[:, 4 * rows : 5 * rows], starts, axis=1)  # NaN propagates
+        weight_norm = np.sqrt(per_tensor(raw[:, 5 * rows : 6 * rows] ** 2))
+        update_norm = np.sqrt(per_tensor(raw[:, 6 * rows : 7 * rows] ** 2))
+        count = flat.numel
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            mean = total / count
+            # Population std from Σg and Σg² = ‖g‖²: accurate unless |mean| ≫ std (float32 inputs).
+            std = np.sqrt(np.maximum(grad_norm * grad_norm / count - mean * mean, 0.0))  # NaN passes
+            metrics = {
+                "grad_norm": grad_norm,
+                "grad_mean_abs": sum_abs / count,
+                "grad_std": std,
+                "grad_max_abs": max_abs,
+                "grad_nonfinite": nonfinite,
+                "weight_norm": weight_norm,
+                "update_ratio": update_norm / weight_norm,
+            }
+        return {(metric, name): table[:, i] for metric, table in metrics.items() for i, name in enumerate(self.names)}
 
 
 def timestep_indices(length: int, max_timesteps: int) -> np.ndarray:
@@ -110,29 +173,36 @@ class ForwardTaps:
     Recurrent layers run in fused kernels that keep s inside, so their `backprop_norm` is ‖∂L/∂y‖
     of the layer's output sequence y as it arrives from the layer above (or the head), and their
     gate/activation statistics are recomputed from the inputs and outputs in one batched pass.
+    The device produces sums and counts (`_`-prefixed keys); `finish()` turns them into means,
+    standard deviations and fractions on the host.
 
     Through time (`timesteps`): ‖∂L/∂h_t‖ at the recorded timesteps, the total gradient from both
     uses of h_t, and for LSTMs ‖∂L/∂c_t‖.
+
+    One instance serves a whole run: `start()` before each tapped forward pass.
     """
 
-    def __init__(
-        self,
-        activation: str,
-        saturation_threshold: float,
-        layers: bool,
-        timesteps: np.ndarray | None,
-    ) -> None:
+    def __init__(self, activation: str, saturation_threshold: float, layers: bool, timesteps: np.ndarray | None) -> None:
         self.activation = activation
         self.threshold = saturation_threshold
         self.layers = layers
-        self.timesteps = timesteps
+        self.all_timesteps = timesteps
         self._saturation_bound = saturation_bound(activation, saturation_threshold)
         self._sigmoid_bound = saturation_bound("sigmoid", saturation_threshold)
         self._tanh_bound = saturation_bound("tanh", saturation_threshold)
-        self.scalar_keys: list[tuple[str, str | None]] = []
-        self.scalars: list[torch.Tensor] = []
+        self.counts: dict[str, float] = {}  # elements behind each layer's sums, for finish()
+        self._inverse_bounds: dict[tuple[str, int, str], torch.Tensor] = {}
+        self.start(timesteps is not None)
+
+    def start(self, with_timesteps: bool) -> None:
+        self.timesteps = self.all_timesteps if with_timesteps else None
+        self.keys: list[tuple[str, str]] = []  # one per element of after_backward()'s values
+        self._scalars: list[torch.Tensor] = []  # 0-d, keyed by the first len(...) keys
+        self._scalar_keys: list[tuple[str, str]] = []
+        self._vectors: list[torch.Tensor] = []  # 1-d, keyed after the scalars
+        self._vector_keys: list[tuple[str, str]] = []
         self._retained: list[tuple[str, torch.Tensor]] = []  # (layer, tensor whose .grad is the signal)
-        self._pieces: dict[int, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]] = {}
+        self._pieces: dict[int, list[tuple[torch.Tensor, torch.Tensor | None]]] = {}
         self._recurrent: dict[int, tuple[RecurrentLayer, torch.Tensor, torch.Tensor]] = {}
 
     # --- called by the models during the forward pass -------------------------------------
@@ -143,7 +213,7 @@ class ForwardTaps:
         name = f"layers.{index}"
         pre.retain_grad()
         self._retained.append((name, pre))
-        self._activation_stats(name, pre.detach(), act.detach(), self.activation, batch_dims=(0,))
+        self._activation_stats(name, pre.detach(), act.detach(), self.activation)
 
     def head(self, out: torch.Tensor) -> None:
         if self.layers:
@@ -156,21 +226,22 @@ class ForwardTaps:
         return [int(t) for t in self.timesteps]
 
     def piece(self, index: int, out: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor | None]) -> None:
+        """The state carried out of a piece: its gradient is ∂L/∂(h_t, c_t) through the future only."""
         if self.timesteps is None:
             return
         h, c = state
-        out.retain_grad()
         h.retain_grad()
         if c is not None:
             c.retain_grad()
-        self._pieces.setdefault(index, []).append((out, h, c))
+        self._pieces.setdefault(index, []).append((h, c))
 
     def recurrent(self, index: int, layer: RecurrentLayer, x: torch.Tensor, out: torch.Tensor) -> None:
         self._recurrent[index] = (layer, x, out)
+        if self.timesteps is not None or self.layers:
+            out.retain_grad()  # ∂L/∂y for backprop_norm, and the from-above part of ∂L/∂h_t
         if not self.layers:
             return
         name = f"layers.{index}"
-        out.retain_grad()
         self._retained.append((name, out))
         with torch.no_grad():
             self._recurrent_stats(name, layer, x.detach(), out.detach())
@@ -178,88 +249,134 @@ class ForwardTaps:
     # --- statistics --------------------------------------------------------------------------
 
     def _add(self, metric: str, layer: str, value: torch.Tensor) -> None:
-        self.scalar_keys.append((metric, layer))
-        self.scalars.append(value)
+        self._scalar_keys.append((metric, layer))
+        self._scalars.append(value)
 
-    def _mean_std(self, name: str, act: torch.Tensor) -> None:
-        # E[a] and E[a²] in two plain passes: several times faster than std_mean's Welford pass,
-        # and exact enough for activations (|mean| is not ≫ std); population std.
-        mean = act.mean()
-        self._add("act_mean", name, mean)
-        self._add("act_std", name, torch.sqrt(torch.clamp(torch.mean(act * act) - mean * mean, min=0.0)))
+    def _add_vector(self, metrics: list[str], layer: str, value: torch.Tensor) -> None:
+        self._vector_keys.extend((metric, layer) for metric in metrics)
+        self._vectors.append(value)
 
-    def _activation_stats(
-        self, name: str, pre: torch.Tensor, act: torch.Tensor, activation: str, batch_dims: tuple[int, ...]
-    ) -> None:
-        self._mean_std(name, act)
+    def _sums(self, name: str, act: torch.Tensor) -> None:
+        # Σa and ‖a‖ (= √Σa²) in two fast passes; mean and std follow on the host.
+        self.counts[name] = float(act.numel())
+        self._add("_act_sum", name, act.sum())
+        self._add("_act_norm", name, torch.linalg.vector_norm(act))
+
+    def _activation_stats(self, name: str, pre: torch.Tensor, act: torch.Tensor, activation: str) -> None:
+        self._sums(name, act)
         if activation in SATURATING:
+            # |s| > bound exactly where softshrink(s, bound) ≠ 0: the count is its "0-norm".
             bound = saturation_bound(activation, self.threshold)
-            self._add("act_saturation", name, torch.mean(pre.abs() > bound, dtype=pre.dtype))
+            self._add("_act_saturated", name, torch.linalg.vector_norm(F.softshrink(pre, bound), 0))
         elif activation in RECTIFYING:
             # Dead on this batch: s ≤ 0 for every example (and every timestep).
-            self._add("act_dead", name, torch.mean(pre.amax(dim=batch_dims) <= 0, dtype=pre.dtype))
+            self._add("act_dead", name, torch.mean(pre.amax(dim=0) <= 0, dtype=pre.dtype))
+
+    def _beyond(self, pre: torch.Tensor, key: tuple[str, int, str], bounds: list[float], size: int) -> torch.Tensor:
+        """Per column block of `size` units: how many |s| exceed the block's bound, (blocks,).
+        Four fast float passes (|s|, ·1/bound, > 1, Σ); bool tensors are slow on a CPU."""
+        inverse = self._inverse_bounds.get(key)
+        if inverse is None:
+            inverse = torch.tensor(bounds, dtype=pre.dtype, device=pre.device).repeat_interleave(size).reciprocal_()
+            self._inverse_bounds[key] = inverse
+        scaled = pre.abs().mul_(inverse)
+        torch.gt(scaled, 1.0, out=scaled)
+        return scaled.sum(0).view(-1, size).sum(1)
 
     def _recurrent_stats(self, name: str, layer: RecurrentLayer, x: torch.Tensor, out: torch.Tensor) -> None:
         batch, steps, _ = x.shape
         size = layer.hidden_size
-        previous = torch.cat([out.new_zeros(batch, 1, size), out[:, :-1]], 1)  # h_{t−1}, (B, T, H)
-        from_input = torch.addmm(layer.bias_ih, x.reshape(batch * steps, -1), layer.weight_ih.t())
-        from_state = torch.addmm(layer.bias_hh, previous.reshape(batch * steps, size), layer.weight_hh.t())
-        if layer.kind == "rnn":
-            pre = from_input + from_state  # (B·T, H)
-            self._activation_stats(name, pre, out, layer.activation, batch_dims=(0,))
+        previous = torch.cat([out.new_zeros(batch, 1, size), out[:, :-1]], 1).view(batch * steps, size)  # h_{t−1}
+        inputs = x.reshape(batch * steps, -1)
+        if layer.kind == "gru":  # r, z, n; n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn))
+            from_input = torch.addmm(layer.bias_ih, inputs, layer.weight_ih.t())
+            from_state = torch.addmm(layer.bias_hh, previous, layer.weight_hh.t())
+            pre = from_input[:, : 2 * size] + from_state[:, : 2 * size]  # (B·T, 2H)
+            candidate = torch.addcmul(from_input[:, 2 * size :], torch.sigmoid(pre[:, :size]), from_state[:, 2 * size :])
+            self._gates(name, layer, pre, ["reset", "update"], size)
+            self._sums(name, out)
+            self._add("_act_saturated", name, torch.linalg.vector_norm(F.softshrink(candidate, self._tanh_bound), 0))
             return
-        gates = GATES[layer.kind]
-        if layer.kind == "lstm":  # i, f, g, o
-            pre = from_input + from_state  # (B·T, 4H)
-            sigmoid_blocks = {"input": 0, "forget": 1, "output": 3}
-            candidate = pre[:, 2 * size : 3 * size]
-        else:  # gru: r, z, n; n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn))
-            pre = from_input[:, : 2 * size] + from_state[:, : 2 * size]
-            sigmoid_blocks = {"reset": 0, "update": 1}
-            reset = torch.sigmoid(pre[:, :size])
-            candidate = from_input[:, 2 * size :] + reset * from_state[:, 2 * size :]
-        # Whole blocks at once: (B·T, G·H) → per-block means (G,), then pick the σ gates.
-        blocks = pre.shape[1] // size
-        means = torch.sigmoid(pre).mean(0).view(blocks, size).mean(1)
-        saturated = torch.mean(pre.abs() > self._sigmoid_bound, dim=0, dtype=pre.dtype).view(blocks, size).mean(1)
-        for gate, block in sigmoid_blocks.items():
-            self._add(f"gate_{gate}", name, means[block])
-            self._add(f"gate_{gate}_saturation", name, saturated[block])
-        assert gates in (3, 4)
-        self._mean_std(name, out)
-        self._add("act_saturation", name, torch.mean(candidate.abs() > self._tanh_bound, dtype=pre.dtype))
+        # s = W_ih x + b_ih + W_hh h_{t−1} + b_hh as two chained addmm: no separate pass to add them.
+        pre = torch.addmm(torch.addmm(layer.bias_ih + layer.bias_hh, inputs, layer.weight_ih.t()), previous, layer.weight_hh.t())
+        if layer.kind == "rnn":  # (B·T, H)
+            self._activation_stats(name, pre, out, layer.activation)
+            return
+        # LSTM blocks i, f, g, o: σ gates, and the tanh candidate g (its saturation is the layer's).
+        self._gates(name, layer, pre, ["input", "forget", "candidate", "output"], size)
+        self._sums(name, out)
 
-    def after_backward(self) -> tuple[list[torch.Tensor], torch.Tensor | None]:
-        """The per-layer signals (in `scalar_keys` order, appended) and the timestep norms."""
+    def _gates(self, name: str, layer: RecurrentLayer, pre: torch.Tensor, blocks: list[str], size: int) -> None:
+        """Σσ(s) and the saturated count per gate block of the (B·T, G·H) pre-activations."""
+        self.counts[f"{name}/gates"] = float(pre.shape[0] * size)
+        self._add_vector([f"_gate_sum_{b}" for b in blocks], name, torch.sigmoid(pre).sum(0).view(-1, size).sum(1))
+        bounds = [self._tanh_bound if b == "candidate" else self._sigmoid_bound for b in blocks]
+        counts = self._beyond(pre, (name, pre.shape[1], layer.kind), bounds, size)
+        self._add_vector([f"_gate_saturated_{b}" for b in blocks], name, counts)
+
+    def after_backward(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The layer values (1-d, one per element of `keys`) and the timestep norms."""
         if self._retained:
             grads = [tensor.grad if tensor.grad is not None else torch.zeros_like(tensor) for _, tensor in self._retained]
-            for (name, _), norm in zip(self._retained, torch._foreach_norm(grads)):
-                self._add("backprop_norm", name, norm)
+            self._scalars.extend(torch._foreach_norm(grads))
+            self._scalar_keys.extend(("backprop_norm", name) for name, _ in self._retained)
         timestep_norms = self._timestep_norms() if self.timesteps is not None and self._pieces else None
-        self._retained = []
-        return self.scalars, timestep_norms
+        self.keys = self._scalar_keys + self._vector_keys
+        parts = ([torch.stack(self._scalars)] if self._scalars else []) + self._vectors
+        values = (torch.cat(parts) if len(parts) > 1 else parts[0]) if parts else None
+        self._retained, self._recurrent = [], {}
+        return values, timestep_norms
+
+    def finish(self, values: dict) -> None:
+        """Raw sums and counts → published means, standard deviations and fractions (in place)."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            for name, count in self.counts.items():
+                if name.endswith("/gates"):
+                    self._finish_gates(values, name[: -len("/gates")], count)
+                    continue
+                if ("_act_sum", name) not in values:
+                    continue
+                mean = values.pop(("_act_sum", name)) / count
+                norm = values.pop(("_act_norm", name))
+                values[("act_mean", name)] = mean
+                # Population std from E[a²] − E[a]²: activations are bounded or O(1), |mean| is not ≫ std.
+                values[("act_std", name)] = np.sqrt(np.maximum(norm * norm / count - mean * mean, 0.0))
+                if ("_act_saturated", name) in values:
+                    values[("act_saturation", name)] = values.pop(("_act_saturated", name)) / count
+
+    @staticmethod
+    def _finish_gates(values: dict, name: str, count: float) -> None:
+        for key in [key for key in values if key[1] == name and key[0].startswith("_gate_")]:
+            raw = values.pop(key) / count
+            block = key[0].rsplit("_", 1)[1]
+            if block == "candidate":
+                if key[0].startswith("_gate_saturated"):
+                    values[("act_saturation", name)] = raw  # the LSTM's tanh candidate
+            elif key[0].startswith("_gate_saturated"):
+                values[(f"gate_{block}_saturation", name)] = raw
+            else:
+                values[(f"gate_{block}", name)] = raw
 
     @torch.no_grad()
     def _timestep_norms(self) -> torch.Tensor:
         """(L·T' hidden norms, then L·T' cell norms for LSTMs), 1-d."""
+        ends = torch.as_tensor(self.timesteps, device=next(iter(self._recurrent.values()))[2].device)
         hidden_norms, cell_norms = [], []
         for index in sorted(self._pieces):
             pieces = self._pieces[index]
-            # ∂L/∂h_t = from the output at t (layer above / head) + from the state handed to t+1.
-            hidden = torch.stack(
-                [_grad(out)[:, -1] + _grad(h)[0] for out, h, _ in pieces]
-            )  # (T', B, H)
-            hidden_norms.append(torch.linalg.vector_norm(hidden, dim=(1, 2)))
             layer, x, out = self._recurrent[index]
+            # ∂L/∂h_t = from the output at t (layer above / head) + from the state handed to t+1.
+            from_above = _grad(out).index_select(1, ends).transpose(0, 1)  # (T', B, H)
+            hidden = from_above + torch.stack([_grad(h)[0] for h, _ in pieces])  # (T', B, H)
+            hidden_norms.append(torch.linalg.vector_norm(hidden, dim=(1, 2)))
             if layer.kind == "lstm":
-                cell_norms.append(self._cell_norms(layer, x.detach(), out.detach(), pieces, hidden))
+                cell_norms.append(self._cell_norms(layer, x.detach(), out.detach(), pieces, hidden, ends))
+        self._pieces = {}
         return torch.cat(hidden_norms + cell_norms)
 
-    def _cell_norms(self, layer: RecurrentLayer, x: torch.Tensor, out: torch.Tensor, pieces: list, hidden: torch.Tensor) -> torch.Tensor:
+    def _cell_norms(self, layer: RecurrentLayer, x: torch.Tensor, out: torch.Tensor, pieces: list, hidden: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
         """‖∂L/∂c_t‖: the fused kernel hides the path c_t → h_t = o_t ⊙ tanh(c_t) inside a piece,
         so only the future path reaches the carried c_t; add the hidden one by the chain rule."""
-        ends = torch.as_tensor(self.timesteps, device=x.device)
         size = layer.hidden_size
         previous = torch.cat([out.new_zeros(out.shape[0], 1, size), out[:, :-1]], 1)[:, ends]  # (B, T', H)
         pre = (
@@ -269,8 +386,8 @@ class ForwardTaps:
             + layer.bias_hh[3 * size :]
         )
         output_gate = torch.sigmoid(pre).transpose(0, 1)  # (T', B, H)
-        cell = torch.stack([c[0] for _, _, c in pieces])  # (T', B, H)
-        future = torch.stack([_grad(c)[0] for _, _, c in pieces])
+        cell = torch.stack([c[0] for _, c in pieces])  # (T', B, H)
+        future = torch.stack([_grad(c)[0] for _, c in pieces])
         total = future + hidden * output_gate * (1.0 - torch.tanh(cell) ** 2)
         return torch.linalg.vector_norm(total, dim=(1, 2))
 
@@ -288,4 +405,3 @@ def parameter_order(model: torch.nn.Module) -> list[str]:
         module = model.get_submodule(layer)
         order.extend(f"{layer}.{name}" for name, _ in module.named_parameters())
     return order
-
