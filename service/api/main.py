@@ -17,8 +17,17 @@ from starlette.concurrency import run_in_threadpool
 
 from service import store
 from service.api.errors import BodySizeLimitMiddleware, install_error_handlers
-from service.api.routes import analysis, experiments, export, health, plots, series, sweeps
-from service.config import Settings, settings as default_settings
+from service.api.routes import (
+    analysis,
+    experiments,
+    export,
+    health,
+    plots,
+    series,
+    sweeps,
+)
+from service.config import Settings
+from service.config import settings as default_settings
 from service.db.engine import make_engine, make_session_factory
 from service.queue import Enqueuer
 

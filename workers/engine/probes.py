@@ -17,7 +17,7 @@ import torch
 from torch.nn import functional as F
 
 from .activations import RECTIFYING, SATURATING, saturation_bound
-from .models import GATES, RecurrentLayer
+from .models import RecurrentLayer
 
 PARAMETER_METRICS = (
     "grad_norm",
@@ -187,7 +187,6 @@ class ForwardTaps:
         self.threshold = saturation_threshold
         self.layers = layers
         self.all_timesteps = timesteps
-        self._saturation_bound = saturation_bound(activation, saturation_threshold)
         self._sigmoid_bound = saturation_bound("sigmoid", saturation_threshold)
         self._tanh_bound = saturation_bound("tanh", saturation_threshold)
         self.counts: dict[str, float] = {}  # elements behind each layer's sums, for finish()

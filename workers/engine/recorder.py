@@ -1,9 +1,12 @@
-"""Keeps the probes' device tensors and moves them to the host in one transfer per flush.
+"""Keeps the probes' device results and moves them to the host in one transfer per sync.
 
-During a step the probes only produce 0-d and 1-d tensors on the device and append them here;
-nothing is read. At a sync point everything pending (probe values, timestep gradients, and the
-loss of every step since the previous sync) is concatenated on the device and copied to the host
-at once. The losses are how divergence is detected without a per-step synchronisation.
+During a step nothing is read: the parameter probes write their per-row partial results with
+`out=` straight into a preallocated device buffer (one row per recorded step, `row()`), the
+layer probes hand over one 1-d tensor, the loss is kept as a 0-d tensor for every step, and for
+the accuracy only references to the logits and targets are kept. At a sync, everything pending
+is concatenated on the device and copied to the host at once; the accuracy of all pending steps
+is one batched comparison there. The losses are how divergence is detected without a per-step
+synchronisation.
 """
 
 from __future__ import annotations
@@ -16,21 +19,9 @@ import torch
 
 from .records import ProbeBatch, TimestepBatch
 
-ScalarKey = tuple[str, str | None]  # one value per step
-VectorKey = tuple[str, tuple[str, ...]]  # one value per step and layer, in this order
-
-
-@dataclass
-class Schema:
-    """The layout of one recorded step: fixed for a run, set by its first recorded step."""
-
-    scalar_keys: list[ScalarKey]
-    vector_keys: list[VectorKey]
-    host_keys: list[ScalarKey]  # values known on the host (the learning rate): never on the device
-
-    @property
-    def vector_size(self) -> int:
-        return sum(len(layers) for _, layers in self.vector_keys)
+MetricKey = tuple[str, str | None]
+# (S, W) raw device columns and the host-side values → published values (derived, `_` keys dropped).
+Finish = Callable[[np.ndarray, dict[MetricKey, np.ndarray]], dict[MetricKey, np.ndarray]]
 
 
 @dataclass
@@ -38,7 +29,8 @@ class _Host:
     """Records already on the host, waiting to be handed out."""
 
     steps: list[int] = field(default_factory=list)
-    rows: list[np.ndarray] = field(default_factory=list)  # one (M,) row per step
+    vectors: list[np.ndarray] = field(default_factory=list)  # (W,) per recorded step
+    scalars: list[np.ndarray] = field(default_factory=list)  # loss, accuracy, lr, layer values per step
     timestep_steps: list[int] = field(default_factory=list)
     timestep_rows: list[np.ndarray] = field(default_factory=list)
 
@@ -49,7 +41,10 @@ class Recorder:
         on_flush: Callable[[ProbeBatch], None],
         flush_every: int,
         layer_order: list[str],
-        finish: Callable[[dict[ScalarKey, np.ndarray]], dict[ScalarKey, np.ndarray]],
+        finish: Finish,
+        vector_width: int,
+        reference: torch.Tensor,
+        classification: bool,
         timesteps: np.ndarray | None = None,
         recurrent_layers: int = 0,
         has_cell: bool = False,
@@ -57,16 +52,21 @@ class Recorder:
         self._on_flush = on_flush
         self._flush_every = flush_every
         self._layer_order = layer_order
-        self._finish = finish  # raw columns → published metrics (derived ratios, dropped helpers)
+        self._finish = finish
+        self._classification = classification
         self._timesteps = timesteps
         self._timestep_shape = (recurrent_layers, 0 if timesteps is None else len(timesteps))
         self._has_cell = has_cell
-        self.schema: Schema | None = None
+        # One row per recorded step since the last sync (at most flush_every of them), pre-sliced.
+        self._buffer = reference.new_zeros(flush_every, vector_width)
+        self._rows = list(self._buffer.unbind(0))
+        self.layer_keys: list[MetricKey] | None = None  # fixed by the first recorded step
         # Device side, since the last sync.
         self._steps: list[int] = []
-        self._scalars: list[torch.Tensor] = []  # 0-d
-        self._vectors: list[torch.Tensor] = []  # 1-d
-        self._host_values: list[list[float]] = []
+        self._lrs: list[float] = []
+        self._layer_values: list[torch.Tensor] = []
+        self._outputs: list[torch.Tensor] = []
+        self._targets: list[torch.Tensor] = []
         self._timestep_steps: list[int] = []
         self._timestep_vectors: list[torch.Tensor] = []  # 1-d: hidden (L·T'), then cell (L·T')
         self._losses: list[torch.Tensor] = []  # 0-d, every step
@@ -84,22 +84,30 @@ class Recorder:
         """Keep the loss of every step (detached, still on the device)."""
         self._losses.append(loss.detach())
 
+    def row(self) -> torch.Tensor:
+        """The (W,) device row that the step about to be recorded writes its raw columns into."""
+        return self._rows[len(self._steps)]
+
     def record(
         self,
         step: int,
-        schema: Schema,
-        scalars: list[torch.Tensor],
-        vectors: list[torch.Tensor],
-        host_values: list[float],
+        lr: float,
+        output: torch.Tensor,
+        target: torch.Tensor,
+        layer_values: torch.Tensor | None,
+        layer_keys: list[MetricKey],
     ) -> None:
-        if self.schema is None:
-            self.schema = schema
-        elif len(scalars) != len(self.schema.scalar_keys) or len(vectors) != len(self.schema.vector_keys):
+        if self.layer_keys is None:
+            self.layer_keys = list(layer_keys)
+        elif len(layer_keys) != len(self.layer_keys):
             raise RuntimeError(f"step {step} recorded a different set of probes than the first recorded step")
         self._steps.append(step)
-        self._scalars.extend(scalars)
-        self._vectors.extend(vectors)
-        self._host_values.append(host_values)
+        self._lrs.append(lr)
+        if layer_values is not None:
+            self._layer_values.append(layer_values)
+        if self._classification:
+            self._outputs.append(output.detach())
+            self._targets.append(target)
 
     def record_timesteps(self, step: int, norms: torch.Tensor) -> None:
         self._timestep_steps.append(step)
@@ -108,13 +116,11 @@ class Recorder:
     def sync(self, final: bool = False) -> int | None:
         """Move everything pending to the host; hand out a batch when due. Returns the first
         step whose loss was not finite (its batch is handed out at once, later steps dropped)."""
-        parts = []
-        if self._scalars:
-            parts.append(torch.stack(self._scalars))
-        if self._vectors:
-            parts.append(torch.cat(self._vectors))
-        if self._timestep_vectors:
-            parts.append(torch.cat(self._timestep_vectors))
+        count = len(self._steps)
+        parts = [self._buffer[:count].reshape(-1)] if count else []
+        parts += self._layer_values + self._timestep_vectors
+        if self._outputs:
+            parts.append(_accuracies(self._outputs, self._targets))
         if self._losses:
             parts.append(torch.stack(self._losses))
         if not parts:
@@ -132,32 +138,34 @@ class Recorder:
         return diverged_at
 
     def _unpack(self, host: np.ndarray) -> int | None:
-        schema = self.schema
-        count = len(self._steps)
-        offset = 0
-        if count:
-            assert schema is not None
-            scalar_width = len(schema.scalar_keys)
-            scalars = host[offset : offset + count * scalar_width].reshape(count, scalar_width)
-            offset += count * scalar_width
-            vector_width = schema.vector_size
-            vectors = host[offset : offset + count * vector_width].reshape(count, vector_width)
-            offset += count * vector_width
-            values = np.asarray(self._host_values, dtype=np.float64).reshape(count, -1)
-            rows = np.concatenate([scalars, vectors, values], axis=1)
-            self._host.steps.extend(self._steps)
-            self._host.rows.extend(rows)
+        count, losses_count = len(self._steps), len(self._losses)
+        width = self._buffer.shape[1]
+        vectors = host[: count * width].reshape(count, width)
+        offset = count * width
+        layer_width = len(self.layer_keys or []) if self._layer_values else 0
+        layers = host[offset : offset + count * layer_width].reshape(count, layer_width)
+        offset += count * layer_width
         timestep_count = len(self._timestep_steps)
-        if timestep_count:
-            width = host.size - offset - len(self._losses)
-            rows = host[offset : offset + width].reshape(timestep_count, width // timestep_count)
-            offset += width
-            self._host.timestep_steps.extend(self._timestep_steps)
-            self._host.timestep_rows.extend(rows)
-        losses = host[offset:]
+        accuracy_count = count if self._outputs else 0
+        timestep_width = host.size - offset - accuracy_count - losses_count
+        timesteps = host[offset : offset + timestep_width].reshape(timestep_count, -1) if timestep_count else None
+        offset += timestep_width
+        accuracy = host[offset : offset + accuracy_count]
+        losses = host[offset + accuracy_count :]
         first_step = self._first_loss_step
-        self._first_loss_step += len(losses)
-        self._steps, self._scalars, self._vectors, self._host_values = [], [], [], []
+        if count:
+            recorded_losses = losses[np.asarray(self._steps) - first_step]
+            columns = [recorded_losses[:, None], np.asarray(self._lrs)[:, None], layers]
+            if accuracy_count:
+                columns.append(accuracy[:, None])
+            self._host.steps.extend(self._steps)
+            self._host.vectors.extend(vectors)
+            self._host.scalars.extend(np.concatenate(columns, axis=1))
+        if timesteps is not None:
+            self._host.timestep_steps.extend(self._timestep_steps)
+            self._host.timestep_rows.extend(timesteps)
+        self._first_loss_step += losses_count
+        self._steps, self._lrs, self._layer_values, self._outputs, self._targets = [], [], [], [], []
         self._timestep_steps, self._timestep_vectors, self._losses = [], [], []
         if len(losses):
             self.last_loss = float(losses[-1])
@@ -170,7 +178,7 @@ class Recorder:
     def _drop_after(self, step: int) -> None:
         host = self._host
         keep = sum(1 for s in host.steps if s <= step)
-        host.steps, host.rows = host.steps[:keep], host.rows[:keep]
+        host.steps, host.vectors, host.scalars = host.steps[:keep], host.vectors[:keep], host.scalars[:keep]
         keep = sum(1 for s in host.timestep_steps if s <= step)
         host.timestep_steps, host.timestep_rows = host.timestep_steps[:keep], host.timestep_rows[:keep]
 
@@ -178,22 +186,14 @@ class Recorder:
         host = self._host
         if not host.steps and not host.timestep_steps:
             return
-        values: dict[ScalarKey, np.ndarray] = {}
+        values: dict[MetricKey, np.ndarray] = {}
         if host.steps:
-            assert self.schema is not None
-            table = np.stack(host.rows)  # (S, M)
-            column = 0
-            for key in self.schema.scalar_keys:
-                values[key] = table[:, column]
-                column += 1
-            for metric, layers in self.schema.vector_keys:
-                for layer in layers:
-                    values[(metric, layer)] = table[:, column]
-                    column += 1
-            for key in self.schema.host_keys:
-                values[key] = table[:, column]
-                column += 1
-            values = self._finish(values)
+            scalars = np.stack(host.scalars)  # (S, 2 + layer values [+ accuracy])
+            keys: list[MetricKey] = [("loss", None), ("lr", None), *(self.layer_keys or [])]
+            if self._classification:
+                keys.append(("accuracy", None))
+            values = {key: scalars[:, column] for column, key in enumerate(keys[: scalars.shape[1]])}
+            values = self._finish(np.stack(host.vectors), values)
             if ("accuracy", None) in values:
                 self.last_accuracy = float(values[("accuracy", None)][-1])
         emitted = {layer for _, layer in values if layer is not None}
@@ -221,3 +221,11 @@ class Recorder:
             hidden_grad_norm=hidden,
             cell_grad_norm=cell,
         )
+
+
+def _accuracies(outputs: list[torch.Tensor], targets: list[torch.Tensor]) -> torch.Tensor:
+    """Fraction of correct predictions of each pending step, (S,): batched when shapes agree."""
+    if all(o.shape == outputs[0].shape for o in outputs) and all(t.shape == targets[0].shape for t in targets):
+        correct = torch.stack(outputs).argmax(-1) == torch.stack(targets)  # (S, B) or (S, B, T)
+        return correct.flatten(1).mean(1, dtype=outputs[0].dtype)
+    return torch.stack([torch.mean(o.argmax(-1) == t, dtype=o.dtype) for o, t in zip(outputs, targets)])

@@ -16,15 +16,15 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from .clipping import clip_by_norm_, clip_by_value_, total_norm
+from .clipping import clip_by_norm_, clip_by_value_
 from .config import RunConfig
 from .datasets import TaskData, load_dataset
 from .device import resolve_device
 from .init import initialize
 from .models import RecurrentNet, build_model
 from .optim import learning_rate, make_optimizer, set_learning_rate
-from .probes import ForwardTaps, ParameterProbe, parameter_order, timestep_indices
-from .recorder import Recorder, Schema
+from .probes import FlatParameters, ForwardTaps, ParameterProbe, parameter_order, timestep_indices
+from .recorder import Recorder
 from .records import ProbeBatch, RunResult
 
 EVAL_BATCH = 1_000
@@ -92,25 +92,37 @@ def evaluate(model: torch.nn.Module, data: TaskData) -> tuple[float, float | Non
 
 
 class _Finisher:
-    """Turns the recorded raw columns into the published metrics, on the host."""
+    """Turns the raw columns of the recorded steps into the published metrics, on the host."""
 
-    def __init__(self, config: RunConfig, parameter_probe: ParameterProbe | None) -> None:
+    def __init__(self, config: RunConfig, parameter_probe: ParameterProbe | None, taps: ForwardTaps | None) -> None:
         self._clipping = config.clipping
         self._parameter_probe = parameter_probe
+        self._taps = taps
 
-    def __call__(self, values: dict) -> dict:
-        if self._parameter_probe is not None:
-            self._parameter_probe.finish(values)
+    def __call__(self, vectors: np.ndarray, values: dict) -> dict:
+        # Columns of every row: the total norm before and after clipping, max |g| over all
+        # parameters (value clipping only), then the parameter probe's raw columns.
+        before = vectors[:, 0]
+        values[("grad_norm_total", None)] = before
         clipping = self._clipping
-        before = values[("grad_norm_total", None)]
-        if clipping.mode == "norm":
-            clipped = before > clipping.max_norm  # the test of Alg. 1, as the device applied it
-        elif clipping.mode == "value":
-            clipped = values[("_grad_max_abs_total", None)] > clipping.max_value
-        else:
+        if clipping.mode == "none":
+            values[("grad_norm_total_clipped", None)] = before.copy()
             clipped = np.zeros_like(before, dtype=bool)
+        else:
+            values[("grad_norm_total_clipped", None)] = vectors[:, 1]
+            if clipping.mode == "norm":
+                clipped = before > clipping.max_norm  # the test of Alg. 1, as the device applied it
+            else:
+                clipped = vectors[:, 2] > clipping.max_value
         values[("clipped", None)] = clipped.astype(np.float64)
+        if self._parameter_probe is not None:
+            values.update(self._parameter_probe.finish(vectors[:, GLOBAL_COLUMNS:]))
+        if self._taps is not None:
+            self._taps.finish(values)
         return {key: value for key, value in values.items() if not key[0].startswith("_")}
+
+
+GLOBAL_COLUMNS = 3  # grad_norm_total, grad_norm_total_clipped, max |g| (value clipping)
 
 
 def train(
@@ -125,26 +137,35 @@ def train(
     model = make_model(config, data).to(device)
     names, params = zip(*model.named_parameters())
     params = list(params)
-    optimizer = make_optimizer(params, config.training)
     probes, clipping, training = config.probes, config.clipping, config.training
+    # Parameters and gradients become views of two flat buffers before the optimiser sees them.
+    flat = FlatParameters(params, scratch=probes.parameters)
+    optimizer = make_optimizer(params, config.training)
     recurrent = isinstance(model, RecurrentNet)
 
-    parameter_probe = ParameterProbe(list(names), params) if probes.parameters else None
+    parameter_probe = ParameterProbe(list(names), flat) if probes.parameters else None
     timesteps = timestep_indices(data.train_x.shape[1], probes.max_timesteps) if recurrent and probes.timesteps else None
     activation = config.model.activation if (config.model.kind in ("mlp", "rnn")) else "tanh"
+    taps = None
+    if probes.layers or timesteps is not None:
+        taps = ForwardTaps(activation, probes.saturation_threshold, probes.layers, timesteps)
+    classification = data.task == "classification"
     recorder = Recorder(
         on_flush,
         probes.flush_every,
         parameter_order(model),
-        _Finisher(config, parameter_probe),
+        _Finisher(config, parameter_probe, taps),
+        GLOBAL_COLUMNS + (parameter_probe.width if parameter_probe is not None else 0),
+        flat.weight,
+        classification,
         timesteps=timesteps,
         recurrent_layers=config.model.num_layers if recurrent else 0,
         has_cell=config.model.kind == "lstm",
     )
-    classification = data.task == "classification"
+    grad, norm_clip, value_clip = flat.grad, clipping.mode == "norm", clipping.mode == "value"
     stream = batches(data, training.batch_size, config.seed)
-    schema: Schema | None = None
     status, diverged_at, steps_done, recorded = "succeeded", None, 0, 0
+    last_step = training.steps - 1
 
     for step in range(training.steps):
         if should_stop():
@@ -153,64 +174,53 @@ def train(
         lr = learning_rate(training, step)
         set_learning_rate(optimizer, lr)
         x, y = next(stream)
-        logged = step % probes.log_every == 0 or step == training.steps - 1
-        with_timesteps = logged and timesteps is not None and recorded % probes.timesteps_every == 0
-        taps = None
-        if logged and (probes.layers or with_timesteps):
-            taps = ForwardTaps(
-                activation, probes.saturation_threshold, probes.layers, timesteps if with_timesteps else None
-            )
-        output = model(x, taps)
+        logged = step % probes.log_every == 0 or step == last_step
+        tapped = None
+        if logged and taps is not None:
+            with_timesteps = timesteps is not None and recorded % probes.timesteps_every == 0
+            if probes.layers or with_timesteps:
+                taps.start(with_timesteps)
+                tapped = taps
+        output = model(x, tapped)
         loss = compute_loss(output, y, data.task)
-        optimizer.zero_grad(set_to_none=True)
+        flat.zero_grad()
         loss.backward()
         recorder.loss(loss)
-        grads = [p.grad for p in params]
 
         if not logged:
-            if clipping.mode == "norm":
-                clip_by_norm_(grads, clipping.max_norm, total_norm(list(torch._foreach_norm(grads))))
-            elif clipping.mode == "value":
-                clip_by_value_(grads, clipping.max_value)
+            if norm_clip:
+                clip_by_norm_([grad], clipping.max_norm, torch.linalg.vector_norm(grad))
+            elif value_clip:
+                clip_by_value_([grad], clipping.max_value)
             optimizer.step()
         else:
-            norms = list(torch._foreach_norm(grads))
-            before = total_norm(norms)
-            scalars = [loss.detach()]
-            keys: list[tuple[str, str | None]] = [("loss", None)]
-            if classification:
-                scalars.append(compute_accuracy(output.detach(), y))
-                keys.append(("accuracy", None))
-            vectors = parameter_probe.gradients(grads, norms) if parameter_probe is not None else []
-            if clipping.mode == "value":
-                scalars.append(torch.stack(torch._foreach_max(torch._foreach_abs(grads))).max())
-                keys.append(("_grad_max_abs_total", None))
-            after = before
-            if clipping.mode == "norm":
-                clip_by_norm_(grads, clipping.max_norm, before)
-                after = total_norm(list(torch._foreach_norm(grads)))  # measured, not derived
-            elif clipping.mode == "value":
-                clip_by_value_(grads, clipping.max_value)
-                after = total_norm(list(torch._foreach_norm(grads)))
-            scalars += [before, after]
-            keys += [("grad_norm_total", None), ("grad_norm_total_clipped", None)]
+            row = recorder.row()  # (W,) on the device: every raw column of this step goes here
+            before, after = row[0], row[1]
+            if parameter_probe is not None:
+                views = parameter_probe.views(row[GLOBAL_COLUMNS:])
+                parameter_probe.gradients(views)
+                torch.linalg.vector_norm(views[0], out=before)  # from the per-row norms
+                if value_clip:
+                    torch.amax(views[2], out=row[2])
+            else:
+                torch.linalg.vector_norm(grad, out=before)
+                if value_clip:
+                    torch.amax(torch.abs(grad), out=row[2])
+            if norm_clip:
+                clip_by_norm_([grad], clipping.max_norm, before)
+                torch.linalg.vector_norm(grad, out=after)  # measured, not derived
+            elif value_clip:
+                clip_by_value_([grad], clipping.max_value)
+                torch.linalg.vector_norm(grad, out=after)
             if parameter_probe is not None:
                 parameter_probe.before_update()
             optimizer.step()
             if parameter_probe is not None:
-                vectors.append(parameter_probe.after_update())
-            timestep_norms = None
-            if taps is not None:
-                layer_scalars, timestep_norms = taps.after_backward()
-                scalars += layer_scalars
-                keys += taps.scalar_keys
-            if schema is None:
-                schema = Schema(
-                    scalar_keys=keys,
-                    vector_keys=parameter_probe.vector_keys() if parameter_probe is not None else [],
-                    host_keys=[("lr", None)],
-                )
-            recorder.record(step, schema, scalars, vectors, [lr])
+                parameter_probe.after_update(views)
+            layer_values = timestep_norms = None
+            if tapped is not None:
+                layer_values, timestep_norms = tapped.after_backward()
+            recorder.record(step, lr, output, y, layer_values, tapped.keys if tapped is not None else [])
             if timestep_norms is not None:
                 recorder.record_timesteps(step, timestep_norms)
             recorded += 1

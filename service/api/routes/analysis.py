@@ -27,8 +27,8 @@ from service.api.lookups import (
 from service.api.responses import JSONBytesResponse
 from service.schemas.analysis import HorizonResponse, ProfileResponse, SummaryResponse
 from service.schemas.errors import ErrorResponse, ValidationErrorResponse
-from service.store.records import ExperimentRecord
 from service.schemas.spec import RECURRENT_MODELS
+from service.store.records import ExperimentRecord
 
 router = APIRouter(prefix="/api/v1/experiments", tags=["analysis"])
 

@@ -24,7 +24,12 @@ from fastapi.responses import Response
 from service import store
 from service.analysis.downsample import downsample
 from service.api.deps import SessionDep, SettingsDep
-from service.api.lookups import check_max_points, check_step_range, require_experiment, require_series
+from service.api.lookups import (
+    check_max_points,
+    check_step_range,
+    require_experiment,
+    require_series,
+)
 from service.schemas.errors import ErrorResponse, ValidationErrorResponse
 from service.store.records import SeriesData, TimestepData
 

@@ -24,10 +24,15 @@ from service.api.lookups import (
     require_series,
 )
 from service.api.routes.sweeps import build_comparison
-from service.plots import render_compare, render_metric, render_profile, render_timesteps
+from service.plots import (
+    render_compare,
+    render_metric,
+    render_profile,
+    render_timesteps,
+)
 from service.schemas.errors import ErrorResponse, ValidationErrorResponse
-from service.store.records import SeriesData
 from service.schemas.spec import RECURRENT_MODELS
+from service.store.records import SeriesData
 
 experiments_router = APIRouter(prefix="/api/v1/experiments", tags=["plots"])
 sweeps_router = APIRouter(prefix="/api/v1/sweeps", tags=["plots"])

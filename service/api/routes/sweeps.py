@@ -15,14 +15,25 @@ from service import store
 from service.analysis.compare import Comparison, MemberSeries, compare, varying_paths
 from service.analysis.sweeps import SweepError, expand_grid, member_label
 from service.api.deps import EnqueuerDep, SessionDep, SettingsDep
-from service.api.responses import JSONBytesResponse
 from service.api.lookups import check_max_points
+from service.api.responses import JSONBytesResponse
 from service.db.models import FINISHED_STATUSES
 from service.schemas.errors import ErrorResponse, ValidationErrorResponse
 from service.schemas.experiments import ExperimentResult, Progress
-from service.schemas.sweeps import SWEEP_EXAMPLE, CompareResponse, SweepCreate, SweepPublic
+from service.schemas.sweeps import (
+    SWEEP_EXAMPLE,
+    CompareResponse,
+    SweepCreate,
+    SweepPublic,
+)
 from service.store.records import ExperimentRecord
-from service.store.sweeps import NewMember, SweepRecord, create_sweep, get_sweep, sweep_members
+from service.store.sweeps import (
+    NewMember,
+    SweepRecord,
+    create_sweep,
+    get_sweep,
+    sweep_members,
+)
 
 log = logging.getLogger("gradwatch.api")
 

@@ -11,7 +11,7 @@ import torch
 from workers.engine import DatasetConfig, InitConfig, ModelConfig, ProbeConfig, RunConfig, TrainingConfig
 from workers.engine.activations import saturation_bound
 from workers.engine.models import MLP
-from workers.engine.probes import ForwardTaps, ParameterProbe
+from workers.engine.probes import FlatParameters, ForwardTaps, ParameterProbe
 from workers.engine.trainer import batches, compute_loss, make_model
 from workers.engine.datasets import load_dataset
 
@@ -22,23 +22,23 @@ def test_parameter_statistics_match_a_direct_computation() -> None:
     torch.manual_seed(0)
     model = MLP(6, (5,), 3, "tanh")
     names, params = zip(*model.named_parameters())
-    probe = ParameterProbe(list(names), list(params))
+    flat = FlatParameters(list(params), scratch=True)
+    probe = ParameterProbe(list(names), flat)
+    row = torch.zeros(probe.width)
+    views = probe.views(row)
+    flat.zero_grad()
     model(torch.randn(8, 6)).pow(2).mean().backward()
+    assert all(p.grad.data_ptr() == flat.grad.view(-1)[int(s) * flat.width :].data_ptr() for p, s in zip(params, flat.row_starts))
     params[0].grad[0, 0] = float("nan")
     params[0].grad[1, 1] = float("inf")
-    grads = [p.grad for p in params]
-    raw = probe.gradients(grads, list(torch._foreach_norm(grads)))
+    probe.gradients(views)
     probe.before_update()
     before = [p.detach().clone() for p in params]
     with torch.no_grad():
         for p in params:
             p.add_(0.1 * torch.nan_to_num(p.grad, nan=0.0, posinf=1.0))
-    raw.append(probe.after_update())
-    values = {}
-    for (metric, layers), vector in zip(probe.vector_keys(), raw):
-        for layer, value in zip(layers, vector.double().numpy()):
-            values[(metric, layer)] = np.array([value])
-    probe.finish(values)
+    probe.after_update(views)
+    values = probe.finish(row.double().numpy()[None])
     for name, p, old in zip(names, params, before):
         g = p.grad.double()
         finite = bool(torch.isfinite(g).all())
@@ -57,6 +57,41 @@ def test_parameter_statistics_match_a_direct_computation() -> None:
     assert values[("grad_nonfinite", "layers.0.weight")][0] == 2
 
 
+def test_flat_parameters_span_several_rows_and_keep_the_padding_zero() -> None:
+    """A tensor larger than a row, and one that leaves padding: sums over its rows are exact."""
+    torch.manual_seed(1)
+    model = MLP(300, (7,), 2, "relu")  # 2,100 weights: several rows, the last one padded
+    names, params = zip(*model.named_parameters())
+    original = [p.detach().clone() for p in params]
+    flat = FlatParameters(list(params), scratch=True)
+    assert flat.rows > len(params)
+    for p, o in zip(params, original):
+        assert torch.equal(p.detach(), o)  # same values, now views
+    probe = ParameterProbe(list(names), flat)
+    row = torch.zeros(probe.width)
+    views = probe.views(row)
+    optimizer = torch.optim.SGD(params, lr=0.1, weight_decay=0.1)
+    for _ in range(2):
+        flat.zero_grad()
+        model(torch.randn(16, 300)).logsumexp(1).mean().backward()
+        probe.gradients(views)
+        probe.before_update()
+        optimizer.step()
+        probe.after_update(views)
+    padding = torch.ones(flat.weight.numel(), dtype=torch.bool)
+    for p, start in zip(params, flat.row_starts):
+        offset = int(start) * flat.width
+        padding[offset : offset + p.numel()] = False
+    assert not flat.weight.view(-1)[padding].any() and not flat.grad.view(-1)[padding].any()
+    values = probe.finish(row.double().numpy()[None])
+    for name, p in zip(names, params):
+        g = p.grad.double()
+        np.testing.assert_allclose(values[("grad_norm", name)], float(g.norm()), rtol=1e-5)
+        np.testing.assert_allclose(values[("grad_mean_abs", name)], float(g.abs().mean()), rtol=1e-5)
+        np.testing.assert_allclose(values[("grad_max_abs", name)], float(g.abs().max()), rtol=1e-6)
+        assert values[("grad_nonfinite", name)][0] == 0
+
+
 def test_layer_statistics_match_a_direct_computation() -> None:
     torch.manual_seed(0)
     model = MLP(6, (50,), 3, "sigmoid")
@@ -65,8 +100,7 @@ def test_layer_statistics_match_a_direct_computation() -> None:
     x = torch.randn(40, 6)
     taps = ForwardTaps("sigmoid", 0.05, layers=True, timesteps=None)
     model(x, taps).pow(2).sum().backward()
-    scalars, _ = taps.after_backward()
-    got = {key: float(value) for key, value in zip(taps.scalar_keys, scalars)}
+    got = published(taps)
     pre = model.layers[0](x).detach()
     act = torch.sigmoid(pre)
     derivative = act * (1 - act)
@@ -90,9 +124,18 @@ def test_dead_relu_fraction() -> None:
     taps = ForwardTaps("relu", 0.05, layers=True, timesteps=None)
     x = torch.tensor([[1.0, 1.0], [2.0, 3.0]])  # unit 1 is negative, unit 2 zero on every example
     model(x, taps).sum().backward()
-    scalars, _ = taps.after_backward()
-    got = dict(zip(taps.scalar_keys, scalars))
-    assert float(got[("act_dead", "layers.0")]) == 0.5
+    got = published(taps)
+    assert got[("act_dead", "layers.0")] == 0.5
+
+
+def published(taps: ForwardTaps) -> dict:
+    """The layer statistics of one tapped step, as the trainer publishes them."""
+    values, _ = taps.after_backward()
+    assert values is not None
+    raw = {key: np.array([value]) for key, value in zip(taps.keys, values.double().tolist())}
+    taps.finish(raw)
+    assert not any(metric.startswith("_") for metric, _ in raw)
+    return {key: float(value[0]) for key, value in raw.items()}
 
 
 def test_saturation_bounds() -> None:

@@ -1,0 +1,138 @@
+"""What the summary of an experiment holds: its numbers, findings and remedies."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from service.store.records import SeriesData, TimestepData
+
+Verdict = Literal["vanishing", "exploding", "healthy"]
+
+
+@dataclass(frozen=True)
+class DiagnosisInput:
+    """What `diagnose` reads: the experiment's spec and status, its series, its timesteps."""
+
+    spec: Mapping[str, Any]  # the ExperimentSpec as JSON (model, clipping, …)
+    series: Mapping[str, Sequence[SeriesData]]  # metric → its series, input → output
+    timesteps: Sequence[TimestepData] = ()
+    status: str | None = None
+    result: Mapping[str, Any] | None = None
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class SeriesPoints:
+    steps: np.ndarray  # int64
+    values: np.ndarray  # float64, NaN/Inf as measured
+
+
+@dataclass(frozen=True)
+class LayerSummary:
+    layer: str
+    position: int
+    medians: dict[str, float]  # metric → median of its finite values over the run
+
+
+@dataclass(frozen=True)
+class AdjacentDecay:
+    lower: str  # the layer nearer the input
+    upper: str
+    ratio_at_start: float  # lower / upper at the first recorded step
+    ratio_median: float  # median over the run of lower / upper
+
+
+@dataclass(frozen=True)
+class DepthRatio:
+    """A metric of the first layer over the last one, per step and summarised."""
+
+    metric: str
+    first_layer: str
+    last_layer: str
+    n_layers: int
+    start_step: int
+    at_start: float
+    median: float
+    minimum: float
+    maximum: float
+    at_end: float
+    # Geometric mean of the ratio between adjacent layers: (first / last) ** (1 / (L - 1));
+    # below 1, the metric shrinks by this factor at each layer toward the input.
+    decay_per_layer_at_start: float
+    decay_per_layer_median: float
+    adjacent: list[AdjacentDecay]
+    per_step: SeriesPoints  # downsampled (minmax) to the requested max_points
+
+
+@dataclass(frozen=True)
+class GradNormSummary:
+    """The total gradient norm before clipping (Pascanu's statistic) and what clipping did."""
+
+    clipping_mode: str
+    clipping_threshold: float | None
+    recorded_steps: int
+    clipped_steps: int
+    clipped_fraction: float
+    pre_clip_mean: float | None
+    pre_clip_median: float | None
+    pre_clip_p95: float | None
+    pre_clip_max: float | None  # largest finite value
+    pre_clip_max_step: int | None
+    early_mean: float | None  # mean over the early steps (before any non-finite step)
+    early_median: float | None
+    growth: float | None  # pre_clip_max / early_median
+    post_clip_max: float | None
+
+
+@dataclass(frozen=True)
+class NonFiniteSummary:
+    steps: int  # recorded steps with a non-finite loss, total norm, or layer gradient
+    first_step: int | None
+    metrics: list[str]  # which metrics went non-finite
+    layers: list[str]  # which layers reported NaN/Inf gradient entries
+    diverged_at_step: int | None
+
+
+@dataclass(frozen=True)
+class HorizonSummary:
+    layer_index: int
+    sequence_timesteps: int  # the longest possible horizon (last recorded timestep − first)
+    at_start: float | None  # horizon at the first recorded step
+    final: float | None  # median over the last recorded steps
+    final_fraction: float | None  # final / sequence_timesteps
+    final_first_to_last: float | None  # ‖∂L/∂h_first‖ / ‖∂L/∂h_T‖ after training
+    per_step: SeriesPoints
+
+
+@dataclass(frozen=True)
+class Finding:
+    kind: str  # vanishing_depth | vanishing_time | exploding | clipping_controls | nonfinite | …
+    message: str
+    evidence: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Remedy:
+    problem: Literal["vanishing", "exploding"]
+    action: str
+    reference: str
+    # Spec changes that apply the remedy, by dotted path (e.g. {"clipping.mode": "norm"}).
+    spec_changes: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    verdict: Verdict
+    findings: list[Finding]
+    remedies: list[Remedy]
+    thresholds: dict[str, float]
+    layers: list[LayerSummary]
+    depth_ratio: DepthRatio | None  # grad_mean_abs of weights, first / last
+    backprop_ratio: DepthRatio | None  # backprop_norm, first / last
+    grad_norm: GradNormSummary | None
+    nonfinite: NonFiniteSummary
+    horizon: list[HorizonSummary]
