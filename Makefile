@@ -27,6 +27,9 @@ up: install
 worker: install
 	$(BIN)/gradwatch worker
 
+lint: install
+	$(BIN)/ruff check service workers tests bench migrations
+
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
