@@ -158,13 +158,47 @@ class GradwatchClient:
         params = {} if step is None else {"step": step}
         return self._request("GET", f"/experiments/{experiment_id}/timesteps", params=params)
 
+    def summary(self, experiment_id: str) -> dict[str, Any]:
+        """The diagnosis: verdict (`vanishing`, `exploding`, `healthy`), evidence, remedies."""
+        return self._request("GET", f"/experiments/{experiment_id}/summary")
+
+    def profile(self, experiment_id: str, metric: str = "grad_mean_abs", max_points: int | None = None) -> dict[str, Any]:
+        """The step × layer matrix of a per-layer metric (the depth picture)."""
+        params = _without_none({"metric": metric, "max_points": max_points})
+        return self._request("GET", f"/experiments/{experiment_id}/profile", params=params)
+
+    def horizon(self, experiment_id: str) -> dict[str, Any]:
+        """Recurrent models: the memory horizon per recorded step."""
+        return self._request("GET", f"/experiments/{experiment_id}/horizon")
+
+    def plot(self, path: str, **params: Any) -> bytes:
+        """A PNG picture, e.g. `plot(f"/experiments/{id}/plot.png", metric="grad_mean_abs")`."""
+        return self._request("GET", path, params=_without_none(params), raw=True)
+
+    # -- sweeps --------------------------------------------------------------------------
+
+    def submit_sweep(self, base: Mapping[str, Any], grid: Mapping[str, list[Any]], name: str | None = None) -> dict[str, Any]:
+        """One experiment per combination of `grid` (dotted spec paths → values)."""
+        body = _without_none({"name": name, "base": dict(base), "grid": dict(grid)})
+        return self._request("POST", "/sweeps", json=body)
+
+    def sweep(self, sweep_id: str) -> dict[str, Any]:
+        return self._request("GET", f"/sweeps/{sweep_id}")
+
+    def compare(
+        self, sweep_id: str, metric: str, layer: str | None = None, max_points: int | None = None
+    ) -> dict[str, Any]:
+        """Every member's series aligned on step, labelled, and aggregated over seeds."""
+        params = _without_none({"metric": metric, "layer": layer, "max_points": max_points})
+        return self._request("GET", f"/sweeps/{sweep_id}/compare", params=params)
+
     def health(self) -> dict[str, Any]:
         """200 once the API, the database and the broker answer; raises otherwise."""
         return self._request("GET", "/health")
 
     # -- plumbing ------------------------------------------------------------------------
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _request(self, method: str, path: str, raw: bool = False, **kwargs: Any) -> Any:
         url = API_PREFIX + path
         try:
             response = self._http.request(method, url, **kwargs)
@@ -185,6 +219,8 @@ class GradwatchClient:
                 status_code=response.status_code,
                 detail=detail,
             )
+        if raw:
+            return response.content
         if response.status_code == 204 or not response.content:
             return None
         return response.json()

@@ -15,7 +15,6 @@ import httpx
 from service.client import GradwatchClient, GradwatchError
 from service.schemas.spec import RECURRENT_MODELS
 
-API_PREFIX = "/api/v1"
 
 
 def plot_command(
@@ -32,32 +31,23 @@ def plot_command(
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    written = []
     with GradwatchClient(api_url, transport=transport) as client:
         experiment = client.get(experiment_id)
         metrics: dict[str, Any] = client.metrics(experiment_id).get("metrics", {})
-    if metric not in metrics:
-        raise GradwatchError(
-            f"experiment {experiment_id} has no metric {metric!r} (yet); it has: "
-            f"{', '.join(sorted(metrics)) or 'none yet'}. Pass another with --metric."
-        )
-    base = f"{API_PREFIX}/experiments/{experiment_id}"
-    wanted = [(f"{base}/plot.png", {"metric": metric}, f"{experiment_id}-{metric}.png")]
-    if metrics[metric] != [None]:
-        wanted.append((f"{base}/profile.png", {"metric": metric}, f"{experiment_id}-profile-{metric}.png"))
-    if (experiment.get("spec", {}).get("model") or {}).get("type") in RECURRENT_MODELS:
-        wanted.append((f"{base}/timesteps.png", {}, f"{experiment_id}-timesteps.png"))
-    written = []
-    with httpx.Client(base_url=api_url.rstrip("/"), timeout=60.0, transport=transport) as http:
+        if metric not in metrics:
+            raise GradwatchError(
+                f"experiment {experiment_id} has no metric {metric!r} (yet); it has: "
+                f"{', '.join(sorted(metrics)) or 'none yet'}. Pass another with --metric."
+            )
+        base = f"/experiments/{experiment_id}"
+        wanted = [(f"{base}/plot.png", {"metric": metric}, f"{experiment_id}-{metric}.png")]
+        if metrics[metric] != [None]:
+            wanted.append((f"{base}/profile.png", {"metric": metric}, f"{experiment_id}-profile-{metric}.png"))
+        if (experiment.get("spec", {}).get("model") or {}).get("type") in RECURRENT_MODELS:
+            wanted.append((f"{base}/timesteps.png", {}, f"{experiment_id}-timesteps.png"))
         for path, params, filename in wanted:
-            try:
-                response = http.get(path, params=params)
-            except httpx.HTTPError as error:
-                raise GradwatchError(f"cannot reach the gradwatch API at {api_url} ({error})") from error
-            if response.is_error:
-                raise GradwatchError(
-                    f"GET {path} → {response.status_code}: {response.text[:500]}", status_code=response.status_code
-                )
             target = out / filename
-            target.write_bytes(response.content)
+            target.write_bytes(client.plot(path, **params))
             written.append(target)
     return written

@@ -119,6 +119,20 @@ def test_seed_experiment_sigmoid_vanishes_where_tanh_and_relu_do_not(stack: Stac
     assert ratios[("relu", 2)] > 0.25, ratios
     assert ratios[("sigmoid", 4)] < 0.005, ratios
 
+    # The analysis says so in words, and draws it: sigmoid's picture is not ReLU's.
+    verdicts = {key: client.summary(experiment["id"])["verdict"] for key, experiment in runs.items()}
+    print("verdicts:", verdicts)
+    assert verdicts[("sigmoid", 2)] == "vanishing", verdicts
+    assert verdicts[("sigmoid", 4)] == "vanishing", verdicts
+    assert verdicts[("relu", 2)] != "vanishing", verdicts
+    pictures = {
+        activation: client.plot(f"/experiments/{runs[(activation, 2)]['id']}/plot.png", metric="grad_mean_abs")
+        for activation in ("sigmoid", "relu")
+    }
+    for picture in pictures.values():
+        assert picture.startswith(b"\x89PNG\r\n\x1a\n") and len(picture) > 5_000
+    assert pictures["sigmoid"] != pictures["relu"]
+
 
 def test_exploding_diverges_and_clipping_keeps_it_finite(stack: Stack) -> None:
     client = stack.client
@@ -146,6 +160,11 @@ def test_exploding_diverges_and_clipping_keeps_it_finite(stack: Stack) -> None:
     assert max(after["values"]) <= 1.0 + 1e-6
     assert max(before["values"]) > 1.0, "pre-clip norms above the threshold are recorded"
 
+    verdicts = {name: client.summary(run["id"])["verdict"] for name, run in (("none", unclipped), ("norm", clipped))}
+    print("verdicts:", verdicts)
+    assert verdicts["none"] == "exploding", verdicts
+    assert verdicts["norm"] != "exploding", verdicts
+
 
 def test_lstm_carries_the_gradient_through_time_where_the_rnn_loses_it(stack: Stack) -> None:
     client = stack.client
@@ -162,6 +181,7 @@ def test_lstm_carries_the_gradient_through_time_where_the_rnn_loses_it(stack: St
             "test_mse": finished["result"]["test_loss"],
             "h1_over_hT": last_row[0] / last_row[-1],
             "has_cell": through_time["cell_grad_norm"] is not None,
+            "horizon": client.summary(experiment["id"])["horizon"],
         }
     print("adding T=50:", measured)
     assert measured["lstm"]["test_mse"] < 0.01, measured
@@ -169,3 +189,45 @@ def test_lstm_carries_the_gradient_through_time_where_the_rnn_loses_it(stack: St
     assert measured["lstm"]["h1_over_hT"] > 1e-2, measured
     assert measured["rnn"]["h1_over_hT"] < 1e-4, measured
     assert measured["lstm"]["has_cell"] and not measured["rnn"]["has_cell"]
+    assert final_horizon(measured["lstm"]["horizon"]) > final_horizon(measured["rnn"]["horizon"]), measured
+
+
+def final_horizon(horizons: list[dict]) -> float:
+    """The memory horizon after training of the (only) recurrent layer, from the summary."""
+    (layer,) = horizons
+    return layer["final"]
+
+
+def test_a_sweep_over_activations_and_seeds_compares_aligned_labelled_series(stack: Stack) -> None:
+    client = stack.client
+    base = {
+        "model": {"type": "mlp", "hidden_sizes": [30, 30], "init": {"scheme": "xavier_uniform"}},
+        "dataset": {"name": "digits"},
+        "training": {"optimizer": "sgd", "lr": 0.1, "batch_size": 64, "steps": 40},
+    }
+    grid = {"model.activation": ["sigmoid", "tanh", "relu"], "training.seed": [0, 1]}
+    sweep = client.submit_sweep(base, grid, name="activations")
+    assert len(sweep["members"]) == 6
+    deadline = time.monotonic() + 240
+    while client.sweep(sweep["id"])["status"] != "finished":
+        assert time.monotonic() < deadline, client.sweep(sweep["id"])
+        time.sleep(0.5)
+    members = client.sweep(sweep["id"])["members"]
+    assert {member["status"] for member in members} == {"succeeded"}, members
+
+    compared = client.compare(sweep["id"], "grad_mean_abs", layer="layers.0.weight", max_points=100)
+    assert len(compared["members"]) == 6
+    steps = compared["steps"]
+    assert steps[0] == 0 and steps[-1] == 39
+    for member in compared["members"]:
+        assert len(member["values"]) == len(steps), "aligned on step"
+        assert set(member["params"]) == set(grid), member["params"]
+    labels = {member["label"] for member in compared["members"]}
+    assert len(labels) == 6
+    groups = {group["label"]: group for group in compared["groups"]}
+    assert len(groups) == 3, "aggregated over the seeds: one band per activation"
+    for group in groups.values():
+        assert sorted(group["seeds"]) == [0, 1]
+        assert set(group["count"]) == {2}, "both seeds measured at every step"
+        for low, mean, high in zip(group["minimum"], group["mean"], group["maximum"], strict=True):
+            assert low <= mean <= high
