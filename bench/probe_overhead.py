@@ -8,6 +8,7 @@ and repeated:
 
 - bare: the same model (built by the engine, PyTorch default init), the same tensors on the
   device, the same optimiser and clipping, in a plain loop with no probes;
+- engine/global: `train()` with only the global probes (loss, accuracy, total norms) at every step;
 - engine/params: `train()` with parameter-gradient probes at every step;
 - engine/all: `train()` with every probe at every step (layers and, for the LSTM, timesteps);
 - wandb: the bare loop with `wandb.watch(model, log="gradients", log_freq=1)`, offline;
@@ -87,7 +88,10 @@ def bare_loop(config: RunConfig, steps: int, hook: Callable[[torch.nn.Module], C
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.clipping.max_norm, foreach=True)
         optimizer.step()
     synchronize(device)
-    return (steps - WARMUP) / (time.perf_counter() - start)
+    rate = (steps - WARMUP) / (time.perf_counter() - start)
+    if hasattr(after_step, "close"):
+        after_step.close()  # type: ignore[union-attr]  # after timing: wandb's run.finish()
+    return rate
 
 
 def engine(config: RunConfig, steps: int, probes: ProbeConfig) -> float:
@@ -112,16 +116,17 @@ def synchronize(device: torch.device) -> None:
 
 
 def wandb_hook(model: torch.nn.Module) -> Callable[[int], None]:
+    # Offline, into a scratch folder: nothing leaves the machine, nothing is left behind in the repo.
+    os.environ.update(WANDB_MODE="offline", WANDB_SILENT="true", WANDB_DIR=tempfile.mkdtemp(prefix="gradwatch-wandb-"))
     import wandb
 
-    os.environ["WANDB_SILENT"] = "true"
-    run = wandb.init(mode="offline", dir=tempfile.mkdtemp(), project="gradwatch-bench")
+    run = wandb.init(project="gradwatch-bench")
     wandb.watch(model, log="gradients", log_freq=1)
 
     def after(step: int) -> None:
         wandb.log({"step": step})  # watch's hooks log with the next wandb.log
 
-    after.run = run  # type: ignore[attr-defined]
+    after.close = run.finish  # type: ignore[attr-defined]
     return after
 
 
@@ -157,6 +162,9 @@ def main() -> None:
         steps = max(int(steps * args.scale), WARMUP + 10)
         arms: dict[str, Callable[[], float]] = {
             "bare": lambda: bare_loop(config, steps),
+            # The engine's own loop with no probe but the global ones (loss, accuracy, total norms):
+            # what the probes' ratios include besides the probes.
+            "engine/global": lambda: engine(config, steps, ProbeConfig(parameters=False, layers=False, timesteps=False)),
             "engine/params": lambda: engine(config, steps, ProbeConfig(parameters=True, layers=False, timesteps=False)),
             "engine/all": lambda: engine(config, steps, ProbeConfig()),
         }
