@@ -176,10 +176,12 @@ def test_lstm_carries_the_gradient_through_time_where_the_rnn_loses_it(stack: St
         through_time = client.timesteps(experiment["id"])
         timesteps, rows = through_time["timesteps"], through_time["hidden_grad_norm"]
         assert timesteps[0] == 0 and timesteps[-1] == 49
-        last_row = rows[-1]  # after training
+        # After training: the median over the last ten records (each is one mini-batch,
+        # and a trained tanh RNN's ratio swings by orders of magnitude between batches).
+        late_ratios = sorted(row[0] / row[-1] for row in rows[-10:])
         measured[model] = {
             "test_mse": finished["result"]["test_loss"],
-            "h1_over_hT": last_row[0] / last_row[-1],
+            "h1_over_hT": (late_ratios[4] + late_ratios[5]) / 2,
             "has_cell": through_time["cell_grad_norm"] is not None,
             "horizon": client.summary(experiment["id"])["horizon"],
         }

@@ -86,12 +86,19 @@ def adding(kind: str) -> RunConfig:
     )
 
 
-def through_time_ratio(batches: list) -> float:
-    """‖∂L/∂h_1‖ / ‖∂L/∂h_T‖ at the last recorded step (the last training step)."""
-    last = [batch.timesteps for batch in batches if batch.timesteps is not None][-1]
-    assert last.timesteps[0] == 0 and last.timesteps[-1] == 49
-    hidden = last.hidden_grad_norm[-1, 0]
-    return float(hidden[0] / hidden[-1])
+def through_time_ratio(batches: list, last_records: int = 5) -> float:
+    """‖∂L/∂h_1‖ / ‖∂L/∂h_T‖ after training: the median over the last recorded steps.
+
+    Why a median: each record is one mini-batch, and a trained tanh RNN's ratio swings over
+    orders of magnitude from batch to batch (1e-9 on most, now and then 1e-3 when its
+    recurrent weights reach the edge of the exploding regime); the claim is about the
+    trained network, not one batch.
+    """
+    through_time = [batch.timesteps for batch in batches if batch.timesteps is not None]
+    assert through_time[-1].timesteps[0] == 0 and through_time[-1].timesteps[-1] == 49
+    hidden = np.concatenate([record.hidden_grad_norm[:, 0] for record in through_time])  # (S, T')
+    ratios = hidden[-last_records:, 0] / hidden[-last_records:, -1]
+    return float(np.median(ratios))
 
 
 @pytest.mark.slow
