@@ -53,6 +53,7 @@ def to_run_config(spec: dict[str, Any], settings: Settings) -> RunConfig:
         probes=ProbeConfig(
             log_every=logging.get("every", 1),
             flush_every=logging.get("flush_every") or settings.flush_every,
+            timesteps_every=logging.get("timesteps_every", ProbeConfig.timesteps_every),
             max_timesteps=logging.get("max_timesteps", ProbeConfig.max_timesteps),
         ),
         seed=training.get("seed", 0),

@@ -295,6 +295,13 @@ class LoggingSpec(_Section):
         description="Recorded steps the engine gathers before handing a batch to the store "
         "(default: the worker's GRADWATCH_FLUSH_EVERY).",
     )
+    timesteps_every: Annotated[int, Field(ge=1), _limited("max_steps")] = Field(
+        10,
+        description="Recurrent models: record the gradient through time on every this many "
+        "recorded steps. Each recorded timestep costs one more call of the fused recurrent "
+        "kernel, so the default keeps through-time probes to about a tenth of a step's cost; "
+        "1 records it on every recorded step.",
+    )
     max_timesteps: Annotated[int, Field(ge=2), _limited("max_seq_len")] = Field(
         100,
         description="Recurrent models: record ‖∂L/∂h_t‖ at most at this many timesteps, "

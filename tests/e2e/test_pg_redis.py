@@ -59,7 +59,7 @@ def adding_spec(model: str) -> dict:
         "dataset": {"name": "adding", "seq_len": 50},
         "training": {"optimizer": "adam", "lr": ADDING_LR, "batch_size": 64, "steps": 1500, "seed": 0},
         "clipping": {"mode": "norm", "threshold": 1.0},
-        "logging": {"every": 10},
+        "logging": {"every": 10, "timesteps_every": 1},
     }
 
 

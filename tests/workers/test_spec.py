@@ -56,10 +56,11 @@ def test_logging_section_sets_the_probes(settings) -> None:
     spec = {
         "model": {"type": "lstm", "hidden_size": 64},
         "dataset": {"name": "adding", "seq_len": 200},
-        "logging": {"every": 5, "flush_every": 8, "max_timesteps": 25},
+        "logging": {"every": 5, "flush_every": 8, "max_timesteps": 25, "timesteps_every": 3},
     }
     config = to_run_config(stored(spec), settings)
     assert (config.probes.log_every, config.probes.flush_every, config.probes.max_timesteps) == (5, 8, 25)
+    assert config.probes.timesteps_every == 3
 
 
 def test_exploding_then_clipping(settings) -> None:
