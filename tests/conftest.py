@@ -22,7 +22,7 @@ POSTGRES_URL = os.environ.get(
 REDIS_URL = os.environ.get("GRADWATCH_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
-def _missing(service: str, error: Exception) -> None:
+def service_missing(service: str, error: Exception) -> None:
     message = f"{service} is not reachable: {error}"
     if REQUIRE_SERVICES:
         pytest.fail(message + " (GRADWATCH_TEST_REQUIRE_SERVICES=1)")
@@ -49,7 +49,7 @@ def postgres_server_url() -> str:
         with engine.connect() as connection:
             connection.execute(sa.text("SELECT 1"))
     except Exception as error:  # noqa: BLE001 - any failure means "not reachable"
-        _missing("PostgreSQL", error)
+        service_missing("PostgreSQL", error)
     finally:
         engine.dispose()
     return POSTGRES_URL
@@ -82,7 +82,7 @@ def redis_database(number: int) -> str:
     try:
         client.flushdb()
     except Exception as error:  # noqa: BLE001
-        _missing("Redis", error)
+        service_missing("Redis", error)
     finally:
         client.close()
     return url
