@@ -129,8 +129,6 @@ def test_docker_compose_accepts_the_file_with_every_profile() -> None:
     import shutil
     import subprocess
 
-
-
     binary = shutil.which("docker-compose")
     if binary is None:
         service_missing("docker-compose", FileNotFoundError("apt-get install docker-compose"))
