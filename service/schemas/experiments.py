@@ -14,7 +14,7 @@ Status = Literal["queued", "running", "succeeded", "failed", "diverged", "cancel
 
 
 class Progress(BaseModel):
-    step: int = Field(description="Last training step stored.")
+    step: int = Field(description="Training steps done whose measurements are stored (reaches `total` at the end).")
     total: int | None = Field(description="Steps the run will take (training.steps).")
 
 
