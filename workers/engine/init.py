@@ -42,6 +42,7 @@ def _fill(weight: torch.Tensor, scheme: str, config: InitConfig, activation: str
 
 def spectral_radius(matrix: torch.Tensor) -> float:
     """max |λ| of a square matrix (computed in float64 on the CPU: once, at init)."""
+    # sync: the matrix comes to the host once, before training, for its eigenvalues.
     return float(torch.linalg.eigvals(matrix.detach().double().cpu()).abs().max())
 
 
