@@ -145,6 +145,7 @@ def main() -> None:
                         help="second phase: each client pauses this long after each request, the CLI's poll "
                              "interval (0: closed loop only)")
     parser.add_argument("--profile", action="store_true", help="sample the server with py-spy during the load")
+    parser.add_argument("--api-workers", type=int, default=1, help="uvicorn worker processes serving the API")
     args = parser.parse_args()
 
     header(f"load: {args.clients} concurrent clients for {args.duration:g} s, API on PostgreSQL + Redis")
@@ -152,9 +153,9 @@ def main() -> None:
     with scratch_database("load") as url:
         experiment_ids = fill(url, args.experiments, args.steps)
         print(f"   {args.experiments} experiments of {args.steps:,} steps x {SERIES_LAYERS + 1} series; "
-              f"one uvicorn process; broker {REDIS_URL}")  # fmt: skip
+              f"{args.api_workers} uvicorn process(es); broker {REDIS_URL}")  # fmt: skip
         env = service_env(url, REDIS_URL, GRADWATCH_REAPER_INTERVAL_S="10")
-        with api_server(env, ready_path="/api/v1/health") as server:
+        with api_server(env, ready_path="/api/v1/health", workers=args.api_workers) as server:
             asyncio.run(run_load(server.url, experiment_ids, min(args.clients, 5), 3.0, 0.0))  # warm-up
             phases = [("closed loop", 0.0)] + ([("paced", args.poll_ms / 1000)] if args.poll_ms > 0 else [])
             results = []

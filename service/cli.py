@@ -101,13 +101,24 @@ def migrate() -> None:
 
 
 @app.command()
-def api(host: Host = settings.api_host, port: Port = settings.api_port) -> None:
+def api(
+    host: Host = settings.api_host,
+    port: Port = settings.api_port,
+    workers: Annotated[
+        int, typer.Option(min=1, help="API processes (more serve more concurrent clients; each has its own pool).")
+    ] = 1,
+) -> None:
     """Serve the REST API (the schema must exist: run `gradwatch migrate` first)."""
     import uvicorn
 
+    settings.home.mkdir(parents=True, exist_ok=True)
+    if workers > 1:
+        # uvicorn's supervisor starts each process from the import string and handles the
+        # signals itself.
+        uvicorn.run("service.api.main:app", host=host, port=port, workers=workers, log_level="info")
+        return
     from service.api.main import create_app
 
-    settings.home.mkdir(parents=True, exist_ok=True)
     # uvicorn re-raises the signal that stopped it once it has shut down; ignoring it here
     # makes SIGINT/SIGTERM a clean exit (status 0) instead of a traceback or a kill.
     for handled in (signal.SIGINT, signal.SIGTERM):
