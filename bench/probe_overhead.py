@@ -11,6 +11,8 @@ and repeated:
 - engine/global: `train()` with only the global probes (loss, accuracy, total norms) at every step;
 - engine/params: `train()` with parameter-gradient probes at every step;
 - engine/all: `train()` with every probe at every step (layers and, for the LSTM, timesteps);
+- engine/api-defaults: every probe at every step, timesteps on every 10th step, up to 100 of
+  them: what a spec submitted to the API gets by default;
 - wandb: the bare loop with `wandb.watch(model, log="gradients", log_freq=1)`, offline;
 - tensorboard: the bare loop with `SummaryWriter.add_histogram` per parameter per step.
 
@@ -167,6 +169,9 @@ def main() -> None:
             "engine/global": lambda: engine(config, steps, ProbeConfig(parameters=False, layers=False, timesteps=False)),
             "engine/params": lambda: engine(config, steps, ProbeConfig(parameters=True, layers=False, timesteps=False)),
             "engine/all": lambda: engine(config, steps, ProbeConfig()),
+            # What an API spec gets by default: every probe on every step, the gradient through
+            # time (all 50 timesteps) on every 10th (`logging.timesteps_every`).
+            "engine/api-defaults": lambda: engine(config, steps, ProbeConfig(timesteps_every=10, max_timesteps=100)),
         }
         for peer, hook in peers.items():
             if hook is not None:
