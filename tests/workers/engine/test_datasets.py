@@ -56,7 +56,7 @@ def test_missing_mnist_train_files_name_the_files_the_folder_and_the_fix(mnist_d
     message = str(error.value)
     assert "train-images-idx3-ubyte" in message and "train-labels-idx1-ubyte" in message
     assert str(mnist_data_dir / "mnist") in message
-    assert "GRADWATCH_DATA_DIR" in message and "download=True" in message
+    assert "GRADWATCH_DATA_DIR" in message and "GRADWATCH_ALLOW_DOWNLOAD=true" in message
     assert isinstance(error.value, FileNotFoundError)
 
 

@@ -119,7 +119,7 @@ def load_split(split: str, data_dir: str | None, download: bool = False, timeout
             f"MNIST split {split!r} needs {' and '.join(s + '[.gz]' for s in missing)} in {folder}, "
             f"which {'holds ' + ', '.join(present) if present else 'is empty or does not exist'}. "
             "Copy the IDX files there (gzipped or not), point GRADWATCH_DATA_DIR at the folder that "
-            "holds mnist/, or allow downloading (dataset download=True)"
+            "holds mnist/, or allow downloading (GRADWATCH_ALLOW_DOWNLOAD=true; in the engine, DatasetConfig download=True)"
             + (", or train on split 'test'" if split == "train" and _find(folder, FILES["test"][0]) else "")
             + "."
         )
