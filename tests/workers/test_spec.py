@@ -3,10 +3,13 @@ with the worker's own settings: data folder, downloads, flush size."""
 
 from __future__ import annotations
 
+import typing
 from pathlib import Path
 
 import pytest
 
+import service.schemas.spec as spec_schema
+import workers.engine.config as engine_config
 from service.config import Settings
 from service.schemas.spec import ExperimentSpec
 from workers.spec import to_run_config
@@ -135,3 +138,22 @@ def test_every_openapi_example_converts(settings) -> None:
     for name, example in SPEC_EXAMPLES.items():
         config = to_run_config(stored(example["value"]), settings)
         assert config.model.kind == example["value"]["model"]["type"], name
+
+
+@pytest.mark.parametrize(
+    ("spec_choices", "engine_choices"),
+    [
+        (spec_schema.ModelType, engine_config.MODEL_KINDS),
+        (spec_schema.Activation, engine_config.ACTIVATIONS),
+        (spec_schema.InitScheme, engine_config.RECURRENT_INIT_SCHEMES),
+        (spec_schema.DatasetName, engine_config.DATASETS),
+        (spec_schema.Optimizer, engine_config.OPTIMIZERS),
+        (spec_schema.Schedule, engine_config.SCHEDULES),
+        (spec_schema.ClippingMode, engine_config.CLIPPING_MODES),
+        (spec_schema.Device, engine_config.DEVICES),
+    ],
+)
+def test_the_api_offers_exactly_what_the_engine_trains(spec_choices, engine_choices) -> None:
+    # The service may not import the engine (it would import torch), so the two lists are
+    # written twice; this keeps them the same set.
+    assert set(typing.get_args(spec_choices)) == set(engine_choices)
