@@ -7,7 +7,12 @@ Running it:
     gradwatch api [--host --port]    the API alone (compose)
     gradwatch worker [--queue --concurrency --pool]   a Celery worker (compose)
 
-Talking to it (through `service.client`, at --api-url / GRADWATCH_API_URL):
+Tokens (straight in the database; see service/auth/cli.py):
+    gradwatch token create --owner NAME [--scope read|write|admin] [--name LABEL]
+    gradwatch token list     gradwatch token revoke ID
+
+Talking to it (through `service.client`, at --api-url / GRADWATCH_API_URL, sending
+GRADWATCH_TOKEN or the token in $GRADWATCH_HOME/token):
     gradwatch submit spec.json [--wait]     gradwatch status ID     gradwatch list
     gradwatch series ID --metric NAME [--layer L] [--max-points N]  gradwatch cancel ID
 
@@ -31,6 +36,9 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from service.auth import cli as token_cli
+from service.auth.guard import AuthConfigError, check_binding
+from service.auth.token_file import configured_token, ensure_local_token
 from service.client import GradwatchClient, GradwatchError
 from service.config import settings
 from service.plot_cli import plot_command
@@ -43,6 +51,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+app.add_typer(token_cli.app, name="token")
 console = Console()
 errors = Console(stderr=True)
 
@@ -78,7 +87,7 @@ Port = Annotated[int, typer.Option(help="Port the API listens on.")]
 
 
 def _client(api_url: str | None) -> GradwatchClient:
-    return GradwatchClient(api_url or settings.resolved_api_url)
+    return GradwatchClient(api_url or settings.resolved_api_url, token=configured_token(settings) or "")
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
@@ -111,6 +120,10 @@ def api(
     """Serve the REST API (the schema must exist: run `gradwatch migrate` first)."""
     import uvicorn
 
+    try:
+        check_binding(settings, host)
+    except AuthConfigError as error:
+        raise _fail(str(error)) from None
     settings.home.mkdir(parents=True, exist_ok=True)
     if workers > 1:
         # uvicorn's supervisor starts each process from the import string and handles the
@@ -181,6 +194,8 @@ def up(
     """
     settings.home.mkdir(parents=True, exist_ok=True)
     migrate()
+    if ensure_local_token(settings):  # first start: a token for this machine's CLI and client
+        console.print(f"created an admin API token in {settings.token_file} (mode 0600)", soft_wrap=True, markup=False)
     me = [sys.executable, "-m", "service.cli"]
     commands = {
         "api": [*me, "api", "--host", host, "--port", str(port)],
@@ -297,7 +312,7 @@ def plot(
 ) -> None:
     """Save an experiment's pictures (curves per layer, depth profile, timesteps) as PNG."""
     try:
-        written = plot_command(experiment_id, out, metric, api_url or settings.resolved_api_url)
+        written = plot_command(experiment_id, out, metric, api_url or settings.resolved_api_url, token=configured_token(settings) or "")
     except GradwatchError as error:
         raise _fail(str(error)) from None
     for path in written:

@@ -9,7 +9,11 @@
 
 Every method returns the API's JSON as plain dicts and lists; any 4xx/5xx answer raises
 `GradwatchError` carrying the API's own message, so a pipeline can show the user what
-was wrong. The client only speaks HTTP: it imports neither torch nor the service's code.
+was wrong. The client only speaks HTTP: it imports neither torch nor the service's code
+(only, when no token is given, the settings that say where to find one).
+
+It sends `Authorization: Bearer <token>`: the `token` argument, else GRADWATCH_TOKEN,
+else the token `gradwatch up` wrote to `$GRADWATCH_HOME/token`.
 """
 
 from __future__ import annotations
@@ -63,9 +67,17 @@ class GradwatchClient:
         base_url: str = "http://127.0.0.1:8000",
         timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
+        token: str | None = None,
     ) -> None:
+        """`token`: None finds the configured one (see the module's docstring); "" sends none."""
         self.base_url = base_url.rstrip("/")
-        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport)
+        if token is None:
+            from service.auth.token_file import configured_token
+            from service.config import Settings
+
+            token = configured_token(Settings())
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport, headers=headers)
 
     def __enter__(self) -> GradwatchClient:
         return self
@@ -92,9 +104,11 @@ class GradwatchClient:
         name: str | None = None,
         limit: int | None = None,
         offset: int | None = None,
+        owner: str | None = None,
     ) -> dict[str, Any]:
-        """One page of experiments, newest first, filtered by status, tag and name."""
-        params = {"status": status, "tag": tag, "name": name, "limit": limit, "offset": offset}
+        """One page of your experiments (an admin token: everyone's, or `owner`'s), newest
+        first, filtered by status, tag and name."""
+        params = {"status": status, "tag": tag, "name": name, "limit": limit, "offset": offset, "owner": owner}
         return self._request("GET", "/experiments", params=_without_none(params))
 
     def cancel(self, experiment_id: str) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -35,6 +36,9 @@ class Limits(BaseSettings):
     max_name_length: int = 200
     max_sweep_size: int = 256  # experiments one sweep may create
     max_points: int = 1_000_000  # points one series request may return
+    # Queued + running experiments one owner may have at once (a sweep counts its
+    # members): one person's queue must not hold every worker of a shared lab server.
+    max_active_per_owner: int = 512
 
 
 class DiagnosisThresholds(BaseSettings):
@@ -92,6 +96,19 @@ class Settings(BaseSettings):
     # Where the CLI and the client find the API; empty means http://<api_host>:<api_port>.
     api_url: str = ""
 
+    # `required`: every route but /health needs `Authorization: Bearer <token>`. `off`:
+    # every caller is an admin named `local_owner`; allowed only while the API binds a
+    # loopback address (service/auth/guard.py refuses to start otherwise).
+    auth: Literal["required", "off"] = "required"
+    # The token the CLI and the client send; empty means the one in `<home>/token`,
+    # which `gradwatch up` writes on first start.
+    token: str = ""
+    # Owner of what is created while `auth` is off.
+    local_owner: str = "local"
+    # Browser origins allowed to call the API, comma-separated; empty keeps CORS closed
+    # (no Access-Control-* header is ever sent).
+    cors_origins: str = ""
+
     # A running experiment whose worker has not written for this long is marked failed.
     heartbeat_stale_s: float = 120.0
     # How often the API looks for stale experiments.
@@ -125,6 +142,14 @@ class Settings(BaseSettings):
     @property
     def resolved_api_url(self) -> str:
         return self.api_url or f"http://{self.api_host}:{self.api_port}"
+
+    @cached_property
+    def token_file(self) -> Path:
+        return self.home / "token"
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
 
     @property
     def uses_embedded_broker(self) -> bool:

@@ -23,6 +23,7 @@ def plot_command(
     metric: str = "grad_mean_abs",
     api_url: str = "http://127.0.0.1:8000",
     transport: httpx.BaseTransport | None = None,
+    token: str | None = None,
 ) -> list[Path]:
     """Save `<id>-<metric>.png`, `<id>-profile-<metric>.png` (per-layer metrics) and, for
     recurrent models, `<id>-timesteps.png` into `out_dir`; return the paths written.
@@ -32,7 +33,7 @@ def plot_command(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    with GradwatchClient(api_url, transport=transport) as client:
+    with GradwatchClient(api_url, transport=transport, token=token) as client:
         experiment = client.get(experiment_id)
         metrics: dict[str, Any] = client.metrics(experiment_id).get("metrics", {})
         if metric not in metrics:

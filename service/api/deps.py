@@ -1,4 +1,6 @@
-"""Dependencies the routes declare: `SessionDep`, `SettingsDep`, `EnqueuerDep`."""
+"""Dependencies the routes declare: `SessionDep`, `SettingsDep`, `EnqueuerDep`, and who
+the request acts for: `CurrentToken` (the `Caller`) and `CurrentOwner` (whose rows it
+may see; None for an admin)."""
 
 from __future__ import annotations
 
@@ -6,10 +8,20 @@ from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from service.auth.guard import authenticate
+from service.auth.tokens import Caller
 from service.config import Settings
 from service.queue import Enqueuer
+
+# Declares the bearer scheme in OpenAPI; auto_error=False so that a missing header is
+# our own 401 with a message, not FastAPI's bare 403.
+bearer = HTTPBearer(
+    auto_error=False,
+    description="An API token from `gradwatch token create` (or $GRADWATCH_HOME/token after `gradwatch up`).",
+)
 
 
 def get_session(request: Request) -> Iterator[Session]:
@@ -28,3 +40,23 @@ def get_enqueuer(request: Request) -> Enqueuer:
 SessionDep = Annotated[Session, Depends(get_session)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 EnqueuerDep = Annotated[Enqueuer, Depends(get_enqueuer)]
+
+
+def get_caller(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> Caller:
+    """Every protected router depends on this (FastAPI runs it once per request)."""
+    return authenticate(session, settings, credentials.credentials if credentials else None, request.method)
+
+
+CurrentToken = Annotated[Caller, Depends(get_caller)]
+
+
+def get_owner(caller: CurrentToken) -> str | None:
+    return caller.sees
+
+
+CurrentOwner = Annotated[str | None, Depends(get_owner)]

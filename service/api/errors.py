@@ -4,7 +4,8 @@
   "detail": [{"loc", "msg", "type"}…]}` (the message joins every problem, field first);
 - a body that is not JSON → 400 with the parser's complaint and where it stopped;
 - a body over `limits.max_request_bytes` → 413 (see `BodySizeLimitMiddleware`);
-- an unknown experiment → 404; anything unexpected → 500 with a plain message, the
+- an unknown experiment → 404; an owner at max_active_per_owner → 429 with the
+  numbers; no or a bad token → 401 (service/auth/guard.py); anything unexpected → 500 with a plain message, the
   traceback going to the server log only.
 """
 
@@ -21,7 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.config import Limits
 from service.schemas.limits import using_limits
-from service.store.records import ExperimentNotFound
+from service.store.records import ActiveLimitExceeded, ExperimentNotFound
 
 log = logging.getLogger("gradwatch.api")
 
@@ -69,6 +70,10 @@ async def _not_found(request: Request, exc: ExperimentNotFound) -> JSONResponse:
     return JSONResponse(status_code=404, content={"detail": str(exc)})
 
 
+async def _over_limit(request: Request, exc: ActiveLimitExceeded) -> JSONResponse:
+    return JSONResponse(status_code=429, content={"detail": str(exc)})
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return JSONResponse(
@@ -83,6 +88,7 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(ExperimentNotFound, _not_found)  # type: ignore[arg-type]
+    app.add_exception_handler(ActiveLimitExceeded, _over_limit)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _unexpected)
 
 

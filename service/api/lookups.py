@@ -32,8 +32,9 @@ def invalid_query(name: str, message: str, kind: str = "value_error") -> NoRetur
     raise RequestValidationError([{"loc": ("query", name), "msg": message, "type": kind}])
 
 
-def require_experiment(session: Session, experiment_id: str) -> ExperimentRecord:
-    record = store.get_experiment(session, experiment_id)
+def require_experiment(session: Session, experiment_id: str, owner: str | None) -> ExperimentRecord:
+    """The experiment if `owner` (None: anyone, for admins) may see it, else 404."""
+    record = store.get_experiment(session, experiment_id, owner)
     if record is None:
         raise store.ExperimentNotFound(experiment_id)
     return record

@@ -12,10 +12,12 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from starlette.concurrency import run_in_threadpool
 
 from service import store
+from service.api.deps import get_caller
 from service.api.errors import BodySizeLimitMiddleware, install_error_handlers
 from service.api.routes import (
     analysis,
@@ -26,6 +28,7 @@ from service.api.routes import (
     series,
     sweeps,
 )
+from service.auth.guard import AUTH_RESPONSES, check_binding
 from service.config import Settings
 from service.config import settings as default_settings
 from service.db.engine import make_engine, make_session_factory
@@ -73,7 +76,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings | None = None, enqueuer: Enqueuer | None = None) -> FastAPI:
+    """Raises AuthConfigError for GRADWATCH_AUTH=off on a non-loopback api_host (the CLI's
+    `api` command checks the address it actually binds, too)."""
     settings = settings or default_settings
+    check_binding(settings, settings.api_host)
     app = FastAPI(
         title="gradwatch",
         summary="Train networks and watch their gradients vanish or explode.",
@@ -90,14 +96,27 @@ def create_app(settings: Settings | None = None, enqueuer: Enqueuer | None = Non
     app.state.enqueuer = enqueuer or Enqueuer(settings)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimitMiddleware, limits=settings.limits)
-    app.include_router(health.router)
-    app.include_router(experiments.router)
-    app.include_router(series.router)
-    app.include_router(analysis.router)
-    app.include_router(export.router)
-    app.include_router(plots.experiments_router)
-    app.include_router(sweeps.router)
-    app.include_router(plots.sweeps_router)
+    if settings.cors_origin_list:
+        # Bearer tokens, not cookies: credentials stay off, so a browser never attaches
+        # anything on its own, and a cross-site page without the token gets a 401.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origin_list,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type"],
+            allow_credentials=False,
+        )
+    app.include_router(health.router)  # the only route without a token: probes need it
+    for router in (
+        experiments.router,
+        series.router,
+        analysis.router,
+        export.router,
+        plots.experiments_router,
+        sweeps.router,
+        plots.sweeps_router,
+    ):
+        app.include_router(router, dependencies=[Depends(get_caller)], responses=AUTH_RESPONSES)
     return app
 
 

@@ -8,6 +8,8 @@ PostgreSQL).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +55,17 @@ def make_engine(url: str, **kwargs: Any) -> sa.Engine:
 def make_session_factory(engine: sa.Engine) -> sessionmaker[Session]:
     # expire_on_commit=False: the store converts rows to records after committing.
     return sessionmaker(engine, expire_on_commit=False)
+
+
+@contextmanager
+def one_off_session(url: str) -> Iterator[Session]:
+    """A session on an engine of its own, disposed afterwards: for CLI commands."""
+    engine = make_engine(url)
+    try:
+        with make_session_factory(engine)() as session:
+            yield session
+    finally:
+        engine.dispose()
 
 
 def _create_parent_on_connect(engine: sa.Engine, path: Path) -> None:

@@ -24,15 +24,21 @@ from service.db.base import Base, UTCDateTime
 
 EXPERIMENT_STATUSES = ("queued", "running", "succeeded", "failed", "diverged", "cancelled")
 FINISHED_STATUSES = ("succeeded", "failed", "diverged", "cancelled")
+TOKEN_SCOPES = ("read", "write", "admin")
+# The owner of rows stored before ownership existed (migration 0002) and of rows a
+# caller outside the API creates without naming one (tests, scripts using the store).
+LEGACY_OWNER = "legacy"
 
 
 class Sweep(Base):
     """A grid of experiments built from one base spec (filled by the analysis routes)."""
 
     __tablename__ = "sweeps"
+    __table_args__ = (sa.Index("ix_sweeps_owner", "owner"),)
 
     id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
     name: Mapped[str] = mapped_column(sa.String(200))
+    owner: Mapped[str] = mapped_column(sa.String(100), server_default=LEGACY_OWNER)
     base_spec: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
     grid: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -50,10 +56,14 @@ class Experiment(Base):
         sa.Index("ix_experiments_status_created_at", "status", "created_at"),
         sa.Index("ix_experiments_name", "name"),
         sa.Index("ix_experiments_sweep_id", "sweep_id"),
+        # An owner's list pages newest first; the active-run limit counts by status.
+        sa.Index("ix_experiments_owner_created_at", "owner", "created_at"),
+        sa.Index("ix_experiments_owner_status", "owner", "status"),
     )
 
     id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
     name: Mapped[str] = mapped_column(sa.String(200))
+    owner: Mapped[str] = mapped_column(sa.String(100), server_default=LEGACY_OWNER)
     status: Mapped[str] = mapped_column(sa.String(16))
     # The validated, fully defaulted ExperimentSpec as JSON.
     spec: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
@@ -169,3 +179,26 @@ class TimestepChunk(Base):
     timesteps: Mapped[bytes] = mapped_column(sa.LargeBinary)
     hidden_grad_norm: Mapped[bytes] = mapped_column(sa.LargeBinary)
     cell_grad_norm: Mapped[bytes | None] = mapped_column(sa.LargeBinary)
+
+
+class ApiToken(Base):
+    """An API token: only the SHA-256 of its secret is stored (service/auth/tokens.py)."""
+
+    __tablename__ = "api_tokens"
+    __table_args__ = (
+        sa.CheckConstraint("scope IN ('read', 'write', 'admin')", name="scope"),
+        # Every authenticated request looks its token up by hash: one unique-index probe.
+        sa.Index("ix_api_tokens_token_hash", "token_hash", unique=True),
+        sa.Index("ix_api_tokens_owner", "owner"),
+    )
+
+    id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    token_hash: Mapped[str] = mapped_column(sa.String(64))  # hex SHA-256 of the secret
+    owner: Mapped[str] = mapped_column(sa.String(100))
+    name: Mapped[str] = mapped_column(sa.String(200))
+    scope: Mapped[str] = mapped_column(sa.String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Written at most once a minute per token (service/store/tokens.py), not per request.
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Revoked tokens are kept (who had access, until when) but never authenticate.
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

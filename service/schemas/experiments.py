@@ -34,6 +34,7 @@ class ExperimentResult(BaseModel):
 class ExperimentPublic(BaseModel):
     id: str
     name: str
+    owner: str = Field(description="Who created it: the owner of the token that submitted it.")
     tags: list[str]
     status: Status
     progress: Progress
@@ -53,6 +54,7 @@ class ExperimentPublic(BaseModel):
         return cls(
             id=record.id,
             name=record.name,
+            owner=record.owner,
             tags=record.tags,
             status=record.status,  # type: ignore[arg-type]
             progress=Progress(step=record.progress_step, total=record.progress_total),

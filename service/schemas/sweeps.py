@@ -47,6 +47,7 @@ class SweepMemberPublic(BaseModel):
 class SweepPublic(BaseModel):
     id: str
     name: str
+    owner: str = Field(description="Who created it; its members belong to the same owner.")
     created_at: datetime
     base: dict[str, Any]
     grid: dict[str, list[Any]]

@@ -6,7 +6,9 @@ of its own) share one implementation.
 """
 
 from service.store.experiments import (
+    check_active_limit,
     claim_experiment,
+    count_active,
     create_experiment,
     delete_experiment,
     fail_stale_experiments,
@@ -20,34 +22,46 @@ from service.store.experiments import (
 )
 from service.store.points import list_metrics, read_series, read_timesteps, write_chunks
 from service.store.records import (
+    ActiveLimitExceeded,
     ExperimentNotFound,
     ExperimentRecord,
     SeriesChunk,
     SeriesData,
     TimestepChunk,
     TimestepData,
+    TokenRecord,
 )
+from service.store.tokens import create_token, find_active_token, list_tokens, revoke_token, touch_token
 
 __all__ = [
+    "ActiveLimitExceeded",
     "ExperimentNotFound",
     "ExperimentRecord",
     "SeriesChunk",
     "SeriesData",
     "TimestepChunk",
     "TimestepData",
+    "TokenRecord",
+    "check_active_limit",
     "claim_experiment",
+    "count_active",
+    "create_token",
     "create_experiment",
     "delete_experiment",
     "fail_stale_experiments",
     "fail_unsent_experiment",
+    "find_active_token",
     "finish_experiment",
     "get_experiment",
     "is_cancel_requested",
     "list_experiments",
     "list_metrics",
+    "list_tokens",
     "read_series",
     "read_timesteps",
     "record_progress",
     "request_cancel",
+    "revoke_token",
+    "touch_token",
     "write_chunks",
 ]

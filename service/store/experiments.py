@@ -3,6 +3,10 @@
 Every function that writes is one transaction and commits it. State changes are
 conditional UPDATEs (`… WHERE status = 'queued'`), so two processes racing on the same
 experiment (a redelivered task, the reaper, a cancel) can never both win.
+
+Ownership is enforced here, not in the routes: every function the API uses to find an
+experiment takes `owner` and matches only that owner's rows (None: any owner, for
+admins, the worker and the reaper). Someone else's experiment is then simply not found.
 """
 
 from __future__ import annotations
@@ -16,8 +20,10 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from service.db.base import utcnow
-from service.db.models import FINISHED_STATUSES, Experiment, ExperimentTag
-from service.store.records import ExperimentNotFound, ExperimentRecord
+from service.db.models import FINISHED_STATUSES, LEGACY_OWNER, Experiment, ExperimentTag
+from service.store.records import ActiveLimitExceeded, ExperimentNotFound, ExperimentRecord
+
+ACTIVE_STATUSES = ("queued", "running")
 
 
 def to_record(row: Experiment) -> ExperimentRecord:
@@ -40,7 +46,39 @@ def to_record(row: Experiment) -> ExperimentRecord:
         result=row.result,
         sweep_id=row.sweep_id,
         sweep_params=row.sweep_params,
+        owner=row.owner,
     )
+
+
+def _owned(owner: str | None) -> list[sa.ColumnElement[bool]]:
+    return [] if owner is None else [Experiment.owner == owner]
+
+
+def count_active(session: Session, owner: str) -> int:
+    """The owner's queued and running experiments (the `ix_experiments_owner_status` index)."""
+    return session.execute(
+        sa.select(sa.func.count())
+        .select_from(Experiment)
+        .where(Experiment.owner == owner, Experiment.status.in_(ACTIVE_STATUSES))
+    ).scalar_one()
+
+
+def check_active_limit(session: Session, owner: str, requested: int, limit: int | None) -> None:
+    """Raise ActiveLimitExceeded if `requested` more would take `owner` above `limit`.
+
+    Call inside the transaction that inserts. On PostgreSQL a transaction-scoped advisory
+    lock on the owner makes check-and-insert atomic between API processes (two
+    submissions racing cannot both pass); SQLite runs one writer at a time, and the
+    embedded default has one API process.
+    """
+    if limit is None:
+        return
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext("gradwatch-owner:" + owner))))
+    active = count_active(session, owner)
+    if active + requested > limit:
+        session.rollback()
+        raise ActiveLimitExceeded(owner, active, requested, limit)
 
 
 def create_experiment(
@@ -52,17 +90,22 @@ def create_experiment(
     sweep_id: str | None = None,
     sweep_params: dict[str, Any] | None = None,
     progress_total: int | None = None,
+    owner: str = LEGACY_OWNER,
+    max_active: int | None = None,
 ) -> ExperimentRecord:
     """Insert a queued experiment and commit (the caller enqueues it after this returns).
 
-    `progress_total` defaults to the spec's `training.steps`.
+    `progress_total` defaults to the spec's `training.steps`. With `max_active`, raises
+    ActiveLimitExceeded (storing nothing) when the owner already has that many active.
     """
+    check_active_limit(session, owner, 1, max_active)
     if progress_total is None:
         progress_total = (spec.get("training") or {}).get("steps")
     unique_tags = list(dict.fromkeys(tags))  # the tag table's key is (experiment, tag)
     row = Experiment(
         id=uuid.uuid4().hex,
         name=name,
+        owner=owner,
         status="queued",
         spec=spec,
         queue=queue,
@@ -79,18 +122,19 @@ def create_experiment(
     return to_record(row)
 
 
-def get_experiment(session: Session, experiment_id: str) -> ExperimentRecord | None:
-    """The experiment, read fresh from the database, or None."""
+def get_experiment(session: Session, experiment_id: str, owner: str | None = None) -> ExperimentRecord | None:
+    """The experiment, read fresh from the database, or None (also when `owner` is given
+    and it belongs to someone else)."""
     row = session.execute(
         sa.select(Experiment)
-        .where(Experiment.id == experiment_id)
+        .where(Experiment.id == experiment_id, *_owned(owner))
         .execution_options(populate_existing=True)
     ).scalar_one_or_none()
     return None if row is None else to_record(row)
 
 
-def _require(session: Session, experiment_id: str) -> ExperimentRecord:
-    record = get_experiment(session, experiment_id)
+def _require(session: Session, experiment_id: str, owner: str | None = None) -> ExperimentRecord:
+    record = get_experiment(session, experiment_id, owner)
     if record is None:
         raise ExperimentNotFound(experiment_id)
     return record
@@ -103,12 +147,14 @@ def list_experiments(
     name: str | None = None,
     offset: int = 0,
     limit: int = 50,
+    owner: str | None = None,
 ) -> tuple[list[ExperimentRecord], int]:
     """One page of experiments, newest first, and the total matching the filters.
 
-    `name` matches as a case-sensitive substring; `tag` must match a whole tag.
+    `name` matches as a case-sensitive substring; `tag` must match a whole tag; `owner`
+    (None: everyone's) must match exactly.
     """
-    conditions: list[sa.ColumnElement[bool]] = []
+    conditions: list[sa.ColumnElement[bool]] = _owned(owner)
     if status is not None:
         conditions.append(Experiment.status == status)
     if name is not None:
@@ -131,13 +177,15 @@ def list_experiments(
     return [to_record(row) for row in rows], total
 
 
-def delete_experiment(session: Session, experiment_id: str, keep_running: bool = False) -> bool:
+def delete_experiment(
+    session: Session, experiment_id: str, keep_running: bool = False, owner: str | None = None
+) -> bool:
     """Delete the experiment and, through ON DELETE CASCADE, its tags, series and chunks.
 
     Returns False when nothing was deleted: no such experiment, or it is running and
     `keep_running` is set (the API's choice: a running worker is still writing).
     """
-    statement = sa.delete(Experiment).where(Experiment.id == experiment_id)
+    statement = sa.delete(Experiment).where(Experiment.id == experiment_id, *_owned(owner))
     if keep_running:
         statement = statement.where(Experiment.status != "running")
     deleted = session.execute(statement)
@@ -145,24 +193,24 @@ def delete_experiment(session: Session, experiment_id: str, keep_running: bool =
     return deleted.rowcount > 0
 
 
-def request_cancel(session: Session, experiment_id: str) -> ExperimentRecord:
+def request_cancel(session: Session, experiment_id: str, owner: str | None = None) -> ExperimentRecord:
     """Cancel: a queued experiment ends `cancelled` now; a running one gets the flag its
     worker polls (it then stops within a few steps and keeps its points); a finished one
     is left as it is. Raises ExperimentNotFound."""
     now = utcnow()
     cancelled_queued = session.execute(
         sa.update(Experiment)
-        .where(Experiment.id == experiment_id, Experiment.status == "queued")
+        .where(Experiment.id == experiment_id, Experiment.status == "queued", *_owned(owner))
         .values(status="cancelled", cancel_requested=True, finished_at=now)
     )
     if cancelled_queued.rowcount == 0:
         session.execute(
             sa.update(Experiment)
-            .where(Experiment.id == experiment_id, Experiment.status == "running")
+            .where(Experiment.id == experiment_id, Experiment.status == "running", *_owned(owner))
             .values(cancel_requested=True)
         )
     session.commit()
-    return _require(session, experiment_id)
+    return _require(session, experiment_id, owner)
 
 
 def claim_experiment(session: Session, experiment_id: str, worker: str) -> ExperimentRecord | None:

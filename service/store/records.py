@@ -17,6 +17,32 @@ class ExperimentNotFound(LookupError):
         self.experiment_id = experiment_id
 
 
+class ActiveLimitExceeded(Exception):
+    """Creating `requested` more experiments would take `owner` above their active limit."""
+
+    def __init__(self, owner: str, active: int, requested: int, limit: int) -> None:
+        super().__init__(
+            f"owner {owner!r} has {active} experiments queued or running; {requested} more "
+            f"would make {active + requested}, above the limit of {limit} "
+            "(max_active_per_owner; the server's GRADWATCH_LIMIT_MAX_ACTIVE_PER_OWNER raises "
+            "it): wait for some to finish, or cancel some"
+        )
+        self.owner, self.active, self.requested, self.limit = owner, active, requested, limit
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    """An API token as stored: never its secret, which only its creator ever sees."""
+
+    id: str
+    owner: str
+    name: str
+    scope: str  # read | write | admin
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
 @dataclass(frozen=True)
 class ExperimentRecord:
     id: str
@@ -37,6 +63,7 @@ class ExperimentRecord:
     result: dict[str, Any] | None
     sweep_id: str | None
     sweep_params: dict[str, Any] | None
+    owner: str
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,8 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from service.db.base import utcnow
-from service.db.models import Experiment, ExperimentTag, Sweep
-from service.store.experiments import to_record
+from service.db.models import LEGACY_OWNER, Experiment, ExperimentTag, Sweep
+from service.store.experiments import check_active_limit, to_record
 from service.store.records import ExperimentRecord
 
 
@@ -28,6 +28,7 @@ class SweepRecord:
     base_spec: dict[str, Any]  # as submitted (before the grid's values are applied)
     grid: dict[str, list[Any]]  # dotted spec path → values, in the order submitted
     created_at: datetime
+    owner: str
 
 
 @dataclass(frozen=True)
@@ -42,22 +43,34 @@ class NewMember:
 
 
 def _to_sweep(row: Sweep) -> SweepRecord:
-    return SweepRecord(id=row.id, name=row.name, base_spec=row.base_spec, grid=row.grid, created_at=row.created_at)
+    return SweepRecord(
+        id=row.id, name=row.name, base_spec=row.base_spec, grid=row.grid, created_at=row.created_at, owner=row.owner
+    )
 
 
 def create_sweep(
-    session: Session, name: str, base_spec: dict[str, Any], grid: dict[str, list[Any]], members: Sequence[NewMember]
+    session: Session,
+    name: str,
+    base_spec: dict[str, Any],
+    grid: dict[str, list[Any]],
+    members: Sequence[NewMember],
+    owner: str = LEGACY_OWNER,
+    max_active: int | None = None,
 ) -> tuple[SweepRecord, list[ExperimentRecord]]:
-    """Insert the sweep and its queued members in one transaction and commit."""
+    """Insert the sweep and its queued members (all owned by `owner`) in one transaction
+    and commit; with `max_active`, ActiveLimitExceeded when the members would take the
+    owner's queued + running experiments above it (nothing is stored then)."""
     now = utcnow()
-    sweep = Sweep(id=uuid.uuid4().hex, name=name, base_spec=base_spec, grid=grid, created_at=now)
+    sweep = Sweep(id=uuid.uuid4().hex, name=name, owner=owner, base_spec=base_spec, grid=grid, created_at=now)
     try:
+        check_active_limit(session, owner, len(members), max_active)
         session.add(sweep)
         session.flush()  # the members' foreign key needs the sweep row first (no ORM relationship orders them)
         rows = [
             Experiment(
                 id=uuid.uuid4().hex,
                 name=member.name,
+                owner=owner,
                 status="queued",
                 spec=member.spec,
                 queue=member.queue,
@@ -79,16 +92,21 @@ def create_sweep(
     return _to_sweep(sweep), [to_record(row) for row in rows]
 
 
-def get_sweep(session: Session, sweep_id: str) -> SweepRecord | None:
+def get_sweep(session: Session, sweep_id: str, owner: str | None = None) -> SweepRecord | None:
+    """The sweep, or None (also when `owner` is given and it is someone else's)."""
     row = session.get(Sweep, sweep_id, populate_existing=True)
-    return None if row is None else _to_sweep(row)
+    if row is None or (owner is not None and row.owner != owner):
+        return None
+    return _to_sweep(row)
 
 
-def sweep_members(session: Session, sweep_id: str) -> list[ExperimentRecord]:
-    """The sweep's experiments as they are now (deleted members are gone)."""
+def sweep_members(session: Session, sweep_id: str, owner: str | None = None) -> list[ExperimentRecord]:
+    """The sweep's experiments as they are now (deleted members are gone); with `owner`,
+    only that owner's (members always belong to their sweep's owner)."""
+    owned = [] if owner is None else [Experiment.owner == owner]
     rows = session.execute(
         sa.select(Experiment)
-        .where(Experiment.sweep_id == sweep_id)
+        .where(Experiment.sweep_id == sweep_id, *owned)
         .order_by(Experiment.created_at, Experiment.id)
         .execution_options(populate_existing=True)
     ).scalars()

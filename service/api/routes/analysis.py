@@ -17,7 +17,7 @@ from service.analysis.diagnosis import DIAGNOSIS_METRICS, DiagnosisInput, diagno
 from service.analysis.downsample import downsample
 from service.analysis.horizon import memory_horizons
 from service.analysis.profile import depth_profile
-from service.api.deps import SessionDep, SettingsDep
+from service.api.deps import CurrentOwner, SessionDep, SettingsDep
 from service.api.lookups import (
     check_max_points,
     check_step_range,
@@ -63,6 +63,7 @@ def read_for_diagnosis(session: Session, record: ExperimentRecord) -> DiagnosisI
 def get_profile(
     experiment_id: str,
     session: SessionDep,
+    owner: CurrentOwner,
     settings: SettingsDep,
     metric: Annotated[str, Query(min_length=1, description="A per-layer probe.")] = "grad_mean_abs",
     max_points: MaxPoints = 500,
@@ -75,7 +76,7 @@ def get_profile(
     buckets for every layer; a non-finite value makes its cell null."""
     check_max_points(settings, max_points)
     check_step_range(step_min, step_max)
-    record = require_experiment(session, experiment_id)
+    record = require_experiment(session, experiment_id, owner)
     series = require_series(session, record, metric, None, step_min, step_max, per_layer=True)
     profile = depth_profile(metric, series, max_points)
     return JSONBytesResponse(
@@ -95,6 +96,7 @@ def get_profile(
 def get_horizon(
     experiment_id: str,
     session: SessionDep,
+    owner: CurrentOwner,
     settings: SettingsDep,
     max_points: MaxPoints = 1000,
     threshold: Annotated[
@@ -104,7 +106,7 @@ def get_horizon(
     """The memory horizon per recorded step of each recurrent layer: how many timesteps back
     ‖∂L/∂h_t‖ stays at or above `threshold`·‖∂L/∂h_T‖."""
     check_max_points(settings, max_points)
-    record = require_experiment(session, experiment_id)
+    record = require_experiment(session, experiment_id, owner)
     model_type = (record.spec.get("model") or {}).get("type")
     if model_type not in RECURRENT_MODELS:
         raise HTTPException(
@@ -134,6 +136,7 @@ def get_horizon(
 def get_summary(
     experiment_id: str,
     session: SessionDep,
+    owner: CurrentOwner,
     settings: SettingsDep,
     max_points: MaxPoints = 500,
 ) -> JSONBytesResponse:
@@ -142,7 +145,7 @@ def get_summary(
     horizon of recurrent models, and a verdict (`vanishing`, `exploding` or `healthy`)
     with its evidence, the thresholds it used, and the literature's remedies."""
     check_max_points(settings, max_points)
-    record = require_experiment(session, experiment_id)
+    record = require_experiment(session, experiment_id, owner)
     diagnosis = diagnose(read_for_diagnosis(session, record), settings.diagnosis, max_points)
     return JSONBytesResponse(
         {"experiment_id": record.id, "name": record.name, "status": record.status, **diagnosis.__dict__}

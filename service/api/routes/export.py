@@ -23,7 +23,7 @@ from fastapi.responses import Response
 
 from service import store
 from service.analysis.downsample import downsample
-from service.api.deps import SessionDep, SettingsDep
+from service.api.deps import CurrentOwner, SessionDep, SettingsDep
 from service.api.lookups import (
     check_max_points,
     check_step_range,
@@ -105,6 +105,7 @@ def _csv(table: pa.Table, columns: list[str]) -> bytes:
 def series_csv(
     experiment_id: str,
     session: SessionDep,
+    owner: CurrentOwner,
     settings: SettingsDep,
     metric: Annotated[str, Query(min_length=1)],
     layer: Annotated[list[str] | None, Query(description="Repeat to pick layers; default all.")] = None,
@@ -116,7 +117,7 @@ def series_csv(
     """One metric as CSV, `step,layer,value`, layers input → output."""
     check_max_points(settings, max_points)
     check_step_range(step_min, step_max)
-    record = require_experiment(session, experiment_id)
+    record = require_experiment(session, experiment_id, owner)
     series = require_series(session, record, metric, layer, step_min, step_max)
     if max_points is not None:
         series = [SeriesData(s.layer, s.position, *downsample(s.steps, s.values, max_points, agg)) for s in series]
@@ -142,10 +143,11 @@ def series_csv(
 def export(
     experiment_id: str,
     session: SessionDep,
+    owner: CurrentOwner,
     format: Annotated[Literal["csv", "parquet"], Query(description="csv or parquet.")] = "parquet",  # noqa: A002
 ) -> Response:
     """Every recorded value of the experiment as one long table."""
-    record = require_experiment(session, experiment_id)
+    record = require_experiment(session, experiment_id, owner)
     tables = [
         _series_table(metric, store.read_series(session, experiment_id, metric))
         for metric in sorted(store.list_metrics(session, experiment_id))

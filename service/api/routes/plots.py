@@ -16,7 +16,7 @@ from service import store
 from service.analysis.downsample import downsample
 from service.analysis.horizon import memory_horizons
 from service.analysis.profile import depth_profile
-from service.api.deps import SessionDep, SettingsDep
+from service.api.deps import CurrentOwner, SessionDep, SettingsDep
 from service.api.lookups import (
     check_max_points,
     check_step_range,
@@ -57,6 +57,7 @@ def _png(content: bytes) -> Response:
 def plot_metric(
     experiment_id: str,
     session: SessionDep,
+    owner: CurrentOwner,
     settings: SettingsDep,
     metric: Annotated[str, Query(min_length=1)] = "grad_mean_abs",
     layer: Annotated[list[str] | None, Query(description="Repeat to pick layers; default all.")] = None,
@@ -69,7 +70,7 @@ def plot_metric(
     for gradient magnitudes: the seed's picture."""
     check_max_points(settings, max_points)
     check_step_range(step_min, step_max)
-    record = require_experiment(session, experiment_id)
+    record = require_experiment(session, experiment_id, owner)
     series = require_series(session, record, metric, layer, step_min, step_max, minmax_points=max_points)
     thinned = [SeriesData(s.layer, s.position, *downsample(s.steps, s.values, max_points, "minmax")) for s in series]
     return _png(render_metric(thinned, metric, record.name, log))
@@ -79,6 +80,7 @@ def plot_metric(
 def plot_profile(
     experiment_id: str,
     session: SessionDep,
+    owner: CurrentOwner,
     settings: SettingsDep,
     metric: Annotated[str, Query(min_length=1, description="A per-layer probe.")] = "grad_mean_abs",
     log: Log = None,
@@ -86,16 +88,16 @@ def plot_profile(
 ) -> Response:
     """The depth heatmap: training step across, layers up (input at the bottom), log colour."""
     check_max_points(settings, max_points)
-    record = require_experiment(session, experiment_id)
+    record = require_experiment(session, experiment_id, owner)
     series = require_series(session, record, metric, per_layer=True)
     return _png(render_profile(depth_profile(metric, series, max_points), record.name, log))
 
 
 @experiments_router.get("/{experiment_id}/timesteps.png", response_class=Response, responses=PNG)
-def plot_timesteps(experiment_id: str, session: SessionDep, settings: SettingsDep) -> Response:
+def plot_timesteps(experiment_id: str, session: SessionDep, owner: CurrentOwner, settings: SettingsDep) -> Response:
     """‖∂L/∂h_t‖/‖∂L/∂h_T‖ against t at the first and last recorded steps, and the memory
     horizon over training (recurrent models)."""
-    record = require_experiment(session, experiment_id)
+    record = require_experiment(session, experiment_id, owner)
     model_type = (record.spec.get("model") or {}).get("type")
     if model_type not in RECURRENT_MODELS:
         raise HTTPException(
@@ -112,6 +114,7 @@ def plot_timesteps(experiment_id: str, session: SessionDep, settings: SettingsDe
 def plot_compare(
     sweep_id: str,
     session: SessionDep,
+    owner: CurrentOwner,
     settings: SettingsDep,
     metric: Annotated[str, Query(min_length=1)] = "loss",
     layer: Annotated[str | None, Query(description="Default: each member's first layer.")] = None,
@@ -120,6 +123,6 @@ def plot_compare(
 ) -> Response:
     """Each group of seeds as its mean, with the min–max band over seeds."""
     check_max_points(settings, max_points)
-    sweep, comparison = build_comparison(session, sweep_id, metric, layer, max_points)
+    sweep, comparison = build_comparison(session, sweep_id, owner, metric, layer, max_points)
     return _png(render_compare(comparison, sweep.name, log))
 

@@ -13,7 +13,7 @@ from fastapi import APIRouter, HTTPException, Query
 
 from service import store
 from service.analysis.downsample import downsample
-from service.api.deps import SessionDep, SettingsDep
+from service.api.deps import CurrentOwner, SessionDep, SettingsDep
 from service.api.lookups import (
     ACTIVE,
     check_max_points,
@@ -40,9 +40,9 @@ def _choices(values: list[Any]) -> str:
 
 
 @router.get("/{experiment_id}/metrics", response_model=MetricsResponse, responses=ERRORS)
-def get_metrics(experiment_id: str, session: SessionDep) -> MetricsResponse:
+def get_metrics(experiment_id: str, session: SessionDep, owner: CurrentOwner) -> MetricsResponse:
     """Metric names the experiment has recorded, each with its layers (input → output)."""
-    require_experiment(session, experiment_id)
+    require_experiment(session, experiment_id, owner)
     return MetricsResponse(metrics=store.list_metrics(session, experiment_id))
 
 
@@ -50,6 +50,7 @@ def get_metrics(experiment_id: str, session: SessionDep) -> MetricsResponse:
 def get_series(
     experiment_id: str,
     session: SessionDep,
+    owner: CurrentOwner,
     settings: SettingsDep,
     metric: Annotated[str, Query(min_length=1, description="A probe name, e.g. grad_mean_abs.")],
     layer: Annotated[
@@ -70,7 +71,7 @@ def get_series(
     limit = settings.limits.max_points
     check_max_points(settings, max_points)
     check_step_range(step_min, step_max)
-    record = require_experiment(session, experiment_id)
+    record = require_experiment(session, experiment_id, owner)
     # minmax thinning can run on each chunk's stored representatives instead of every point
     # (service/store/summaries.py); mean and LTTB need every point.
     minmax_points = max_points if agg == "minmax" else None
@@ -103,11 +104,12 @@ def get_series(
 def get_timesteps(
     experiment_id: str,
     session: SessionDep,
+    owner: CurrentOwner,
     layer: Annotated[int, Query(ge=0, description="Recurrent layer index (0 = input side).")] = 0,
     step: Annotated[int | None, Query(ge=0, description="Only this training step.")] = None,
 ) -> JSONBytesResponse:
     """‖∂L/∂h_t‖ (and ‖∂L/∂c_t‖ for LSTMs) per recorded training step and timestep."""
-    record = require_experiment(session, experiment_id)
+    record = require_experiment(session, experiment_id, owner)
     model_type = (record.spec.get("model") or {}).get("type")
     if model_type not in RECURRENT_MODELS:
         raise HTTPException(

@@ -14,7 +14,8 @@ from sqlalchemy.orm import Session
 from service import store
 from service.analysis.compare import Comparison, MemberSeries, compare, varying_paths
 from service.analysis.sweeps import SweepError, expand_grid, member_label
-from service.api.deps import EnqueuerDep, SessionDep, SettingsDep
+from service.api.deps import CurrentOwner, CurrentToken, EnqueuerDep, SessionDep, SettingsDep
+from service.auth.guard import LIMIT_RESPONSES
 from service.api.lookups import check_max_points
 from service.api.responses import JSONBytesResponse
 from service.db.models import FINISHED_STATUSES
@@ -74,6 +75,7 @@ def _public(sweep: SweepRecord, members: list[ExperimentRecord]) -> dict[str, An
     return SweepPublic(
         id=sweep.id,
         name=sweep.name,
+        owner=sweep.owner,
         created_at=sweep.created_at,
         base=sweep.base_spec,
         grid=sweep.grid,
@@ -103,6 +105,7 @@ def _public(sweep: SweepRecord, members: list[ExperimentRecord]) -> dict[str, An
     response_model=SweepPublic,
     responses={
         **INVALID,
+        **LIMIT_RESPONSES,
         503: {"model": ErrorResponse, "description": "The broker did not take some members."},
     },
 )
@@ -111,10 +114,12 @@ def create(
     session: SessionDep,
     settings: SettingsDep,
     enqueuer: EnqueuerDep,
+    caller: CurrentToken,
     response: Response,
 ) -> dict[str, Any]:
     """One experiment per combination of the grid's values, each validated as an
-    ExperimentSpec, created together and then queued; 422 above max_sweep_size."""
+    ExperimentSpec, created together and then queued; 422 above max_sweep_size, 429 when
+    the members would take the owner above max_active_per_owner."""
     try:
         members = expand_grid(body.base, body.grid, settings.limits)
     except SweepError as error:
@@ -135,6 +140,8 @@ def create(
             )
             for member in members
         ],
+        owner=caller.owner,
+        max_active=settings.limits.max_active_per_owner,
     )
     # Only after the commit: a worker that picks a task up at once must find its row.
     unsent = []
@@ -156,21 +163,21 @@ def create(
 
 
 @router.get("/{sweep_id}", response_model=SweepPublic, responses=NOT_FOUND)
-def read(sweep_id: str, session: SessionDep) -> dict[str, Any]:
+def read(sweep_id: str, session: SessionDep, owner: CurrentOwner) -> dict[str, Any]:
     """The sweep, its grid, and every member's status, progress and result."""
-    sweep = get_sweep(session, sweep_id)
+    sweep = get_sweep(session, sweep_id, owner)
     if sweep is None:
         raise SweepNotFound(sweep_id)
-    return _public(sweep, sweep_members(session, sweep_id))
+    return _public(sweep, sweep_members(session, sweep_id, owner))
 
 
 def build_comparison(
-    session: Session, sweep_id: str, metric: str, layer: str | None, max_points: int | None
+    session: Session, sweep_id: str, owner: str | None, metric: str, layer: str | None, max_points: int | None
 ) -> tuple[SweepRecord, Comparison]:
-    sweep = get_sweep(session, sweep_id)
+    sweep = get_sweep(session, sweep_id, owner)
     if sweep is None:
         raise SweepNotFound(sweep_id)
-    members = _grid_order(sweep.grid, sweep_members(session, sweep_id))
+    members = _grid_order(sweep.grid, sweep_members(session, sweep_id, owner))
     inputs = []
     seen_metric = False
     for member in members:
@@ -203,6 +210,7 @@ def build_comparison(
 def compare_members(
     sweep_id: str,
     session: SessionDep,
+    owner: CurrentOwner,
     settings: SettingsDep,
     metric: Annotated[str, Query(min_length=1)],
     layer: Annotated[str | None, Query(description="Default: each member's first (input-most) layer.")] = None,
@@ -211,7 +219,7 @@ def compare_members(
     """Every member's series on one step axis, labelled by the grid values that vary, and
     each group of members that differ only by `training.seed` as a mean with a min–max band."""
     check_max_points(settings, max_points)
-    sweep, comparison = build_comparison(session, sweep_id, metric, layer, max_points)
+    sweep, comparison = build_comparison(session, sweep_id, owner, metric, layer, max_points)
     return JSONBytesResponse(
         {
             "sweep_id": sweep.id,

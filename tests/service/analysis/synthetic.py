@@ -195,7 +195,7 @@ def store_run(session: Any, run: SyntheticRun, flush_every: int = 50) -> str:
     from service.schemas.spec import ExperimentSpec
 
     spec = ExperimentSpec.model_validate(run.spec).model_dump(mode="json")
-    record = store.create_experiment(session, name=spec["name"], tags=spec["tags"], spec=spec, queue="cpu")
+    record = store.create_experiment(session, name=spec["name"], tags=spec["tags"], spec=spec, queue="cpu", owner="tester")
     store.claim_experiment(session, record.id, "synthetic")
     store.write_chunks(session, record.id, run.chunks(flush_every), run.timestep_chunks(flush_every), progress_step=0)
     store.finish_experiment(session, record.id, run.status, run.result)

@@ -1,4 +1,10 @@
-"""An API app per test, on each database, with the real embedded broker in tmp_path."""
+"""An API app per test, on each database, with the real embedded broker in tmp_path.
+
+Every client carries a real token from the app's database: `client` one of TEST_OWNER
+with scope `write`; `bearer(app, owner, scope)` makes the headers of any other owner or
+scope (`client.get(url, headers=bearer(app, "bob", "read"))`). Rows a test writes through
+the store for `client` to read need `owner=TEST_OWNER` (or an admin's headers).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +18,9 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy.orm import Session
 
+from service import store
 from service.api.main import create_app
+from service.auth.tokens import new_token
 from service.config import Settings
 from service.queue import broker_folders
 
@@ -50,13 +58,30 @@ class _PortalTransport(httpx.BaseTransport):
         return self._portal.call(send)
 
 
+TEST_OWNER = "tester"
+
+
+def make_token(app: FastAPI, owner: str = TEST_OWNER, scope: str = "write", name: str = "test") -> str:
+    """A new token in the app's database, as `gradwatch token create` makes one."""
+    token, digest = new_token()
+    with app.state.session_factory() as session:
+        store.create_token(session, digest, owner=owner, scope=scope, name=name)
+    return token
+
+
+def bearer(app: FastAPI, owner: str = TEST_OWNER, scope: str = "write") -> dict[str, str]:
+    return {"Authorization": f"Bearer {make_token(app, owner, scope)}"}
+
+
 @contextlib.contextmanager
-def api_client(app: FastAPI) -> Iterator[httpx.Client]:
-    """An httpx client of `app`, with the app's lifespan (the reaper) running."""
+def api_client(app: FastAPI, owner: str | None = TEST_OWNER, scope: str = "write") -> Iterator[httpx.Client]:
+    """An httpx client of `app`, with the app's lifespan (the reaper) running, sending a
+    token of `owner` with `scope` (owner None: no token at all)."""
+    headers = {} if owner is None else bearer(app, owner, scope)
     with anyio.from_thread.start_blocking_portal() as portal:
         with portal.wrap_async_context_manager(app.router.lifespan_context(app)):
             transport = _PortalTransport(app, portal)
-            with httpx.Client(transport=transport, base_url="http://testserver") as client:
+            with httpx.Client(transport=transport, base_url="http://testserver", headers=headers) as client:
                 yield client
 
 

@@ -14,7 +14,7 @@ from service import store
 from service.api.main import create_app
 from service.config import Settings
 from service.db.models import Experiment
-from tests.service.api.conftest import api_client
+from tests.service.api.conftest import TEST_OWNER, api_client
 
 
 def test_importing_the_app_touches_nothing(tmp_path: Path) -> None:
@@ -31,7 +31,7 @@ def test_importing_the_app_touches_nothing(tmp_path: Path) -> None:
 def test_the_lifespan_reaper_fails_stale_runs(settings: Settings) -> None:
     app = create_app(settings.model_copy(update={"reaper_interval_s": 0.05, "heartbeat_stale_s": 60}))
     with app.state.session_factory() as session:
-        record = store.create_experiment(session, "lost", [], {}, "cpu")
+        record = store.create_experiment(session, "lost", [], {}, "cpu", owner=TEST_OWNER)
         store.claim_experiment(session, record.id, "killed-worker")
         _age_heartbeat(session, record.id, seconds=90)
     with api_client(app) as client:

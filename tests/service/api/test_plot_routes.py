@@ -109,8 +109,9 @@ def pa_eq(table, column: str, value: str):  # noqa: ANN001, ANN201
 def test_plot_command_saves_the_pictures(app: FastAPI, client: Client, api_session: Session, tmp_path: Path) -> None:
     rnn = store_run(api_session, recurrent_run("rnn"))
     transport = client._transport  # the in-process app, as an httpx transport
-    written = plot_command(rnn, tmp_path / "out", metric="grad_mean_abs", api_url="http://testserver", transport=transport)
+    token = client.headers["Authorization"].removeprefix("Bearer ")
+    written = plot_command(rnn, tmp_path / "out", metric="grad_mean_abs", api_url="http://testserver", transport=transport, token=token)
     assert [p.name for p in written] == [f"{rnn}-grad_mean_abs.png", f"{rnn}-profile-grad_mean_abs.png", f"{rnn}-timesteps.png"]
     assert all(p.read_bytes().startswith(b"\x89PNG") for p in written)
     with pytest.raises(GradwatchError, match="no metric 'nope'"):
-        plot_command(rnn, tmp_path, metric="nope", api_url="http://testserver", transport=transport)
+        plot_command(rnn, tmp_path, metric="nope", api_url="http://testserver", transport=transport, token=token)

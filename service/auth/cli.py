@@ -1,0 +1,78 @@
+"""`gradwatch token create|list|revoke`: API tokens, managed straight in the database.
+
+They need no running API and no token, so an operator can make the first admin token
+of a fresh deployment (`docker compose run --rm api gradwatch token create --owner admin
+--scope admin`). `create` prints the token on stdout and nothing else, so that
+`TOKEN=$(gradwatch token create --owner alice)` captures it; it is shown only this once.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from service import store
+from service.auth.guard import OWNER_PATTERN
+from service.auth.tokens import Scope, new_token
+from service.config import settings
+from service.db.engine import one_off_session
+
+app = typer.Typer(help="Create, list and revoke API tokens (directly in the database).", no_args_is_help=True)
+console = Console()
+errors = Console(stderr=True)
+
+
+def _fail(message: str) -> typer.Exit:
+    errors.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    return typer.Exit(1)
+
+
+@app.command()
+def create(
+    owner: Annotated[str, typer.Option(help="Whose experiments and sweeps the token acts on.")],
+    scope: Annotated[Scope, typer.Option(help="read: read only; write: also submit, cancel, delete; admin: everyone's.")] = Scope.write,
+    name: Annotated[str, typer.Option(help="A label saying what the token is for.")] = "",
+) -> None:
+    """Create a token and print it (only this once; the database keeps its hash)."""
+    if not re.fullmatch(OWNER_PATTERN, owner):
+        raise _fail(f"owner {owner!r} is not a valid name: 1-100 letters, digits, '.', '_', '@' or '-', starting with a letter or digit")
+    if len(name) > 200:
+        raise _fail(f"the name is {len(name)} characters long; at most 200")
+    token, digest = new_token()
+    with one_off_session(settings.resolved_database_url) as session:
+        store.create_token(session, digest, owner=owner, scope=scope.value, name=name or f"{owner} ({scope.value})")
+    typer.echo(token)
+
+
+def _when(moment: datetime | None) -> str:
+    return "" if moment is None else moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+@app.command("list")
+def list_tokens(owner: Annotated[str | None, typer.Option(help="Only this owner's tokens.")] = None) -> None:
+    """Every token with its id (for `revoke`), owner, name, scope and times; never a secret."""
+    with one_off_session(settings.resolved_database_url) as session:
+        tokens = store.list_tokens(session, owner)
+    table = Table("id", "owner", "name", "scope", "created", "last used", "revoked")
+    for token in tokens:
+        table.add_row(
+            token.id, escape(token.owner), escape(token.name), token.scope,
+            _when(token.created_at), _when(token.last_used_at), _when(token.revoked_at),
+        )  # fmt: skip
+    console.print(table, soft_wrap=True)
+
+
+@app.command()
+def revoke(token_id: Annotated[str, typer.Argument(help="The token's id, from `gradwatch token list`.")]) -> None:
+    """Revoke a token: every request with it is then answered 401."""
+    with one_off_session(settings.resolved_database_url) as session:
+        record = store.revoke_token(session, token_id)
+    if record is None:
+        raise _fail(f"no token has id {token_id!r}: `gradwatch token list` shows the ids")
+    console.print(f"revoked token {record.id} ({escape(record.name)!s} of {escape(record.owner)}) at {_when(record.revoked_at)}")
