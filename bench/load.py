@@ -38,8 +38,10 @@ from collections import Counter
 import httpx
 
 from bench.common import (
+    BENCH_OWNER,
     REDIS_URL,
     api_server,
+    bench_headers,
     flush_redis,
     header,
     latency,
@@ -67,7 +69,9 @@ def fill(url: str, experiments: int, n_steps: int) -> list[str]:
         for index in range(experiments):
             spec = {"name": f"bench-load-{index}", "model": {"type": "mlp"}, "dataset": {"name": "mnist"},
                     "training": {"steps": n_steps}}  # fmt: skip
-            record = store.create_experiment(session, name=f"bench-load-{index}", tags=["bench"], spec=spec, queue="cpu")
+            record = store.create_experiment(
+                session, name=f"bench-load-{index}", tags=["bench"], spec=spec, queue="cpu", owner=BENCH_OWNER
+            )
             store.claim_experiment(session, record.id, "bench")
             for start in range(0, len(batches), 40):
                 chunks = []
@@ -96,13 +100,13 @@ def requests_for(experiment_id: str, layer_index: int) -> list[tuple[str, str, d
 
 async def client_loop(
     base: str, experiment_ids: list[str], deadline: float, think_s: float, seed: int,
-    timings: dict[str, list[float]], errors: Counter[str],
+    timings: dict[str, list[float]], errors: Counter[str], headers: dict[str, str],
 ) -> int:  # fmt: skip
     rng = random.Random(seed)
     done = 0
     if think_s:  # pollers are not synchronised: start each at a random point of its interval
         await asyncio.sleep(rng.uniform(0, think_s))
-    async with httpx.AsyncClient(base_url=base, timeout=30, limits=httpx.Limits(max_connections=1)) as client:
+    async with httpx.AsyncClient(base_url=base, timeout=30, limits=httpx.Limits(max_connections=1), headers=headers) as client:
         while time.perf_counter() < deadline:
             experiment_id = experiment_ids[rng.randrange(len(experiment_ids))]
             for kind, path, params in requests_for(experiment_id, rng.randrange(SERIES_LAYERS)):
@@ -126,12 +130,16 @@ async def client_loop(
     return done
 
 
-async def run_load(base: str, experiment_ids: list[str], clients: int, duration_s: float, think_s: float) -> tuple[dict[str, list[float]], Counter[str], float]:
+async def run_load(
+    base: str, experiment_ids: list[str], clients: int, duration_s: float, think_s: float, headers: dict[str, str]
+) -> tuple[dict[str, list[float]], Counter[str], float]:
     timings: dict[str, list[float]] = {"all": [], "status": [], "series loss": [], "series layer": [], "health": []}
     errors: Counter[str] = Counter()
     started = time.perf_counter()
     deadline = started + duration_s
-    await asyncio.gather(*(client_loop(base, experiment_ids, deadline, think_s, seed, timings, errors) for seed in range(clients)))
+    await asyncio.gather(
+        *(client_loop(base, experiment_ids, deadline, think_s, seed, timings, errors, headers) for seed in range(clients))
+    )
     return timings, errors, time.perf_counter() - started
 
 
@@ -155,14 +163,16 @@ def main() -> None:
         print(f"   {args.experiments} experiments of {args.steps:,} steps x {SERIES_LAYERS + 1} series; "
               f"{args.api_workers} uvicorn process(es); broker {REDIS_URL}")  # fmt: skip
         env = service_env(url, REDIS_URL, GRADWATCH_REAPER_INTERVAL_S="10")
+        # One write token shared by every client: each request pays the token lookup.
+        headers = bench_headers(url)
         with api_server(env, ready_path="/api/v1/health", workers=args.api_workers) as server:
-            asyncio.run(run_load(server.url, experiment_ids, min(args.clients, 5), 3.0, 0.0))  # warm-up
+            asyncio.run(run_load(server.url, experiment_ids, min(args.clients, 5), 3.0, 0.0, headers))  # warm-up
             phases = [("closed loop", 0.0)] + ([("paced", args.poll_ms / 1000)] if args.poll_ms > 0 else [])
             results = []
             for name, think_s in phases:
                 with profile(server.pid, args.duration) if args.profile and not think_s else contextlib.nullcontext():
                     results.append((name, think_s, *asyncio.run(
-                        run_load(server.url, experiment_ids, args.clients, args.duration, think_s))))
+                        run_load(server.url, experiment_ids, args.clients, args.duration, think_s, headers))))
     for name, think_s, timings, errors, elapsed in results:
         report(name, think_s, timings, errors, elapsed)
 

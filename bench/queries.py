@@ -29,7 +29,7 @@ import time
 
 import httpx
 
-from bench.common import api_server, header, latency, mlflow_call, mlflow_server, ratio_line, scratch_database, service_env
+from bench.common import BENCH_OWNER, api_server, bench_headers, header, latency, mlflow_call, mlflow_server, ratio_line, scratch_database, service_env
 from bench.ingest import METRIC, SEED, layers, mlflow_keys, probe_batches
 from service import store
 from service.db.engine import make_engine, make_session_factory
@@ -46,7 +46,7 @@ def fill_gradwatch(url: str, n_steps: int) -> str:
     with session_factory() as session:
         spec = {"name": "bench-queries", "model": {"type": "mlp"}, "dataset": {"name": "mnist"},
                 "training": {"steps": n_steps}}  # fmt: skip
-        record = store.create_experiment(session, name="bench-queries", tags=[], spec=spec, queue="cpu")
+        record = store.create_experiment(session, name="bench-queries", tags=[], spec=spec, queue="cpu", owner=BENCH_OWNER)
         store.claim_experiment(session, record.id, "bench")
         batches = probe_batches(n_steps, SERIES, 50)
         for start in range(0, len(batches), 40):
@@ -100,7 +100,9 @@ def main() -> None:
                             "batch": 1000, "seed": SEED, "chunk_steps": 50})  # fmt: skip
         print(f"   filled MLflow (1 metric x {args.steps:,} steps) in {time.perf_counter() - started:.1f} s")
         env = service_env(url, GRADWATCH_REAPER_INTERVAL_S="0")
-        with api_server(env) as server, mlflow_server(mlflow_url) as mlflow_base, httpx.Client(base_url=server.url, timeout=120) as client:
+        with api_server(env) as server, mlflow_server(mlflow_url) as mlflow_base, httpx.Client(
+            base_url=server.url, timeout=120, headers=bench_headers(url)
+        ) as client:
             path = f"/api/v1/experiments/{experiment_id}/series"
             kinds = {
                 "gradwatch full series (HTTP + JSON decode)": lambda: time_http(

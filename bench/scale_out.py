@@ -37,7 +37,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.common import REDIS_URL, REPO_ROOT, api_server, flush_redis, header, ratio_line, scratch_database, service_env, stop
+from bench.common import REDIS_URL, REPO_ROOT, api_server, bench_headers, flush_redis, header, ratio_line, scratch_database, service_env, stop
 from bench.training_loop import data_dir
 
 FINISHED = ("succeeded", "failed", "diverged", "cancelled")
@@ -156,7 +156,9 @@ def main() -> None:
     with scratch_database("scale") as url:
         env = service_env(url, REDIS_URL, GRADWATCH_DATA_DIR=data_dir(), GRADWATCH_ALLOW_DOWNLOAD="false",
                           OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")  # fmt: skip
-        with api_server(env, ready_path="/api/v1/health") as server, httpx.Client(base_url=server.url, timeout=30) as client:
+        with api_server(env, ready_path="/api/v1/health") as server, httpx.Client(
+            base_url=server.url, timeout=30, headers=bench_headers(url)
+        ) as client:
             with workers(1, env, logs):  # warm-up: the page cache holds torch and MNIST for both configurations
                 run_all(client, 1, 50, sweep=False)
             for _ in range(args.repeats):

@@ -36,6 +36,7 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
+from bench.common import BENCH_OWNER, bench_headers
 from service import store
 from service.db.engine import make_engine, make_session_factory
 from service.db.migrate import upgrade
@@ -58,7 +59,7 @@ def _fill(url: str, n_steps: int, n_layers: int) -> str:
     with make_session_factory(engine)() as session:
         spec = {"name": "bench", "model": {"type": "mlp", "hidden_sizes": [100] * (n_layers - 1)},
                 "dataset": {"name": "mnist"}, "training": {"steps": n_steps}}
-        record = store.create_experiment(session, name="bench", tags=[], spec=spec, queue="cpu")
+        record = store.create_experiment(session, name="bench", tags=[], spec=spec, queue="cpu", owner=BENCH_OWNER)
         store.claim_experiment(session, record.id, "bench")
         steps = np.arange(n_steps, dtype=np.int64)
         # Gradient-like magnitudes: a decaying random walk per layer, a spike or two.
@@ -149,7 +150,7 @@ def main() -> None:
             env=env,
         )
         base = f"http://127.0.0.1:{port}"
-        with httpx.Client(base_url=base, timeout=30.0) as client:
+        with httpx.Client(base_url=base, timeout=30.0, headers=bench_headers(url)) as client:
             deadline = time.monotonic() + 60
             while True:
                 try:

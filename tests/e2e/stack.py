@@ -60,6 +60,8 @@ class Stack:
     processes: list[Process] = field(default_factory=list)
     client: GradwatchClient | None = None
     api_url: str = ""
+    token: str = ""  # a write token of `owner`, made by start_api; GRADWATCH_TOKEN of every process
+    owner: str = "e2e"
 
     def env(self, **overrides: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("GRADWATCH_")}
@@ -74,6 +76,8 @@ class Stack:
             GRADWATCH_WORKER_TORCH_THREADS="1",
             PYTHONUNBUFFERED="1",
         )
+        if self.token:
+            env["GRADWATCH_TOKEN"] = self.token
         env.update(self.extra_env)
         env.update(overrides)
         return env
@@ -89,11 +93,23 @@ class Stack:
         self.processes.append(process)
         return process
 
+    def make_token(self, owner: str | None = None, scope: str = "write") -> str:
+        """A token in the stack's database, made as `gradwatch token create` makes one."""
+        from service import store
+        from service.auth.tokens import new_token
+        from service.db.engine import one_off_session
+
+        token, digest = new_token()
+        with one_off_session(self.database_url) as session:
+            store.create_token(session, digest, owner=owner or self.owner, scope=scope, name="e2e")
+        return token
+
     def start_api(self) -> None:
+        self.token = self.token or self.make_token()
         port = free_port()
         self.api_url = f"http://127.0.0.1:{port}"
         api = self.spawn("api", [sys.executable, "-m", "service.cli", "api", "--host", "127.0.0.1", "--port", str(port)])
-        self.client = GradwatchClient(self.api_url, timeout=30)
+        self.client = GradwatchClient(self.api_url, timeout=30, token=self.token)
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while True:
             try:

@@ -100,7 +100,11 @@ def up_home(tmp_path: Path) -> Iterator[Path]:
             pass
 
 
-def test_gradwatch_up_serves_trains_and_stops_cleanly_on_ctrl_c(up_home: Path, mnist_data_dir: Path, tmp_path: Path) -> None:
+def test_gradwatch_up_serves_trains_and_stops_cleanly_on_ctrl_c(
+    up_home: Path, mnist_data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`gradwatch up` also writes an admin token to $GRADWATCH_HOME/token, which the CLI and
+    the client then send with nothing configured by hand (no GRADWATCH_TOKEN anywhere)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("GRADWATCH_")}
@@ -122,6 +126,12 @@ def test_gradwatch_up_serves_trains_and_stops_cleanly_on_ctrl_c(up_home: Path, m
                     assert up.poll() is None and time.monotonic() < deadline, log.read_text()
                     time.sleep(0.2)
         assert (up_home / "gradwatch.db").exists()
+        token_file = up_home / "token"
+        assert token_file.stat().st_mode & 0o777 == 0o600
+        assert token_file.read_text().startswith("gw_")
+        with GradwatchClient(url, token="") as anonymous, pytest.raises(GradwatchError) as refused:
+            anonymous.list()
+        assert refused.value.status_code == 401
 
         spec = tmp_path / "spec.json"
         spec.write_text(json.dumps({**TINY_MLP, "training": {**TINY_MLP["training"], "steps": 30}}))
@@ -131,6 +141,11 @@ def test_gradwatch_up_serves_trains_and_stops_cleanly_on_ctrl_c(up_home: Path, m
         )
         assert submitted.returncode == 0, submitted.stdout + submitted.stderr + log.read_text()
         assert "succeeded" in submitted.stdout and "final_loss" in submitted.stdout
+        monkeypatch.setenv("GRADWATCH_HOME", str(up_home))  # what the client's settings read
+        monkeypatch.delenv("GRADWATCH_TOKEN", raising=False)
+        with GradwatchClient(url) as client:
+            (listed,) = client.list()["items"]
+        assert listed["name"] == TINY_MLP["name"] and listed["owner"] == "admin" and listed["status"] == "succeeded"
         assert len(processes_with_home(up_home)) >= 3  # up, the API, the worker (and its pool child)
 
         os.killpg(up.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends

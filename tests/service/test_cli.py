@@ -17,8 +17,9 @@ import uvicorn
 from typer.testing import CliRunner
 
 from service import store
+from service.auth.tokens import new_token
 from service.cli import app
-from service.config import Settings
+from service.config import Settings, settings
 from service.db.engine import make_engine, make_session_factory
 from service.db.migrate import upgrade
 from tests.e2e.stack import free_port
@@ -36,6 +37,9 @@ class ApiServer:
         upgrade(self.settings.resolved_database_url)
         self.engine = make_engine(self.settings.resolved_database_url)
         self.sessions = make_session_factory(self.engine)
+        self.token, digest = new_token()
+        with self.sessions() as session:
+            store.create_token(session, digest, owner="cli-user", scope="write", name="cli tests")
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         config = uvicorn.Config(create_app(self.settings), host="127.0.0.1", port=port, log_level="warning")
@@ -75,8 +79,9 @@ class ApiServer:
 
 
 @pytest.fixture
-def api(tmp_path: Path) -> Iterator[ApiServer]:
+def api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ApiServer]:
     with ApiServer(tmp_path / "home") as server:
+        monkeypatch.setattr(settings, "token", server.token)  # what GRADWATCH_TOKEN sets
         yield server
 
 
