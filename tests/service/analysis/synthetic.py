@@ -189,13 +189,13 @@ def recurrent_run(kind: str, n_steps: int = 100, seq_len: int = 50) -> Synthetic
     return SyntheticRun(spec=spec, series=series, timesteps=[data])
 
 
-def store_run(session: Any, run: SyntheticRun, flush_every: int = 50) -> str:
+def store_run(session: Any, run: SyntheticRun, flush_every: int = 50, owner: str = "tester") -> str:
     """Create the run's experiment, write its chunks as a worker would, finish it; its id."""
     from service import store
     from service.schemas.spec import ExperimentSpec
 
     spec = ExperimentSpec.model_validate(run.spec).model_dump(mode="json")
-    record = store.create_experiment(session, name=spec["name"], tags=spec["tags"], spec=spec, queue="cpu", owner="tester")
+    record = store.create_experiment(session, name=spec["name"], tags=spec["tags"], spec=spec, queue="cpu", owner=owner)
     store.claim_experiment(session, record.id, "synthetic")
     store.write_chunks(session, record.id, run.chunks(flush_every), run.timestep_chunks(flush_every), progress_step=0)
     store.finish_experiment(session, record.id, run.status, run.result)
