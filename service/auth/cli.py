@@ -15,7 +15,6 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from service import store
 from service.auth.guard import OWNER_PATTERN
@@ -51,21 +50,25 @@ def create(
 
 
 def _when(moment: datetime | None) -> str:
-    return "" if moment is None else moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+    return "" if moment is None else moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @app.command("list")
 def list_tokens(owner: Annotated[str | None, typer.Option(help="Only this owner's tokens.")] = None) -> None:
-    """Every token with its id (for `revoke`), owner, name, scope and times; never a secret."""
+    """Every token with its id (for `revoke`), owner, scope, name and times; never a secret.
+
+    One token per line, columns separated by two spaces, so that it greps and never wraps.
+    """
     with one_off_session(settings.resolved_database_url) as session:
         tokens = store.list_tokens(session, owner)
-    table = Table("id", "owner", "name", "scope", "created", "last used", "revoked")
-    for token in tokens:
-        table.add_row(
-            token.id, escape(token.owner), escape(token.name), token.scope,
-            _when(token.created_at), _when(token.last_used_at), _when(token.revoked_at),
-        )  # fmt: skip
-    console.print(table, soft_wrap=True)
+    rows = [("id", "owner", "scope", "created", "last used", "revoked", "name")]
+    rows += [
+        (t.id, t.owner, t.scope, _when(t.created_at), _when(t.last_used_at) or "never", _when(t.revoked_at) or "-", t.name)
+        for t in tokens
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        typer.echo("  ".join([*(cell.ljust(width) for cell, width in zip(row, widths, strict=False)), row[-1]]))
 
 
 @app.command()
