@@ -114,14 +114,11 @@ BENCH_OWNER = "bench"
 def bench_headers(database_url: str, owner: str = BENCH_OWNER, scope: str = "write") -> dict[str, str]:
     """A fresh token in the benchmark's database, as the `Authorization` header to send:
     every route but /health needs one. The benchmarks store their experiments as BENCH_OWNER."""
-    from service import store
-    from service.auth.tokens import new_token
+    from service.auth.tokens import issue_token
     from service.db.engine import one_off_session
 
-    token, digest = new_token()
     with one_off_session(database_url) as session:
-        store.create_token(session, digest, owner=owner, scope=scope, name="bench")
-    return {"Authorization": f"Bearer {token}"}
+        return {"Authorization": f"Bearer {issue_token(session, owner, scope, 'bench')}"}
 
 
 # -- processes ---------------------------------------------------------------------------

@@ -336,11 +336,11 @@ def list_experiments(
     items = page["items"]
     table = Table()
     table.add_column("id", no_wrap=True, min_width=32)
-    for column in ("name", "status", "progress", "created"):
+    for column in ("name", "owner", "status", "progress", "created"):
         table.add_column(column)
     for experiment in items:
         table.add_row(
-            str(experiment["id"]), str(experiment.get("name") or ""), experiment["status"],
+            str(experiment["id"]), str(experiment.get("name") or ""), str(experiment.get("owner") or ""), experiment["status"],
             _progress_text(experiment), str(experiment.get("created_at") or ""),
         )
     console.print(table)
@@ -401,6 +401,7 @@ def series(
 def _print_experiment(experiment: dict[str, Any]) -> None:
     table = Table(show_header=False, title=f"experiment {experiment['id']}")
     table.add_row("name", str(experiment.get("name") or ""))
+    table.add_row("owner", str(experiment.get("owner") or ""))
     table.add_row("status", experiment["status"])
     table.add_row("progress", _progress_text(experiment))
     for key in ("created_at", "started_at", "finished_at"):

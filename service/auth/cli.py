@@ -18,7 +18,7 @@ from rich.markup import escape
 
 from service import store
 from service.auth.guard import OWNER_PATTERN
-from service.auth.tokens import Scope, new_token
+from service.auth.tokens import Scope, issue_token
 from service.config import settings
 from service.db.engine import one_off_session
 
@@ -43,9 +43,10 @@ def create(
         raise _fail(f"owner {owner!r} is not a valid name: 1-100 letters, digits, '.', '_', '@' or '-', starting with a letter or digit")
     if len(name) > 200:
         raise _fail(f"the name is {len(name)} characters long; at most 200")
-    token, digest = new_token()
+    if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in name):  # `token list` prints it to terminals
+        raise _fail("the name contains a control character (a newline, tab, escape…): use printable text")
     with one_off_session(settings.resolved_database_url) as session:
-        store.create_token(session, digest, owner=owner, scope=scope.value, name=name or f"{owner} ({scope.value})")
+        token = issue_token(session, owner, scope, name or f"{owner} ({scope.value})")
     typer.echo(token)
 
 

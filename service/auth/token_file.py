@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from service.auth.tokens import Scope, hash_token, new_token
 from service.config import Settings
 
 LOCAL_OWNER_FOR_UP = "admin"
@@ -47,13 +46,13 @@ def ensure_local_token(settings: Settings) -> bool:
     """
     # Imported here: the client reads the token file without loading the store.
     from service import store
+    from service.auth.tokens import Scope, hash_token, issue_token
     from service.db.engine import one_off_session
 
     existing = read_token_file(settings.token_file)
     with one_off_session(settings.resolved_database_url) as session:
         if existing is not None and store.find_active_token(session, hash_token(existing)) is not None:
             return False
-        token, digest = new_token()
-        store.create_token(session, digest, owner=LOCAL_OWNER_FOR_UP, scope=Scope.admin.value, name=LOCAL_TOKEN_NAME)
+        token = issue_token(session, LOCAL_OWNER_FOR_UP, Scope.admin, LOCAL_TOKEN_NAME)
     write_token_file(settings.token_file, token)
     return True

@@ -17,6 +17,10 @@ import secrets
 from dataclasses import dataclass
 from enum import Enum
 
+from sqlalchemy.orm import Session
+
+from service import store
+
 TOKEN_PREFIX = "gw_"
 TOKEN_BYTES = 32
 # Methods that change nothing: the only ones a `read` token may use.
@@ -40,6 +44,13 @@ def new_token() -> tuple[str, str]:
 
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def issue_token(session: Session, owner: str, scope: Scope | str, name: str) -> str:
+    """Store a new token (its hash) and return its secret: the only time anyone sees it."""
+    token, digest = new_token()
+    store.create_token(session, digest, owner=owner, scope=Scope(scope).value, name=name)
+    return token
 
 
 @dataclass(frozen=True)

@@ -95,14 +95,11 @@ class Stack:
 
     def make_token(self, owner: str | None = None, scope: str = "write") -> str:
         """A token in the stack's database, made as `gradwatch token create` makes one."""
-        from service import store
-        from service.auth.tokens import new_token
+        from service.auth.tokens import issue_token
         from service.db.engine import one_off_session
 
-        token, digest = new_token()
         with one_off_session(self.database_url) as session:
-            store.create_token(session, digest, owner=owner or self.owner, scope=scope, name="e2e")
-        return token
+            return issue_token(session, owner or self.owner, scope, "e2e")
 
     def start_api(self) -> None:
         self.token = self.token or self.make_token()

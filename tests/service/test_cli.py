@@ -17,7 +17,7 @@ import uvicorn
 from typer.testing import CliRunner
 
 from service import store
-from service.auth.tokens import new_token
+from service.auth.tokens import issue_token
 from service.cli import app
 from service.config import Settings, settings
 from service.db.engine import make_engine, make_session_factory
@@ -37,9 +37,8 @@ class ApiServer:
         upgrade(self.settings.resolved_database_url)
         self.engine = make_engine(self.settings.resolved_database_url)
         self.sessions = make_session_factory(self.engine)
-        self.token, digest = new_token()
         with self.sessions() as session:
-            store.create_token(session, digest, owner="cli-user", scope="write", name="cli tests")
+            self.token = issue_token(session, "cli-user", "write", "cli tests")
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         config = uvicorn.Config(create_app(self.settings), host="127.0.0.1", port=port, log_level="warning")
@@ -127,6 +126,7 @@ def test_status_list_series_and_cancel(api, spec_file) -> None:
 
     status = invoke(api, "status", experiment_id)
     assert status.exit_code == 0 and "queued" in status.output and "cli-digits" in status.output
+    assert "cli-user" in status.output  # the owner of the token GRADWATCH_TOKEN carries
 
     listed = invoke(api, "list", "--tag", "cli")
     assert listed.exit_code == 0 and experiment_id[:8] in listed.output

@@ -18,9 +18,8 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy.orm import Session
 
-from service import store
 from service.api.main import create_app
-from service.auth.tokens import new_token
+from service.auth.tokens import issue_token
 from service.config import Settings
 from service.queue import broker_folders
 
@@ -63,10 +62,8 @@ TEST_OWNER = "tester"
 
 def make_token(app: FastAPI, owner: str = TEST_OWNER, scope: str = "write", name: str = "test") -> str:
     """A new token in the app's database, as `gradwatch token create` makes one."""
-    token, digest = new_token()
     with app.state.session_factory() as session:
-        store.create_token(session, digest, owner=owner, scope=scope, name=name)
-    return token
+        return issue_token(session, owner, scope, name)
 
 
 def bearer(app: FastAPI, owner: str = TEST_OWNER, scope: str = "write") -> dict[str, str]:

@@ -72,6 +72,8 @@ def test_token_commands_refuse_bad_input_and_say_why(tmp_path: Path) -> None:
     bad_owner = gradwatch(url, tmp_path, "token", "create", "--owner", "al ice")
     assert bad_owner.returncode == 1 and bad_owner.stdout == ""
     assert "owner 'al ice' is not a valid name" in bad_owner.stderr
+    escape = gradwatch(url, tmp_path, "token", "create", "--owner", "alice", "--name", "\x1b[2Jhi")
+    assert escape.returncode == 1 and escape.stdout == "" and "control character" in escape.stderr
     unknown = gradwatch(url, tmp_path, "token", "revoke", "0" * 32)
     assert unknown.returncode == 1 and "no token has id" in unknown.stderr and "token list" in unknown.stderr
 
