@@ -135,3 +135,21 @@ def test_last_used_is_written_at_most_once_a_minute(app: FastAPI) -> None:
             session.commit()
         assert anonymous.get(API, headers=headers).status_code == 200
         assert last_used() > first
+
+
+def test_a_request_costs_one_token_lookup_and_no_write(app: FastAPI, client: httpx.Client) -> None:
+    created = client.post(API, json=TINY).json()  # also the token's first use: last_used_at written
+    statements: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany) -> None:  # noqa: ANN001, PLR0913
+        statements.append(" ".join(statement.split()))
+
+    sa.event.listen(app.state.engine, "before_cursor_execute", record)
+    try:
+        for _ in range(3):
+            assert client.get(f"{API}/{created['id']}").status_code == 200
+    finally:
+        sa.event.remove(app.state.engine, "before_cursor_execute", record)
+    on_tokens = [statement for statement in statements if "api_tokens" in statement]
+    assert len(on_tokens) == 3, on_tokens  # one per request
+    assert all(statement.startswith("SELECT") and "token_hash" in statement for statement in on_tokens), on_tokens
