@@ -9,8 +9,13 @@ of a fresh deployment (`docker compose run --rm api gradwatch token create --own
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Annotated
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
 import typer
 from rich.console import Console
@@ -32,6 +37,20 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(1)
 
 
+@contextmanager
+def _database() -> Iterator[Session]:
+    """A session on the configured database; a missing table or server becomes one line."""
+    try:
+        with one_off_session(settings.resolved_database_url) as session:
+            yield session
+    except sa.exc.DBAPIError as error:
+        reason = str(error.orig).strip().splitlines()[0] if error.orig else type(error).__name__
+        raise _fail(
+            f"the database ({sa.engine.make_url(settings.resolved_database_url).render_as_string(hide_password=True)}) "
+            f"refused: {reason}. Is GRADWATCH_DATABASE_URL right, and has `gradwatch migrate` run?"
+        ) from None
+
+
 @app.command()
 def create(
     owner: Annotated[str, typer.Option(help="Whose experiments and sweeps the token acts on.")],
@@ -45,7 +64,7 @@ def create(
         raise _fail(f"the name is {len(name)} characters long; at most 200")
     if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in name):  # `token list` prints it to terminals
         raise _fail("the name contains a control character (a newline, tab, escape…): use printable text")
-    with one_off_session(settings.resolved_database_url) as session:
+    with _database() as session:
         token = issue_token(session, owner, scope, name or f"{owner} ({scope.value})")
     typer.echo(token)
 
@@ -60,7 +79,7 @@ def list_tokens(owner: Annotated[str | None, typer.Option(help="Only this owner'
 
     One token per line, columns separated by two spaces, so that it greps and never wraps.
     """
-    with one_off_session(settings.resolved_database_url) as session:
+    with _database() as session:
         tokens = store.list_tokens(session, owner)
     rows = [("id", "owner", "scope", "created", "last used", "revoked", "name")]
     rows += [
@@ -75,7 +94,7 @@ def list_tokens(owner: Annotated[str | None, typer.Option(help="Only this owner'
 @app.command()
 def revoke(token_id: Annotated[str, typer.Argument(help="The token's id, from `gradwatch token list`.")]) -> None:
     """Revoke a token: every request with it is then answered 401."""
-    with one_off_session(settings.resolved_database_url) as session:
+    with _database() as session:
         record = store.revoke_token(session, token_id)
     if record is None:
         raise _fail(f"no token has id {token_id!r}: `gradwatch token list` shows the ids")

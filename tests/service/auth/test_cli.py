@@ -66,6 +66,9 @@ def test_token_life_cycle(database_url: str, tmp_path: Path) -> None:
 
 def test_token_commands_refuse_bad_input_and_say_why(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'gradwatch.db'}"
+    unmigrated = gradwatch(url, tmp_path, "token", "list")
+    assert unmigrated.returncode == 1 and "Traceback" not in unmigrated.stderr
+    assert "no such table: api_tokens" in unmigrated.stderr and "gradwatch migrate" in unmigrated.stderr
     from service.db.migrate import upgrade
 
     upgrade(url)
