@@ -80,7 +80,7 @@ def stop(children: dict[str, subprocess.Popen[bytes]], grace: float) -> None:
 
 
 def _healthy(url: str) -> bool:
-    with GradwatchClient(url, timeout=1.0) as client:
+    with GradwatchClient(url, timeout=1.0, token="") as client:  # /health needs no token
         try:
             client.health()
             return True
