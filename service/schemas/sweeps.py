@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.schemas.experiments import ExperimentResult, Progress
+from service.schemas.limits import AtMost
+from service.schemas.spec import ExperimentSpec
+from service.schemas.text import SafeStr
 
 SWEEP_EXAMPLE = {
     "name": "activations",
@@ -21,15 +24,46 @@ SWEEP_EXAMPLE = {
 }
 
 
-class SweepCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [SWEEP_EXAMPLE]})
+def _spec_paths(model: type[BaseModel], prefix: str = "") -> dict[str, bool]:
+    """Every field of the spec as a dotted path → whether it is a section (a sub-model)."""
+    paths: dict[str, bool] = {}
+    for name, field in model.model_fields.items():
+        path = f"{prefix}{name}"
+        section = isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
+        paths[path] = section
+        if section:
+            paths.update(_spec_paths(field.annotation, f"{path}."))  # type: ignore[arg-type]
+    return paths
 
-    name: str | None = Field(None, min_length=1, max_length=200, description="Default: the base spec's name.")
-    base: dict[str, Any] = Field(description="An ExperimentSpec; each member is this spec with the grid applied.")
-    grid: dict[str, list[Any]] = Field(
+
+# What a grid may vary: every spec field and section but `tags` (they label, not train).
+SPEC_PATHS = {path: section for path, section in _spec_paths(ExperimentSpec).items() if path != "tags"}
+
+# A grid's keys and its lists, as the schema states them; the combined size (the product
+# of the lists' lengths) at most max_sweep_size is checked by the server (422).
+GridValues = Annotated[list[Any], Field(min_length=1), AtMost("max_sweep_size", "a list of ", "maxItems")]
+
+
+class SweepCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [SWEEP_EXAMPLE]},
+    )
+
+    name: Annotated[SafeStr, Field(min_length=1), AtMost("max_name_length", "a name length of ", "maxLength")] | None = (
+        Field(None, description="Default: the base spec's name.")
+    )
+    base: dict[str, Any] = Field(
+        description="An ExperimentSpec; each member is this spec with the grid applied. No string in it "
+        "may hold a control character.",
+        json_schema_extra={"propertyNames": {"enum": list(ExperimentSpec.model_fields)}},
+    )
+    grid: dict[str, GridValues] = Field(
         description="Dotted spec path → values. One experiment per combination, validated as an "
-        "ExperimentSpec; at most GRADWATCH_LIMIT_MAX_SWEEP_SIZE of them. `training.seed` is "
-        "averaged over by `compare`."
+        "ExperimentSpec; at most GRADWATCH_LIMIT_MAX_SWEEP_SIZE of them in all (the product of the "
+        "lists' lengths; 422 above it). `training.seed` is averaged over by `compare`.",
+        min_length=1,
+        json_schema_extra={"propertyNames": {"enum": list(SPEC_PATHS)}},
     )
 
 

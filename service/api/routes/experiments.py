@@ -8,6 +8,10 @@ from typing import Annotated
 from fastapi import APIRouter, Body, HTTPException, Query, Response, status
 
 from service import store
+from service.api.params import ExperimentId
+from service.schemas.limits import INT64_MAX, AtMost
+from service.schemas.spec import MAX_TAG_LENGTH
+from service.schemas.text import SafeStr
 from service.api.deps import EnqueuerDep, SessionDep
 from service.schemas.errors import ErrorResponse, ValidationErrorResponse
 from service.schemas.examples import SPEC_EXAMPLES
@@ -58,8 +62,8 @@ def create_experiment(
         )
         raise HTTPException(
             status_code=503,
-            detail=f"the broker did not accept the task ({type(error).__name__}: {error}); "
-            f"experiment {record.id} was marked failed: submit it again once the broker is up",
+            detail=f"the broker did not accept the task; experiment {record.id} was marked failed: "
+            "submit it again once the broker is up (GET /api/v1/health says whether it is)",
         ) from error
     response.headers["Location"] = f"{router.prefix}/{record.id}"
     return ExperimentPublic.from_record(record)
@@ -69,11 +73,15 @@ def create_experiment(
 def list_experiments(
     session: SessionDep,
     status: Annotated[Status | None, Query(description="Only experiments in this state.")] = None,
-    tag: Annotated[str | None, Query(min_length=1, description="Only experiments with this tag.")] = None,
-    name: Annotated[
-        str | None, Query(min_length=1, description="Only names containing this text.")
+    tag: Annotated[
+        SafeStr | None, Query(min_length=1, max_length=MAX_TAG_LENGTH, description="Only experiments with this tag.")
     ] = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    name: Annotated[
+        SafeStr | None,
+        Query(min_length=1, description="Only names containing this text."),
+        AtMost("max_name_length", keyword="maxLength"),
+    ] = None,
+    offset: Annotated[int, Query(ge=0, le=INT64_MAX)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> ExperimentList:
     """Experiments, newest first, `limit` at a time from `offset`."""
@@ -89,7 +97,7 @@ def list_experiments(
 
 
 @router.get("/{experiment_id}", response_model=ExperimentPublic, responses=NOT_FOUND)
-def get_experiment(experiment_id: str, session: SessionDep) -> ExperimentPublic:
+def get_experiment(experiment_id: ExperimentId, session: SessionDep) -> ExperimentPublic:
     record = store.get_experiment(session, experiment_id)
     if record is None:
         raise store.ExperimentNotFound(experiment_id)
@@ -97,7 +105,7 @@ def get_experiment(experiment_id: str, session: SessionDep) -> ExperimentPublic:
 
 
 @router.post("/{experiment_id}/cancel", response_model=ExperimentPublic, responses=NOT_FOUND)
-def cancel_experiment(experiment_id: str, session: SessionDep) -> ExperimentPublic:
+def cancel_experiment(experiment_id: ExperimentId, session: SessionDep) -> ExperimentPublic:
     """A queued experiment is cancelled at once; a running one stops within a few steps
     (its worker polls the flag) and keeps the points it measured; a finished one is
     returned unchanged."""
@@ -112,7 +120,7 @@ def cancel_experiment(experiment_id: str, session: SessionDep) -> ExperimentPubl
         409: {"model": ErrorResponse, "description": "The experiment is running: cancel it first."},
     },
 )
-def delete_experiment(experiment_id: str, session: SessionDep) -> Response:
+def delete_experiment(experiment_id: ExperimentId, session: SessionDep) -> Response:
     """Delete an experiment that is not running, with every point it stored.
 
     A running one answers 409: its worker is still writing. Cancel it, wait for
