@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from service.config import Limits
 from service.schemas.spec import ExperimentSpec
 from service.schemas.sweeps import SPEC_PATHS
-from service.schemas.text import find_refused_strings
+from service.schemas.documents import unstorable_values
 
 # The grid key that `compare` aggregates over rather than labels by.
 SEED_PATH = "training.seed"
@@ -58,9 +58,9 @@ def expand_grid(base: Mapping[str, Any], grid: Mapping[str, Sequence[Any]], limi
     the last key (often the seed) varies fastest. Each member is named
     `<base name> <label>` unless the grid sets `name` itself.
     """
-    # The base is stored as sent, so every string in it must be storable (no NUL), even
-    # one the grid overrides.
-    errors = find_refused_strings(dict(base), ("body", "base")) + find_refused_strings(dict(grid), ("body", "grid"))
+    # The base and grid are stored as sent, so every value in them must be storable (no
+    # NUL, no integer beyond 64 bits), even one the grid overrides.
+    errors = unstorable_values(dict(base), ("body", "base")) + unstorable_values(dict(grid), ("body", "grid"))
     errors += _check_grid(grid, limits)
     if errors:
         raise SweepError(errors)

@@ -19,7 +19,6 @@ schema-driven fuzzers know it; the validator gives the message (which character,
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from typing import Annotated, Any
 
 from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler
@@ -72,24 +71,3 @@ class _NoControlCharacters:
 
 NO_CONTROL_CHARACTERS = _NoControlCharacters()
 SafeStr = Annotated[str, NO_CONTROL_CHARACTERS]
-
-
-def find_refused_strings(value: Any, loc: tuple[str | int, ...] = ()) -> list[dict[str, Any]]:
-    """422-ready problems for every string (keys included) in a JSON document that holds
-    a refused character: for the free-form parts of a request (a sweep's base and grid)."""
-    problems: list[dict[str, Any]] = []
-    if isinstance(value, str):
-        message = refusal_message(value)
-        if message is not None:
-            problems.append({"loc": list(loc), "msg": message, "type": "control_character"})
-    elif isinstance(value, Mapping):
-        for key, item in value.items():
-            key_message = refusal_message(str(key))
-            if key_message is not None:
-                problems.append({"loc": [*loc, str(key)], "msg": f"the key {key_message}", "type": "control_character"})
-                continue
-            problems.extend(find_refused_strings(item, (*loc, str(key))))
-    elif isinstance(value, list | tuple):
-        for index, item in enumerate(value):
-            problems.extend(find_refused_strings(item, (*loc, index)))
-    return problems
