@@ -116,7 +116,7 @@ def _check_grid(grid: Mapping[str, Sequence[Any]], limits: Limits) -> list[dict[
                     f"above the limit {limits.max_sweep_size} (max_sweep_size; the server's "
                     "GRADWATCH_LIMIT_MAX_SWEEP_SIZE raises it)"
                 ),
-                "type": "limit_exceeded",
+                "type": "sweep_size",  # the product of the lists: no schema bound can state it
             }
         )
     return errors
@@ -144,7 +144,7 @@ def _set_path(spec: dict[str, Any], path: str, value: Any) -> None:
             child = node[part] = {}
         elif not isinstance(child, dict):
             raise SweepError(
-                [{"loc": ["body", "grid", path], "msg": f"'{part}' in '{path}' is a value, not a section", "type": "value_error"}]
+                [{"loc": ["body", "grid", path], "msg": f"'{part}' in '{path}' is a value, not a section", "type": "not_a_section"}]
             )
         else:
             child = node[part] = dict(child)

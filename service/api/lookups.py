@@ -40,7 +40,7 @@ def require_experiment(session: Session, experiment_id: str) -> ExperimentRecord
 
 def check_step_range(step_min: int | None, step_max: int | None) -> None:
     if step_min is not None and step_max is not None and step_min > step_max:
-        invalid_query("step_min", f"step_min {step_min} is after step_max {step_max}")
+        invalid_query("step_min", f"step_min {step_min} is after step_max {step_max}", "step_range")
 
 
 def require_series(

@@ -16,6 +16,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from service.config import Limits
+from service.schemas.documents import STORABLE_JSON_NAME, STORABLE_JSON_SCHEMA
 from service.schemas.limits import apply_limits
 
 ERROR_REF = {"$ref": "#/components/schemas/ErrorResponse"}
@@ -47,6 +48,7 @@ def publish(schema: dict[str, Any], limits: Limits) -> dict[str, Any]:
     """FastAPI's generated document, made true to what the server does."""
     schema = _one_error_shape(apply_limits(schema, limits))
     components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components[STORABLE_JSON_NAME] = STORABLE_JSON_SCHEMA
     for name in _FASTAPI_ERROR_MODELS:
         components.pop(name, None)
     for path, operations in schema.get("paths", {}).items():

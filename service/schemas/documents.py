@@ -9,12 +9,30 @@ from collections.abc import Mapping
 from typing import Any
 
 from service.schemas.limits import INT64_MAX
-from service.schemas.text import refusal_message
+from service.schemas.text import SAFE_PATTERN, refusal_message
 
 INT64_MIN = -INT64_MAX - 1
 # A spec nests three levels deep; orjson refuses to write more than 255 and Python's own
 # recursion stops near 1,000, so anything deeper is refused before it could be stored.
 MAX_NESTING = 32
+
+# The same rule as a JSON schema, published as a component of the OpenAPI document
+# (service/api/openapi.py adds it), for the fields that hold free-form JSON.
+STORABLE_JSON_NAME = "StorableJson"
+STORABLE_JSON_REF = {"$ref": f"#/components/schemas/{STORABLE_JSON_NAME}"}
+STORABLE_JSON_SCHEMA = {
+    "description": "Any JSON value whose strings (object keys included) hold no control character and "
+    f"whose integers fit in 64 bits, nested at most {MAX_NESTING} levels.",
+    "anyOf": [
+        {"type": "string", "pattern": SAFE_PATTERN},
+        {"type": "integer", "minimum": INT64_MIN, "maximum": INT64_MAX},
+        {"type": "number", "not": {"type": "integer"}},
+        {"type": "boolean"},
+        {"type": "null"},
+        {"type": "array", "items": STORABLE_JSON_REF},
+        {"type": "object", "propertyNames": {"pattern": SAFE_PATTERN}, "additionalProperties": STORABLE_JSON_REF},
+    ],
+}
 
 
 def unstorable_values(value: Any, loc: tuple[str | int, ...] = ()) -> list[dict[str, Any]]:

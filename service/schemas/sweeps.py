@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 from service.schemas.experiments import ExperimentResult, Progress
-from service.schemas.limits import AtMost
+from service.schemas.documents import STORABLE_JSON_REF
+from service.schemas.limits import LIMIT_EXTENSION, AtMost, current_limits
 from service.schemas.spec import ExperimentSpec
 from service.schemas.text import SafeStr
 
@@ -39,32 +40,44 @@ def _spec_paths(model: type[BaseModel], prefix: str = "") -> dict[str, bool]:
 # What a grid may vary: every spec field and section but `tags` (they label, not train).
 SPEC_PATHS = {path: section for path, section in _spec_paths(ExperimentSpec).items() if path != "tags"}
 
-# A grid's keys and its lists, as the schema states them; the combined size (the product
-# of the lists' lengths) at most max_sweep_size is checked by the server (422).
+GRID_DESCRIPTION = (
+    "Dotted spec path → values. One experiment per combination, validated as an ExperimentSpec; at most "
+    "GRADWATCH_LIMIT_MAX_SWEEP_SIZE of them in all (the product of the lists' lengths; 422 above it). "
+    "`training.seed` is averaged over by `compare`."
+)
+# What the schema states: the keys, the lists' lengths, and values every store can keep
+# (service/schemas/documents.py). That each member is a valid spec, and the product of the
+# lists' lengths, are checked by the server (422): no JSON schema can state them.
+BASE_SCHEMA = {
+    "type": "object",
+    "description": "An ExperimentSpec; each member is this spec with the grid applied.",
+    "propertyNames": {"enum": list(ExperimentSpec.model_fields)},
+    "additionalProperties": STORABLE_JSON_REF,
+}
+GRID_SCHEMA = {
+    "type": "object",
+    "description": GRID_DESCRIPTION,
+    "minProperties": 1,
+    "propertyNames": {"enum": list(SPEC_PATHS)},
+    "additionalProperties": {
+        "type": "array",
+        "minItems": 1,
+        "maxItems": current_limits().max_sweep_size,
+        LIMIT_EXTENSION: {"maxItems": "max_sweep_size"},
+        "items": STORABLE_JSON_REF,
+    },
+}
 GridValues = Annotated[list[Any], Field(min_length=1), AtMost("max_sweep_size", "a list of ", "maxItems")]
 
 
 class SweepCreate(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={"examples": [SWEEP_EXAMPLE]},
-    )
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [SWEEP_EXAMPLE]})
 
     name: Annotated[SafeStr, Field(min_length=1), AtMost("max_name_length", "a name length of ", "maxLength")] | None = (
         Field(None, description="Default: the base spec's name.")
     )
-    base: dict[str, Any] = Field(
-        description="An ExperimentSpec; each member is this spec with the grid applied. No string in it "
-        "may hold a control character.",
-        json_schema_extra={"propertyNames": {"enum": list(ExperimentSpec.model_fields)}},
-    )
-    grid: dict[str, GridValues] = Field(
-        description="Dotted spec path → values. One experiment per combination, validated as an "
-        "ExperimentSpec; at most GRADWATCH_LIMIT_MAX_SWEEP_SIZE of them in all (the product of the "
-        "lists' lengths; 422 above it). `training.seed` is averaged over by `compare`.",
-        min_length=1,
-        json_schema_extra={"propertyNames": {"enum": list(SPEC_PATHS)}},
-    )
+    base: Annotated[dict[str, Any], WithJsonSchema(BASE_SCHEMA)]
+    grid: Annotated[dict[str, GridValues], Field(min_length=1), WithJsonSchema(GRID_SCHEMA)]
 
 
 class SweepMemberPublic(BaseModel):
