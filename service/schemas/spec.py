@@ -222,7 +222,7 @@ class TrainingSpec(_Section):
     )
     nesterov: bool = Field(False, description="Nesterov momentum (sgd/momentum with momentum > 0).")
     batch_size: Annotated[int, Field(ge=1), _limited("max_batch_size")] = Field(
-        64, description="Examples per step (ignored with full_batch)."
+        64, description="Examples per step (ignored with full_batch); at most dataset.limit unless full_batch."
     )
     full_batch: bool = Field(
         False, description="Train on all `dataset.limit` examples at every step (the seed's notebook)."
@@ -279,7 +279,7 @@ class ClippingSpec(_Section):
 
 class LoggingSpec(_Section):
     every: Annotated[int, Field(ge=1), _limited("max_steps")] = Field(
-        1, description="Record the probes every this many steps."
+        1, description="Record the probes every this many steps; at most training.steps."
     )
     flush_every: int | None = Field(
         None,
