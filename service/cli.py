@@ -32,13 +32,13 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from service.auth import cli as token_cli
 from service.auth.guard import AuthConfigError, check_binding
 from service.auth.token_file import configured_token, ensure_local_token
+from service.terminal import shown
 from service.client import GradwatchClient, GradwatchError
 from service.config import settings
 from service.plot_cli import plot_command
@@ -91,7 +91,7 @@ def _client(api_url: str | None) -> GradwatchClient:
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
-    errors.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    errors.print(f"[bold red]error:[/] {shown(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -244,7 +244,7 @@ def submit(
     with _client(api_url) as client:
         try:
             experiment = client.submit(body)
-            console.print(f"submitted [bold]{experiment['id']}[/] ({experiment['status']})")
+            console.print(f"submitted [bold]{shown(experiment['id'])}[/] ({shown(experiment['status'])})")
             if wait:
                 experiment = _follow(client, experiment, timeout, poll)
         except (GradwatchError, TimeoutError) as error:
@@ -300,7 +300,7 @@ def cancel(experiment_id: ExperimentId, api_url: ApiUrl = None) -> None:
         except GradwatchError as error:
             raise _fail(str(error)) from None
     now = (experiment or {}).get("status", "unknown")
-    console.print(f"cancel requested for {experiment_id} (now {now})")
+    console.print(f"cancel requested for {shown(experiment_id)} (now {shown(now)})")
 
 
 @app.command()
@@ -316,7 +316,7 @@ def plot(
     except GradwatchError as error:
         raise _fail(str(error)) from None
     for path in written:
-        console.print(str(path))
+        console.print(shown(path))
 
 
 @app.command("list")
@@ -340,8 +340,8 @@ def list_experiments(
         table.add_column(column)
     for experiment in items:
         table.add_row(
-            str(experiment["id"]), str(experiment.get("name") or ""), str(experiment.get("owner") or ""), experiment["status"],
-            _progress_text(experiment), str(experiment.get("created_at") or ""),
+            *map(shown, (experiment["id"], experiment.get("name") or "", experiment.get("owner") or "",
+                         experiment["status"], _progress_text(experiment), experiment.get("created_at") or "")),
         )
     console.print(table)
 
@@ -375,8 +375,8 @@ def series(
     if as_json:
         typer.echo(json.dumps(answer))
         return
-    names = [line["layer"] or "(global)" for line in answer["series"]]
-    table = Table(title=answer["metric"])
+    names = [shown(line["layer"] or "(global)") for line in answer["series"]]
+    table = Table(title=shown(answer["metric"]))
     table.add_column("layer", no_wrap=True, min_width=max(map(len, names), default=8))
     for column in ("points", "steps", "first", "last", "min", "max"):
         table.add_column(column, justify="right")
@@ -399,17 +399,16 @@ def series(
 
 
 def _print_experiment(experiment: dict[str, Any]) -> None:
-    table = Table(show_header=False, title=f"experiment {experiment['id']}")
-    table.add_row("name", str(experiment.get("name") or ""))
-    table.add_row("owner", str(experiment.get("owner") or ""))
-    table.add_row("status", experiment["status"])
-    table.add_row("progress", _progress_text(experiment))
-    for key in ("created_at", "started_at", "finished_at"):
-        table.add_row(key, str(experiment.get(key) or ""))
+    table = Table(show_header=False, title=f"experiment {shown(experiment['id'])}")
+    rows = [("name", experiment.get("name") or ""), ("owner", experiment.get("owner") or ""),
+            ("status", experiment["status"]), ("progress", _progress_text(experiment))]  # fmt: skip
+    rows += [(key, experiment.get(key) or "") for key in ("created_at", "started_at", "finished_at")]
     for key, value in (experiment.get("result") or {}).items():
-        table.add_row(key, _number(value) if isinstance(value, float) else str(value))
+        rows.append((key, _number(value) if isinstance(value, float) else value))
     if experiment.get("error"):
-        table.add_row("error", str(experiment["error"]))
+        rows.append(("error", experiment["error"]))
+    for key, value in rows:
+        table.add_row(shown(key), shown(value))
     console.print(table)
 
 

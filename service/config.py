@@ -33,7 +33,8 @@ class Limits(BaseSettings):
     max_dataset_limit: int = 1_000_000
     max_request_bytes: int = 1_000_000
     max_tags: int = 32
-    max_name_length: int = 200
+    # At most 200: the width of the name columns (a longer name would fail the insert).
+    max_name_length: int = Field(200, ge=1, le=200)
     max_sweep_size: int = 256  # experiments one sweep may create
     max_points: int = 1_000_000  # points one series request may return
     # Queued + running experiments one owner may have at once (a sweep counts its
@@ -125,6 +126,8 @@ class Settings(BaseSettings):
     # 40, so a pool of 5 (SQLAlchemy's default) made requests queue for a connection.
     db_pool_size: int = 10
     db_max_overflow: int = 30
+    # While the database is unreachable the API answers 503 with this Retry-After (seconds).
+    db_unavailable_retry_after_s: int = Field(5, ge=1, le=3600)
     # Redis redelivers an unacknowledged task after this long: longer than any run.
     visibility_timeout_s: int = 7 * 24 * 3600
 

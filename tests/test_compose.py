@@ -5,6 +5,9 @@ a real `gradwatch` subcommand with real options; every GRADWATCH_* name is a set
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +20,10 @@ from tests.conftest import REPO_ROOT, service_missing
 
 COMPOSE = REPO_ROOT / "docker-compose.yml"
 DOCKERFILE = REPO_ROOT / "Dockerfile"
+ENV_EXAMPLE = REPO_ROOT / ".env.example"
+# Read by compose itself (interpolation), never passed to gradwatch.
+COMPOSE_VARIABLES = {"GRADWATCH_API_BIND"}
+SECRETS = ("POSTGRES_PASSWORD", "FLOWER_BASIC_AUTH")
 
 
 @pytest.fixture(scope="module")
@@ -80,16 +87,18 @@ def test_every_command_is_a_real_gradwatch_subcommand(services) -> None:
 def test_api_listens_where_its_port_is_published(services) -> None:
     api = services["api"]
     port = option_value(api["command"], "--port")
-    assert option_value(api["command"], "--host") == "0.0.0.0"
-    assert any(mapping.endswith(f":{port}") for mapping in api["ports"])
+    assert option_value(api["command"], "--host") == "0.0.0.0"  # inside its container
+    assert api["ports"] == [f"${{GRADWATCH_API_BIND:-127.0.0.1}}:{port}:{port}"]
     assert "/api/v1/health" in " ".join(api["healthcheck"]["test"])
 
 
 def test_every_gradwatch_variable_is_a_setting() -> None:
     fields = set(Settings.model_fields) - {"limits"}
+    # GRADWATCH_AUTH is the auth work's setting (service/auth/); compose sets it already.
+    fields |= {"auth"}
     limits = set(Limits.model_fields)
     for path in (COMPOSE, DOCKERFILE):
-        names = set(re.findall(r"\bGRADWATCH_[A-Z0-9_]+", path.read_text()))
+        names = set(re.findall(r"\bGRADWATCH_[A-Z0-9_]+", path.read_text())) - COMPOSE_VARIABLES
         assert names, path
         for name in names:
             key = name.removeprefix("GRADWATCH_").lower()
@@ -123,21 +132,52 @@ def option_value(command: list[str], option: str) -> str:
     return command[command.index(option) + 1]
 
 
-def test_docker_compose_accepts_the_file_with_every_profile() -> None:
+def compose_config(*arguments: str, env_file: Path = ENV_EXAMPLE) -> subprocess.CompletedProcess[str]:
     """Compose's own parser (Debian's docker-compose, installed by .ci/run) resolves the
-    file, its anchors, profiles and depends_on conditions: no engine needed for `config`."""
-    import shutil
-    import subprocess
-
+    file, its anchors, profiles, interpolation and depends_on: no engine needed for `config`."""
     binary = shutil.which("docker-compose")
     if binary is None:
         service_missing("docker-compose", FileNotFoundError("apt-get install docker-compose"))
-    result = subprocess.run(
-        [binary, "-f", str(COMPOSE), "--profile", "gpu", "--profile", "monitoring", "config", "--services"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return subprocess.run(
+        [binary, "-f", str(COMPOSE), "--env-file", str(env_file), "--profile", "gpu", "--profile", "monitoring",
+         "config", *arguments],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
+def test_docker_compose_accepts_the_file_with_every_profile() -> None:
+    result = compose_config("--services")
     assert result.returncode == 0, result.stderr
     assert set(result.stdout.split()) == {"postgres", "redis", "migrate", "api", "worker", "worker-gpu", "flower"}
+
+
+def test_secrets_come_from_the_env_file_and_nothing_starts_without_them(tmp_path: Path) -> None:
+    text = COMPOSE.read_text()
+    assert "gradwatch:gradwatch@" not in text and "POSTGRES_PASSWORD: gradwatch" not in text
+    for secret in SECRETS:
+        assert f"${{{secret}:?" in text, secret  # required: compose stops and names it
+        assert re.search(rf"^{secret}=\S+", ENV_EXAMPLE.read_text(), flags=re.MULTILINE), secret
+    assert ".env" in (REPO_ROOT / ".gitignore").read_text().split()
+    empty = tmp_path / "empty.env"
+    empty.write_text("")
+    refused = compose_config("--services", env_file=empty)
+    assert refused.returncode != 0 and "POSTGRES_PASSWORD" in refused.stderr
+
+
+def test_resolved_deployment_is_closed_by_default() -> None:
+    result = compose_config()
+    assert result.returncode == 0, result.stderr
+    resolved = yaml.safe_load(result.stdout)["services"]
+    published = {name: service.get("ports", []) for name, service in resolved.items() if service.get("ports")}
+    assert set(published) == {"api", "flower"}  # PostgreSQL and Redis stay inside
+    for name, ports in published.items():
+        for port in ports:
+            host_ip = port["host_ip"] if isinstance(port, dict) else str(port).split(":")[0]
+            assert host_ip == "127.0.0.1", (name, port)
+    assert resolved["flower"]["environment"]["FLOWER_BASIC_AUTH"].count(":") == 1
+    password = resolved["postgres"]["environment"]["POSTGRES_PASSWORD"]
+    for name, service in gradwatch_services(resolved).items():
+        assert service["environment"]["GRADWATCH_AUTH"] == "required", name
+        assert f"gradwatch:{password}@postgres:5432/" in service["environment"]["GRADWATCH_DATABASE_URL"], name
+        assert service["cap_drop"] == ["ALL"] and "no-new-privileges:true" in service["security_opt"], name
+    assert "USER gradwatch" in DOCKERFILE.read_text()  # never root in the container

@@ -20,6 +20,8 @@ from pydantic import ValidationError
 
 from service.config import Limits
 from service.schemas.spec import ExperimentSpec
+from service.schemas.sweeps import SPEC_PATHS
+from service.schemas.documents import unstorable_values
 
 # The grid key that `compare` aggregates over rather than labels by.
 SEED_PATH = "training.seed"
@@ -56,7 +58,10 @@ def expand_grid(base: Mapping[str, Any], grid: Mapping[str, Sequence[Any]], limi
     the last key (often the seed) varies fastest. Each member is named
     `<base name> <label>` unless the grid sets `name` itself.
     """
-    errors = _check_grid(grid, limits)
+    # The base and grid are stored as sent, so every value in them must be storable (no
+    # NUL, no integer beyond 64 bits), even one the grid overrides.
+    errors = unstorable_values(dict(base), ("body", "base")) + unstorable_values(dict(grid), ("body", "grid"))
+    errors += _check_grid(grid, limits)
     if errors:
         raise SweepError(errors)
     keys = list(grid)
@@ -95,10 +100,10 @@ def _check_grid(grid: Mapping[str, Sequence[Any]], limits: Limits) -> list[dict[
     if not grid:
         errors.append({"loc": ["body", "grid"], "msg": "the grid is empty: give at least one path and its values", "type": "value_error"})
     for path, values in grid.items():
-        if not path or any(not part for part in path.split(".")):
-            errors.append({"loc": ["body", "grid", path], "msg": f"'{path}' is not a dotted spec path such as 'model.activation'", "type": "value_error"})
         if path.split(".", 1)[0] == "tags":
             errors.append({"loc": ["body", "grid", path], "msg": "tags cannot be swept; put them in the base spec", "type": "value_error"})
+        elif path not in SPEC_PATHS:
+            errors.append({"loc": ["body", "grid", path], "msg": _unknown_path(path), "type": "value_error"})
         if not isinstance(values, list) or not values:
             errors.append({"loc": ["body", "grid", path], "msg": f"give '{path}' a non-empty list of values", "type": "value_error"})
     size = sweep_size(grid) if not errors else 0
@@ -111,10 +116,22 @@ def _check_grid(grid: Mapping[str, Sequence[Any]], limits: Limits) -> list[dict[
                     f"above the limit {limits.max_sweep_size} (max_sweep_size; the server's "
                     "GRADWATCH_LIMIT_MAX_SWEEP_SIZE raises it)"
                 ),
-                "type": "limit_exceeded",
+                "type": "sweep_size",  # the product of the lists: no schema bound can state it
             }
         )
     return errors
+
+
+def _unknown_path(path: str) -> str:
+    parts = path.split(".")
+    for end in range(1, len(parts)):
+        prefix = ".".join(parts[:end])
+        if SPEC_PATHS.get(prefix) is False:
+            return f"'{parts[end - 1]}' in '{path}' is a value, not a section"
+    return (
+        f"'{path}' is not a dotted spec path such as 'model.activation'; the paths are: "
+        + ", ".join(SPEC_PATHS)
+    )
 
 
 def _set_path(spec: dict[str, Any], path: str, value: Any) -> None:
@@ -127,7 +144,7 @@ def _set_path(spec: dict[str, Any], path: str, value: Any) -> None:
             child = node[part] = {}
         elif not isinstance(child, dict):
             raise SweepError(
-                [{"loc": ["body", "grid", path], "msg": f"'{part}' in '{path}' is a value, not a section", "type": "value_error"}]
+                [{"loc": ["body", "grid", path], "msg": f"'{part}' in '{path}' is a value, not a section", "type": "not_a_section"}]
             )
         else:
             child = node[part] = dict(child)

@@ -1,23 +1,30 @@
-"""Every error the API returns is JSON a user can act on; never a stack trace.
+"""Every error the API returns is JSON of one shape (service/schemas/errors.py) a user can
+act on; never a stack trace, never an exception's type or message.
 
-- invalid input → 422 `{"message": "model.hidden_sizes.0: … above the limit 4096 …",
-  "detail": [{"loc", "msg", "type"}…]}` (the message joins every problem, field first);
+- invalid input → 422, `message` joining every problem (field first), `detail` listing them;
 - a body that is not JSON → 400 with the parser's complaint and where it stopped;
 - a body over `limits.max_request_bytes` → 413 (see `BodySizeLimitMiddleware`);
-- an unknown experiment → 404; an owner at max_active_per_owner → 429 with the
-  numbers; no or a bad token → 401 (service/auth/guard.py); anything unexpected → 500 with a plain message, the
-  traceback going to the server log only.
+- an unknown experiment → 404; an owner at max_active_per_owner → 429 with the numbers;
+  no or a bad token → 401 (service/auth/guard.py); any other HTTPException → its status,
+  same shape;
+- the database unreachable (connection refused or lost, pool exhausted) → 503 with
+  `Retry-After`: the request can be repeated once it is back;
+- anything unexpected → 500 with an `error_id`; the traceback goes to the server log under
+  that id.
 """
 
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
+import sqlalchemy.exc as sa_exc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.config import Limits
@@ -28,6 +35,15 @@ log = logging.getLogger("gradwatch.api")
 
 # Where a parameter came from, as FastAPI puts it first in `loc`.
 _SOURCES = {"body", "query", "path", "header", "cookie"}
+
+
+def error_body(message: str, detail: str | list[dict[str, Any]] | None = None, error_id: str | None = None) -> dict[str, Any]:
+    """The one error shape: see service/schemas/errors.py."""
+    return {"message": message, "detail": message if detail is None else detail, "error_id": error_id}
+
+
+def error_response(status_code: int, message: str, headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
+    return JSONResponse(status_code=status_code, content=error_body(message, **extra), headers=headers)
 
 
 def field_name(loc: Sequence[Any]) -> str:
@@ -57,38 +73,84 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
             position = loc[1] if len(loc) > 1 else None
             reason = (error.get("ctx") or {}).get("error", "invalid JSON")
             where = f" at character {position}" if position is not None else ""
-            return JSONResponse(
-                status_code=400,
-                content={"detail": f"the request body is not valid JSON: {reason}{where}"},
-            )
+            return error_response(400, f"the request body is not valid JSON: {reason}{where}")
     problems = validation_problems(errors)
     message = "; ".join(f"{field_name(p['loc'])}: {p['msg']}" for p in problems)
-    return JSONResponse(status_code=422, content={"message": message, "detail": problems})
+    return error_response(422, message, detail=problems)
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+    headers = dict(getattr(exc, "headers", None) or {})
+    if exc.status_code == 405:
+        # Starlette names only the first route matching the path; a path served by
+        # several routes (GET and POST /experiments) allows all of theirs.
+        allowed = _allowed_methods(request)
+        headers["Allow"] = ", ".join(allowed)
+        message = f"{request.method} is not allowed on {request.url.path}; it allows {', '.join(allowed)}"
+    return error_response(exc.status_code, message, headers=headers or None)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        path_regex = getattr(route, "path_regex", None)
+        if path_regex is not None and path_regex.match(request.url.path):
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)
 
 
 async def _not_found(request: Request, exc: ExperimentNotFound) -> JSONResponse:
-    return JSONResponse(status_code=404, content={"detail": str(exc)})
+    return error_response(404, str(exc))
+
+
+def database_unreachable(exc: BaseException) -> bool:
+    """Whether `exc` says the database cannot be reached now (as opposed to a bad query):
+    a refused or lost connection (OperationalError, InterfaceError, or any DBAPIError
+    that invalidated its connection) or no free connection in the pool (TimeoutError)."""
+    if isinstance(exc, sa_exc.TimeoutError | sa_exc.OperationalError | sa_exc.InterfaceError):
+        return True
+    return isinstance(exc, sa_exc.DBAPIError) and bool(exc.connection_invalidated)
+
+
+def _database_error(retry_after_s: int) -> Any:
+    async def handle(request: Request, exc: sa_exc.SQLAlchemyError) -> JSONResponse:
+        if not database_unreachable(exc):
+            return await _unexpected(request, exc)
+        log.warning(
+            "database unreachable on %s %s: %s: %s", request.method, request.url.path, type(exc).__name__, exc
+        )
+        return error_response(
+            503,
+            f"the database is unreachable; nothing was changed by this request: retry in {retry_after_s} s "
+            "(GET /api/v1/health says which dependency is down)",
+            headers={"Retry-After": str(retry_after_s)},
+        )
+
+    return handle
 
 
 async def _over_limit(request: Request, exc: ActiveLimitExceeded) -> JSONResponse:
-    return JSONResponse(status_code=429, content={"detail": str(exc)})
+    return error_response(429, str(exc))
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return JSONResponse(
-        status_code=500,
-        content={
-            "detail": f"internal error ({type(exc).__name__}) while handling "
-            f"{request.method} {request.url.path}; the server log has the details"
-        },
+    error_id = uuid.uuid4().hex[:16]
+    log.error("unhandled error %s on %s %s", error_id, request.method, request.url.path, exc_info=exc)
+    return error_response(
+        500,
+        f"internal error {error_id} while handling {request.method} {request.url.path}; "
+        "the server log has the details under this id",
+        error_id=error_id,
     )
 
 
-def install_error_handlers(app: FastAPI) -> None:
+def install_error_handlers(app: FastAPI, retry_after_s: int) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
     app.add_exception_handler(ExperimentNotFound, _not_found)  # type: ignore[arg-type]
     app.add_exception_handler(ActiveLimitExceeded, _over_limit)  # type: ignore[arg-type]
+    app.add_exception_handler(sa_exc.SQLAlchemyError, _database_error(retry_after_s))
     app.add_exception_handler(Exception, _unexpected)
 
 
@@ -139,12 +201,10 @@ class BodySizeLimitMiddleware:
     @staticmethod
     async def _too_large(send: Send, limit: int, declared: int | None) -> None:
         size = f"{declared} bytes" if declared is not None else "more"
-        response = JSONResponse(
-            status_code=413,
-            content={
-                "detail": f"request body of {size} is over the limit of {limit} bytes "
-                "(max_request_bytes; the server's GRADWATCH_LIMIT_MAX_REQUEST_BYTES raises it)"
-            },
+        response = error_response(
+            413,
+            f"request body of {size} is over the limit of {limit} bytes "
+            "(max_request_bytes; the server's GRADWATCH_LIMIT_MAX_REQUEST_BYTES raises it)",
         )
         await response({"type": "http"}, _empty_receive, send)
 

@@ -12,7 +12,6 @@ from fastapi.exceptions import RequestValidationError
 from sqlalchemy.orm import Session
 
 from service import store
-from service.config import Settings
 from service.store.records import ExperimentRecord, SeriesData
 
 # The engine's probe names (docs/architecture.md). A run that has not flushed yet answers
@@ -40,20 +39,9 @@ def require_experiment(session: Session, experiment_id: str, owner: str | None) 
     return record
 
 
-def check_max_points(settings: Settings, max_points: int | None) -> None:
-    limit = settings.limits.max_points
-    if max_points is not None and max_points > limit:
-        invalid_query(
-            "max_points",
-            f"{max_points} is above the limit {limit} (max_points; the server's "
-            "GRADWATCH_LIMIT_MAX_POINTS raises it)",
-            "limit_exceeded",
-        )
-
-
 def check_step_range(step_min: int | None, step_max: int | None) -> None:
     if step_min is not None and step_max is not None and step_min > step_max:
-        invalid_query("step_min", f"step_min {step_min} is after step_max {step_max}")
+        invalid_query("step_min", f"step_min {step_min} is after step_max {step_max}", "step_range")
 
 
 def require_series(

@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from service import store
 from service.api.deps import get_caller
 from service.api.errors import BodySizeLimitMiddleware, install_error_handlers
+from service.api.openapi import install_openapi
 from service.api.routes import (
     analysis,
     experiments,
@@ -94,7 +95,8 @@ def create_app(settings: Settings | None = None, enqueuer: Enqueuer | None = Non
     )
     app.state.session_factory = make_session_factory(app.state.engine)
     app.state.enqueuer = enqueuer or Enqueuer(settings)
-    install_error_handlers(app)
+    install_error_handlers(app, settings.db_unavailable_retry_after_s)
+    install_openapi(app, settings.limits)
     app.add_middleware(BodySizeLimitMiddleware, limits=settings.limits)
     if settings.cors_origin_list:
         # Bearer tokens, not cookies: credentials stay off, so a browser never attaches

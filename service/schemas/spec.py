@@ -23,7 +23,6 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -34,7 +33,8 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from service.schemas.examples import SPEC_EXAMPLES
-from service.schemas.limits import check_at_most
+from service.schemas.limits import AtMost
+from service.schemas.text import SafeStr
 
 ModelType = Literal["mlp", "rnn", "lstm", "gru"]
 Activation = Literal["sigmoid", "tanh", "relu", "leaky_relu", "elu", "gelu", "softsign", "identity"]
@@ -66,11 +66,9 @@ MOMENTUM_OPTIMIZERS = ("sgd", "momentum", "rmsprop")
 MAX_TAG_LENGTH = 100
 
 
-def _limited(limit_name: str, what: str = "") -> AfterValidator:
-    def check(value: int, info: ValidationInfo) -> int:
-        return check_at_most(value, limit_name, info, what)
-
-    return AfterValidator(check)
+def _limited(limit_name: str, what: str = "", keyword: str = "maximum") -> AtMost:
+    """At most the serving app's `limits.<limit_name>`, in validation and in the schema."""
+    return AtMost(limit_name, what, keyword)
 
 
 class _Section(BaseModel):
@@ -106,12 +104,13 @@ class InitSpec(_Section):
 
 class ModelSpec(_Section):
     type: ModelType = Field(description="`mlp`, or a recurrent `rnn` (Elman), `lstm`, `gru`.")
-    hidden_sizes: list[Annotated[int, Field(ge=1), _limited("max_width", "a layer width of ")]] = (
-        Field(
-            default_factory=lambda: [30, 30],
-            min_length=1,
-            description="MLP: units of each hidden layer, input to output (depth = length).",
-        )
+    hidden_sizes: Annotated[
+        list[Annotated[int, Field(ge=1), _limited("max_width", "a layer width of ")]],
+        _limited("max_depth", "a depth of ", "maxItems"),
+    ] = Field(
+        default_factory=lambda: [30, 30],
+        min_length=1,
+        description="MLP: units of each hidden layer, input to output (depth = length).",
     )
     hidden_size: Annotated[int, Field(ge=1), _limited("max_width")] = Field(
         64, description="Recurrent models: units per recurrent layer."
@@ -130,12 +129,6 @@ class ModelSpec(_Section):
         description="LSTM: initial forget-gate bias (1.0 keeps the gate open early on, "
         "Gers et al. 2000; Jozefowicz et al. 2015).",
     )
-
-    @field_validator("hidden_sizes")
-    @classmethod
-    def _depth_within_limit(cls, value: list[int], info: ValidationInfo) -> list[int]:
-        check_at_most(len(value), "max_depth", info, "a depth of ")
-        return value
 
     @model_validator(mode="after")
     def _knobs_apply_to_type(self) -> ModelSpec:
@@ -229,7 +222,7 @@ class TrainingSpec(_Section):
     )
     nesterov: bool = Field(False, description="Nesterov momentum (sgd/momentum with momentum > 0).")
     batch_size: Annotated[int, Field(ge=1), _limited("max_batch_size")] = Field(
-        64, description="Examples per step (ignored with full_batch)."
+        64, description="Examples per step (ignored with full_batch); at most dataset.limit unless full_batch."
     )
     full_batch: bool = Field(
         False, description="Train on all `dataset.limit` examples at every step (the seed's notebook)."
@@ -242,8 +235,8 @@ class TrainingSpec(_Section):
     schedule: Schedule = Field(
         "constant", description="Learning-rate schedule: constant, step decay, or cosine to zero."
     )
-    lr_step_size: int | None = Field(
-        None, ge=1, description="`step` schedule: steps between decays (default steps // 3)."
+    lr_step_size: Annotated[int, Field(ge=1), _limited("max_steps")] | None = Field(
+        None, description="`step` schedule: steps between decays (default steps // 3)."
     )
     lr_gamma: float = Field(0.1, gt=0, le=1, description="`step` schedule: decay factor.")
 
@@ -286,7 +279,7 @@ class ClippingSpec(_Section):
 
 class LoggingSpec(_Section):
     every: Annotated[int, Field(ge=1), _limited("max_steps")] = Field(
-        1, description="Record the probes every this many steps."
+        1, description="Record the probes every this many steps; at most training.steps."
     )
     flush_every: int | None = Field(
         None,
@@ -312,14 +305,13 @@ class LoggingSpec(_Section):
 class ExperimentSpec(_Section):
     """One training run: model, data, optimisation, clipping, what to record, and where."""
 
-    name: str | None = Field(
-        None,
-        min_length=1,
-        description="Free text; default `<model.type>-<dataset.name>`.",
+    name: Annotated[SafeStr, Field(min_length=1), _limited("max_name_length", "a name length of ", "maxLength")] | None = (
+        Field(None, description="One line of text (no control characters); default `<model.type>-<dataset.name>`.")
     )
-    tags: list[Annotated[str, Field(min_length=1, max_length=MAX_TAG_LENGTH)]] = Field(
-        default_factory=list, description="Labels to filter by (`GET /experiments?tag=`)."
-    )
+    tags: Annotated[
+        list[Annotated[SafeStr, Field(min_length=1, max_length=MAX_TAG_LENGTH)]],
+        _limited("max_tags", "a tag count of ", "maxItems"),
+    ] = Field(default_factory=list, description="Labels to filter by (`GET /experiments?tag=`).")
     model: ModelSpec
     dataset: DatasetSpec
     training: TrainingSpec = Field(default_factory=TrainingSpec)
@@ -329,17 +321,9 @@ class ExperimentSpec(_Section):
         "auto", description="`cuda` runs on the `gpu` queue's workers; `auto` and `cpu` on `cpu`."
     )
 
-    @field_validator("name")
-    @classmethod
-    def _name_within_limit(cls, value: str | None, info: ValidationInfo) -> str | None:
-        if value is not None:
-            check_at_most(len(value), "max_name_length", info, "a name length of ")
-        return value
-
     @field_validator("tags")
     @classmethod
-    def _tags_within_limit(cls, value: list[str], info: ValidationInfo) -> list[str]:
-        check_at_most(len(value), "max_tags", info, "a tag count of ")
+    def _without_duplicates(cls, value: list[str]) -> list[str]:
         return list(dict.fromkeys(value))  # duplicates carry no meaning
 
     @field_validator("dataset")

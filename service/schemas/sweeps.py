@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 from service.schemas.experiments import ExperimentResult, Progress
+from service.schemas.documents import STORABLE_JSON_REF
+from service.schemas.limits import LIMIT_EXTENSION, AtMost, current_limits
+from service.schemas.spec import ExperimentSpec
+from service.schemas.text import SafeStr
 
 SWEEP_EXAMPLE = {
     "name": "activations",
@@ -21,16 +25,59 @@ SWEEP_EXAMPLE = {
 }
 
 
+def _spec_paths(model: type[BaseModel], prefix: str = "") -> dict[str, bool]:
+    """Every field of the spec as a dotted path → whether it is a section (a sub-model)."""
+    paths: dict[str, bool] = {}
+    for name, field in model.model_fields.items():
+        path = f"{prefix}{name}"
+        section = isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
+        paths[path] = section
+        if section:
+            paths.update(_spec_paths(field.annotation, f"{path}."))  # type: ignore[arg-type]
+    return paths
+
+
+# What a grid may vary: every spec field and section but `tags` (they label, not train).
+SPEC_PATHS = {path: section for path, section in _spec_paths(ExperimentSpec).items() if path != "tags"}
+
+GRID_DESCRIPTION = (
+    "Dotted spec path → values. One experiment per combination, validated as an ExperimentSpec; at most "
+    "GRADWATCH_LIMIT_MAX_SWEEP_SIZE of them in all (the product of the lists' lengths; 422 above it). "
+    "`training.seed` is averaged over by `compare`."
+)
+# What the schema states: the keys, the lists' lengths, and values every store can keep
+# (service/schemas/documents.py). That each member is a valid spec, and the product of the
+# lists' lengths, are checked by the server (422): no JSON schema can state them.
+BASE_SCHEMA = {
+    "type": "object",
+    "description": "An ExperimentSpec; each member is this spec with the grid applied.",
+    "propertyNames": {"enum": list(ExperimentSpec.model_fields)},
+    "additionalProperties": STORABLE_JSON_REF,
+}
+GRID_SCHEMA = {
+    "type": "object",
+    "description": GRID_DESCRIPTION,
+    "minProperties": 1,
+    "propertyNames": {"enum": list(SPEC_PATHS)},
+    "additionalProperties": {
+        "type": "array",
+        "minItems": 1,
+        "maxItems": current_limits().max_sweep_size,
+        LIMIT_EXTENSION: {"maxItems": "max_sweep_size"},
+        "items": STORABLE_JSON_REF,
+    },
+}
+GridValues = Annotated[list[Any], Field(min_length=1), AtMost("max_sweep_size", "a list of ", "maxItems")]
+
+
 class SweepCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [SWEEP_EXAMPLE]})
 
-    name: str | None = Field(None, min_length=1, max_length=200, description="Default: the base spec's name.")
-    base: dict[str, Any] = Field(description="An ExperimentSpec; each member is this spec with the grid applied.")
-    grid: dict[str, list[Any]] = Field(
-        description="Dotted spec path → values. One experiment per combination, validated as an "
-        "ExperimentSpec; at most GRADWATCH_LIMIT_MAX_SWEEP_SIZE of them. `training.seed` is "
-        "averaged over by `compare`."
+    name: Annotated[SafeStr, Field(min_length=1), AtMost("max_name_length", "a name length of ", "maxLength")] | None = (
+        Field(None, description="Default: the base spec's name.")
     )
+    base: Annotated[dict[str, Any], WithJsonSchema(BASE_SCHEMA)]
+    grid: Annotated[dict[str, GridValues], Field(min_length=1), WithJsonSchema(GRID_SCHEMA)]
 
 
 class SweepMemberPublic(BaseModel):

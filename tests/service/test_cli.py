@@ -210,3 +210,34 @@ def test_up_stops_everything_when_one_process_dies() -> None:
     assert time.monotonic() - started < 10
     leftover = subprocess.run(["pgrep", "-f", "time.sleep\\(120\\)"], capture_output=True, text=True)
     assert leftover.stdout == ""
+
+
+def test_stored_control_sequences_reach_the_terminal_escaped(api) -> None:
+    """A name, an error and a layer name holding ESC sequences (stored by an older version
+    or another writer; the API refuses them now) and rich markup, printed by the real
+    `gradwatch` command: the bytes on stdout hold no ESC, the user sees the escapes."""
+    import subprocess
+    import sys
+
+    hostile = "\x1b]0;owned\x07\x1b[2Jrun [bold red]x[/]\u202e"
+    with api.sessions() as session:
+        record = store.create_experiment(session, name=hostile, tags=["t"], spec=SPEC, queue="cpu")
+        assert store.claim_experiment(session, record.id, "test worker") is not None
+    chunk = np.arange(0, 10, dtype=np.int64)
+    with api.sessions() as session:
+        store.write_chunks(session, record.id, [store.SeriesChunk("grad_norm", "\x1b[31mlayer", 0, chunk, chunk * 1.0)], [], 10)
+        store.finish_experiment(session, record.id, "failed", None, error="boom \x1b[5mblink\x9b")
+    environment = {"PATH": "/usr/bin:/bin", "COLUMNS": "250", "GRADWATCH_HOME": str(api.settings.home)}
+    for command in (["status", record.id], ["list"], ["series", record.id, "--metric", "grad_norm"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "service.cli", *command, "--api-url", api.url],
+            capture_output=True, env=environment, timeout=120, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        out = done.stdout.decode()
+        for raw in ("\x1b", "\x07", "\x9b", "\u202e"):
+            assert raw not in out, (command, raw, out)
+        expected = r"\x1b[31mlayer" if command[0] == "series" else r"\x1b]0;owned\x07\x1b[2Jrun [bold red]x[/]\u202e"
+        assert expected in out, (command, out)
+        if command[0] == "status":
+            assert r"boom \x1b[5mblink\x9b" in out, out

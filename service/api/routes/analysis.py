@@ -18,8 +18,8 @@ from service.analysis.downsample import downsample
 from service.analysis.horizon import memory_horizons
 from service.analysis.profile import depth_profile
 from service.api.deps import CurrentOwner, SessionDep, SettingsDep
+from service.api.params import ExperimentId, PerLayerMetric, StepMax, StepMin, max_points_query
 from service.api.lookups import (
-    check_max_points,
     check_step_range,
     require_experiment,
     require_series,
@@ -36,10 +36,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorResponse, "description": "Unknown experiment, metric or layer."},
     422: {"model": ValidationErrorResponse, "description": "Invalid query parameters."},
 }
-MaxPoints = Annotated[
-    int | None,
-    Query(ge=2, description="At most this many steps (rows) in each returned series or matrix."),
-]
+MaxPoints = max_points_query(2, "At most this many steps (rows) in each returned series or matrix.")
 
 
 def read_for_diagnosis(session: Session, record: ExperimentRecord) -> DiagnosisInput:
@@ -61,20 +58,18 @@ def read_for_diagnosis(session: Session, record: ExperimentRecord) -> DiagnosisI
 
 @router.get("/{experiment_id}/profile", response_model=ProfileResponse, responses=ERRORS)
 def get_profile(
-    experiment_id: str,
+    experiment_id: ExperimentId,
     session: SessionDep,
     owner: CurrentOwner,
-    settings: SettingsDep,
-    metric: Annotated[str, Query(min_length=1, description="A per-layer probe.")] = "grad_mean_abs",
+    metric: PerLayerMetric = "grad_mean_abs",
     max_points: MaxPoints = 500,
-    step_min: Annotated[int | None, Query(ge=0)] = None,
-    step_max: Annotated[int | None, Query(ge=0)] = None,
+    step_min: StepMin = None,
+    step_max: StepMax = None,
 ) -> JSONBytesResponse:
     """The depth profile: `metric` as a steps × layers matrix, input layer first.
 
     Above `max_points` steps, rows are means over buckets of consecutive steps, the same
     buckets for every layer; a non-finite value makes its cell null."""
-    check_max_points(settings, max_points)
     check_step_range(step_min, step_max)
     record = require_experiment(session, experiment_id, owner)
     series = require_series(session, record, metric, None, step_min, step_max, per_layer=True)
@@ -94,7 +89,7 @@ def get_profile(
 
 @router.get("/{experiment_id}/horizon", response_model=HorizonResponse, responses=ERRORS)
 def get_horizon(
-    experiment_id: str,
+    experiment_id: ExperimentId,
     session: SessionDep,
     owner: CurrentOwner,
     settings: SettingsDep,
@@ -105,7 +100,6 @@ def get_horizon(
 ) -> JSONBytesResponse:
     """The memory horizon per recorded step of each recurrent layer: how many timesteps back
     ‖∂L/∂h_t‖ stays at or above `threshold`·‖∂L/∂h_T‖."""
-    check_max_points(settings, max_points)
     record = require_experiment(session, experiment_id, owner)
     model_type = (record.spec.get("model") or {}).get("type")
     if model_type not in RECURRENT_MODELS:
@@ -134,7 +128,7 @@ def get_horizon(
 
 @router.get("/{experiment_id}/summary", response_model=SummaryResponse, responses=ERRORS)
 def get_summary(
-    experiment_id: str,
+    experiment_id: ExperimentId,
     session: SessionDep,
     owner: CurrentOwner,
     settings: SettingsDep,
@@ -144,7 +138,6 @@ def get_summary(
     layer, the gradient norm before and after clipping, non-finite steps, the memory
     horizon of recurrent models, and a verdict (`vanishing`, `exploding` or `healthy`)
     with its evidence, the thresholds it used, and the literature's remedies."""
-    check_max_points(settings, max_points)
     record = require_experiment(session, experiment_id, owner)
     diagnosis = diagnose(read_for_diagnosis(session, record), settings.diagnosis, max_points)
     return JSONBytesResponse(

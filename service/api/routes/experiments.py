@@ -10,6 +10,10 @@ from fastapi import APIRouter, Body, HTTPException, Query, Response, status
 from service import store
 from service.api.deps import CurrentOwner, CurrentToken, EnqueuerDep, SessionDep, SettingsDep
 from service.auth.guard import LIMIT_RESPONSES, OWNER_PATTERN
+from service.api.params import ExperimentId
+from service.schemas.limits import INT64_MAX, AtMost
+from service.schemas.spec import MAX_TAG_LENGTH
+from service.schemas.text import SafeStr
 from service.schemas.errors import ErrorResponse, ValidationErrorResponse
 from service.schemas.examples import SPEC_EXAMPLES
 from service.schemas.experiments import ExperimentList, ExperimentPublic, Status
@@ -65,8 +69,8 @@ def create_experiment(
         )
         raise HTTPException(
             status_code=503,
-            detail=f"the broker did not accept the task ({type(error).__name__}: {error}); "
-            f"experiment {record.id} was marked failed: submit it again once the broker is up",
+            detail=f"the broker did not accept the task; experiment {record.id} was marked failed: "
+            "submit it again once the broker is up (GET /api/v1/health says whether it is)",
         ) from error
     response.headers["Location"] = f"{router.prefix}/{record.id}"
     return ExperimentPublic.from_record(record)
@@ -84,11 +88,15 @@ def list_experiments(
         ),
     ] = None,
     status: Annotated[Status | None, Query(description="Only experiments in this state.")] = None,
-    tag: Annotated[str | None, Query(min_length=1, description="Only experiments with this tag.")] = None,
-    name: Annotated[
-        str | None, Query(min_length=1, description="Only names containing this text.")
+    tag: Annotated[
+        SafeStr | None, Query(min_length=1, max_length=MAX_TAG_LENGTH, description="Only experiments with this tag.")
     ] = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    name: Annotated[
+        SafeStr | None,
+        Query(min_length=1, description="Only names containing this text."),
+        AtMost("max_name_length", keyword="maxLength"),
+    ] = None,
+    offset: Annotated[int, Query(ge=0, le=INT64_MAX)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> ExperimentList:
     """Your experiments (an admin's: everyone's), newest first, `limit` at a time from `offset`."""
@@ -107,7 +115,7 @@ def list_experiments(
 
 
 @router.get("/{experiment_id}", response_model=ExperimentPublic, responses=NOT_FOUND)
-def get_experiment(experiment_id: str, session: SessionDep, owner: CurrentOwner) -> ExperimentPublic:
+def get_experiment(experiment_id: ExperimentId, session: SessionDep, owner: CurrentOwner) -> ExperimentPublic:
     record = store.get_experiment(session, experiment_id, owner)
     if record is None:
         raise store.ExperimentNotFound(experiment_id)
@@ -115,7 +123,7 @@ def get_experiment(experiment_id: str, session: SessionDep, owner: CurrentOwner)
 
 
 @router.post("/{experiment_id}/cancel", response_model=ExperimentPublic, responses=NOT_FOUND)
-def cancel_experiment(experiment_id: str, session: SessionDep, owner: CurrentOwner) -> ExperimentPublic:
+def cancel_experiment(experiment_id: ExperimentId, session: SessionDep, owner: CurrentOwner) -> ExperimentPublic:
     """A queued experiment is cancelled at once; a running one stops within a few steps
     (its worker polls the flag) and keeps the points it measured; a finished one is
     returned unchanged."""
@@ -130,7 +138,7 @@ def cancel_experiment(experiment_id: str, session: SessionDep, owner: CurrentOwn
         409: {"model": ErrorResponse, "description": "The experiment is running: cancel it first."},
     },
 )
-def delete_experiment(experiment_id: str, session: SessionDep, owner: CurrentOwner) -> Response:
+def delete_experiment(experiment_id: ExperimentId, session: SessionDep, owner: CurrentOwner) -> Response:
     """Delete an experiment that is not running, with every point it stored.
 
     A running one answers 409: its worker is still writing. Cancel it, wait for

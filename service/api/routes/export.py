@@ -23,9 +23,9 @@ from fastapi.responses import Response
 
 from service import store
 from service.analysis.downsample import downsample
-from service.api.deps import CurrentOwner, SessionDep, SettingsDep
+from service.api.deps import CurrentOwner, SessionDep
+from service.api.params import ExperimentId, Layers, Metric, StepMax, StepMin, max_points_query
 from service.api.lookups import (
-    check_max_points,
     check_step_range,
     require_experiment,
     require_series,
@@ -103,19 +103,17 @@ def _csv(table: pa.Table, columns: list[str]) -> bytes:
     responses={200: {"content": {"text/csv": {}}, "description": "step,layer,value"}, **ERRORS},
 )
 def series_csv(
-    experiment_id: str,
+    experiment_id: ExperimentId,
     session: SessionDep,
     owner: CurrentOwner,
-    settings: SettingsDep,
-    metric: Annotated[str, Query(min_length=1)],
-    layer: Annotated[list[str] | None, Query(description="Repeat to pick layers; default all.")] = None,
-    step_min: Annotated[int | None, Query(ge=0)] = None,
-    step_max: Annotated[int | None, Query(ge=0)] = None,
-    max_points: Annotated[int | None, Query(ge=2, description="Thin each series (extremes kept).")] = None,
+    metric: Metric,
+    layer: Layers = None,
+    step_min: StepMin = None,
+    step_max: StepMax = None,
+    max_points: max_points_query(2, "Thin each series (extremes kept).") = None,
     agg: Annotated[Literal["minmax", "mean", "lttb", "none"], Query()] = "minmax",
 ) -> Response:
     """One metric as CSV, `step,layer,value`, layers input → output."""
-    check_max_points(settings, max_points)
     check_step_range(step_min, step_max)
     record = require_experiment(session, experiment_id, owner)
     series = require_series(session, record, metric, layer, step_min, step_max)
@@ -141,7 +139,7 @@ def series_csv(
     },
 )
 def export(
-    experiment_id: str,
+    experiment_id: ExperimentId,
     session: SessionDep,
     owner: CurrentOwner,
     format: Annotated[Literal["csv", "parquet"], Query(description="csv or parquet.")] = "parquet",  # noqa: A002

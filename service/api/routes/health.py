@@ -1,18 +1,25 @@
-"""/api/v1/health: 200 when the database and the broker answer, else 503 naming which."""
+"""/api/v1/health: 200 when the database and the broker answer, else 503 naming which.
+
+The answer names the dependency that is down, never where it lives (host, port, user,
+the driver's message): the health route answers anyone, and the details go to the log.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from service.config import Settings
 from service.queue import broker_folders, ensure_broker_folders
+
+log = logging.getLogger("gradwatch.api")
 
 router = APIRouter(prefix="/api/v1", tags=["health"])
 
@@ -20,21 +27,27 @@ TIMEOUT_S = 3
 
 
 class HealthResponse(BaseModel):
-    status: str  # ok | unavailable
-    database: str  # ok, or what failed
-    broker: str
+    status: Literal["ok", "unavailable"]
+    database: Literal["ok", "unavailable"]
+    broker: Literal["ok", "unavailable"]
+    message: str = Field("", description="Which dependency is down and what to check; empty when all is well.")
 
 
-def check_database(engine: sa.Engine) -> str:
+def _down(dependency: str, error: Exception) -> Literal["unavailable"]:
+    log.warning("health: the %s is unavailable: %s: %s", dependency, type(error).__name__, error)
+    return "unavailable"
+
+
+def check_database(engine: sa.Engine) -> Literal["ok", "unavailable"]:
     try:
         with engine.connect() as connection:
             connection.execute(sa.text("SELECT 1"))
         return "ok"
     except Exception as error:  # noqa: BLE001 - report any failure
-        return f"error: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        return _down("database", error)
 
 
-def check_broker(settings: Settings) -> str:
+def check_broker(settings: Settings) -> Literal["ok", "unavailable"]:
     try:
         if settings.uses_embedded_broker:
             ensure_broker_folders(settings)
@@ -60,7 +73,7 @@ def check_broker(settings: Settings) -> str:
             client.close()
         return "ok"
     except Exception as error:  # noqa: BLE001
-        return f"error: {type(error).__name__}: {error}"
+        return _down("broker", error)
 
 
 @router.get(
@@ -75,7 +88,12 @@ def health(request: Request) -> Any:
         database=check_database(request.app.state.engine),
         broker=check_broker(settings),
     )
-    if body.database != "ok" or body.broker != "ok":
+    down = [name for name in ("database", "broker") if getattr(body, name) != "ok"]
+    if down:
         body.status = "unavailable"
+        body.message = (
+            f"the {' and the '.join(down)} {'is' if len(down) == 1 else 'are'} unavailable; "
+            "the server log has the details"
+        )
         return JSONResponse(status_code=503, content=body.model_dump())
     return body

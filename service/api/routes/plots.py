@@ -16,9 +16,19 @@ from service import store
 from service.analysis.downsample import downsample
 from service.analysis.horizon import memory_horizons
 from service.analysis.profile import depth_profile
+from service.api.params import (
+    ExperimentId,
+    Layers,
+    Metric,
+    OneLayer,
+    PerLayerMetric,
+    StepMax,
+    StepMin,
+    SweepId,
+    max_points_query,
+)
 from service.api.deps import CurrentOwner, SessionDep, SettingsDep
 from service.api.lookups import (
-    check_max_points,
     check_step_range,
     require_experiment,
     require_series,
@@ -55,20 +65,18 @@ def _png(content: bytes) -> Response:
 
 @experiments_router.get("/{experiment_id}/plot.png", response_class=Response, responses=PNG)
 def plot_metric(
-    experiment_id: str,
+    experiment_id: ExperimentId,
     session: SessionDep,
     owner: CurrentOwner,
-    settings: SettingsDep,
-    metric: Annotated[str, Query(min_length=1)] = "grad_mean_abs",
-    layer: Annotated[list[str] | None, Query(description="Repeat to pick layers; default all.")] = None,
+    metric: Metric = "grad_mean_abs",
+    layer: Layers = None,
     log: Log = None,
-    max_points: Annotated[int | None, Query(ge=4, description="Points per curve (M4 keeps every extreme).")] = 2000,
-    step_min: Annotated[int | None, Query(ge=0)] = None,
-    step_max: Annotated[int | None, Query(ge=0)] = None,
+    max_points: max_points_query(4, "Points per curve (M4 keeps every extreme).") = 2000,
+    step_min: StepMin = None,
+    step_max: StepMax = None,
 ) -> Response:
     """`metric` over training, one curve per layer (input → output), log scale by default
     for gradient magnitudes: the seed's picture."""
-    check_max_points(settings, max_points)
     check_step_range(step_min, step_max)
     record = require_experiment(session, experiment_id, owner)
     series = require_series(session, record, metric, layer, step_min, step_max, minmax_points=max_points)
@@ -78,23 +86,23 @@ def plot_metric(
 
 @experiments_router.get("/{experiment_id}/profile.png", response_class=Response, responses=PNG)
 def plot_profile(
-    experiment_id: str,
+    experiment_id: ExperimentId,
     session: SessionDep,
     owner: CurrentOwner,
-    settings: SettingsDep,
-    metric: Annotated[str, Query(min_length=1, description="A per-layer probe.")] = "grad_mean_abs",
+    metric: PerLayerMetric = "grad_mean_abs",
     log: Log = None,
-    max_points: Annotated[int | None, Query(ge=2, description="Columns of the heatmap.")] = 400,
+    max_points: max_points_query(2, "Columns of the heatmap.") = 400,
 ) -> Response:
     """The depth heatmap: training step across, layers up (input at the bottom), log colour."""
-    check_max_points(settings, max_points)
     record = require_experiment(session, experiment_id, owner)
     series = require_series(session, record, metric, per_layer=True)
     return _png(render_profile(depth_profile(metric, series, max_points), record.name, log))
 
 
 @experiments_router.get("/{experiment_id}/timesteps.png", response_class=Response, responses=PNG)
-def plot_timesteps(experiment_id: str, session: SessionDep, owner: CurrentOwner, settings: SettingsDep) -> Response:
+def plot_timesteps(
+    experiment_id: ExperimentId, session: SessionDep, owner: CurrentOwner, settings: SettingsDep
+) -> Response:
     """‖∂L/∂h_t‖/‖∂L/∂h_T‖ against t at the first and last recorded steps, and the memory
     horizon over training (recurrent models)."""
     record = require_experiment(session, experiment_id, owner)
@@ -112,17 +120,15 @@ def plot_timesteps(experiment_id: str, session: SessionDep, owner: CurrentOwner,
 
 @sweeps_router.get("/{sweep_id}/compare.png", response_class=Response, responses=PNG)
 def plot_compare(
-    sweep_id: str,
+    sweep_id: SweepId,
     session: SessionDep,
     owner: CurrentOwner,
-    settings: SettingsDep,
-    metric: Annotated[str, Query(min_length=1)] = "loss",
-    layer: Annotated[str | None, Query(description="Default: each member's first layer.")] = None,
+    metric: Metric = "loss",
+    layer: OneLayer = None,
     log: Log = None,
-    max_points: Annotated[int | None, Query(ge=2)] = 1000,
+    max_points: max_points_query(2, "At most this many steps (bucket means).") = 1000,
 ) -> Response:
     """Each group of seeds as its mean, with the min–max band over seeds."""
-    check_max_points(settings, max_points)
     sweep, comparison = build_comparison(session, sweep_id, owner, metric, layer, max_points)
     return _png(render_compare(comparison, sweep.name, log))
 

@@ -13,10 +13,11 @@ from fastapi import APIRouter, HTTPException, Query
 
 from service import store
 from service.analysis.downsample import downsample
+from service.api.params import ExperimentId, Layers, Metric, StepMax, StepMin, max_points_query
+from service.schemas.limits import INT64_MAX
 from service.api.deps import CurrentOwner, SessionDep, SettingsDep
 from service.api.lookups import (
     ACTIVE,
-    check_max_points,
     check_step_range,
     invalid_query,
     require_experiment,
@@ -40,7 +41,7 @@ def _choices(values: list[Any]) -> str:
 
 
 @router.get("/{experiment_id}/metrics", response_model=MetricsResponse, responses=ERRORS)
-def get_metrics(experiment_id: str, session: SessionDep, owner: CurrentOwner) -> MetricsResponse:
+def get_metrics(experiment_id: ExperimentId, session: SessionDep, owner: CurrentOwner) -> MetricsResponse:
     """Metric names the experiment has recorded, each with its layers (input → output)."""
     require_experiment(session, experiment_id, owner)
     return MetricsResponse(metrics=store.list_metrics(session, experiment_id))
@@ -48,19 +49,15 @@ def get_metrics(experiment_id: str, session: SessionDep, owner: CurrentOwner) ->
 
 @router.get("/{experiment_id}/series", response_model=SeriesResponse, responses=ERRORS)
 def get_series(
-    experiment_id: str,
+    experiment_id: ExperimentId,
     session: SessionDep,
     owner: CurrentOwner,
     settings: SettingsDep,
-    metric: Annotated[str, Query(min_length=1, description="A probe name, e.g. grad_mean_abs.")],
-    layer: Annotated[
-        list[str] | None, Query(description="Repeat to pick layers; default all, input → output.")
-    ] = None,
-    step_min: Annotated[int | None, Query(ge=0, description="First step, inclusive.")] = None,
-    step_max: Annotated[int | None, Query(ge=0, description="Last step, inclusive.")] = None,
-    max_points: Annotated[
-        int | None, Query(ge=2, description="At most this many points per series.")
-    ] = None,
+    metric: Metric,
+    layer: Layers = None,
+    step_min: StepMin = None,
+    step_max: StepMax = None,
+    max_points: max_points_query(2, "At most this many points per series.") = None,
     agg: Annotated[
         Literal["minmax", "mean", "lttb", "none"],
         Query(description="How max_points thins a series (`none`: never)."),
@@ -69,7 +66,6 @@ def get_series(
     """One metric's time series: a series per layer, or one with `layer: null` for a
     global metric. Non-finite values are null."""
     limit = settings.limits.max_points
-    check_max_points(settings, max_points)
     check_step_range(step_min, step_max)
     record = require_experiment(session, experiment_id, owner)
     # minmax thinning can run on each chunk's stored representatives instead of every point
@@ -102,11 +98,11 @@ def get_series(
 
 @router.get("/{experiment_id}/timesteps", response_model=TimestepsResponse, responses=ERRORS)
 def get_timesteps(
-    experiment_id: str,
+    experiment_id: ExperimentId,
     session: SessionDep,
     owner: CurrentOwner,
-    layer: Annotated[int, Query(ge=0, description="Recurrent layer index (0 = input side).")] = 0,
-    step: Annotated[int | None, Query(ge=0, description="Only this training step.")] = None,
+    layer: Annotated[int, Query(ge=0, le=INT64_MAX, description="Recurrent layer index (0 = input side).")] = 0,
+    step: Annotated[int | None, Query(ge=0, le=INT64_MAX, description="Only this training step.")] = None,
 ) -> JSONBytesResponse:
     """‖∂L/∂h_t‖ (and ‖∂L/∂c_t‖ for LSTMs) per recorded training step and timestep."""
     record = require_experiment(session, experiment_id, owner)

@@ -7,7 +7,7 @@ from collections import Counter
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, Body, HTTPException, Query, Response, status
+from fastapi import APIRouter, Body, HTTPException, Response, status
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy.orm import Session
 
@@ -16,7 +16,7 @@ from service.analysis.compare import Comparison, MemberSeries, compare, varying_
 from service.analysis.sweeps import SweepError, expand_grid, member_label
 from service.api.deps import CurrentOwner, CurrentToken, EnqueuerDep, SessionDep, SettingsDep
 from service.auth.guard import LIMIT_RESPONSES
-from service.api.lookups import check_max_points
+from service.api.params import Metric, OneLayer, SweepId, max_points_query
 from service.api.responses import JSONBytesResponse
 from service.db.models import FINISHED_STATUSES
 from service.schemas.errors import ErrorResponse, ValidationErrorResponse
@@ -45,7 +45,7 @@ INVALID = {422: {"model": ValidationErrorResponse, "description": "Invalid grid 
 
 
 class SweepNotFound(HTTPException):
-    def __init__(self, sweep_id: str) -> None:
+    def __init__(self, sweep_id: SweepId) -> None:
         super().__init__(status_code=404, detail=f"no sweep with id {sweep_id!r}")
 
 
@@ -151,19 +151,20 @@ def create(
         except Exception as error:  # noqa: BLE001 - any broker failure means the same here
             log.exception("could not send sweep member %s to queue %s", record.id, record.queue)
             store.fail_unsent_experiment(session, record.id, f"could not send the task to the broker: {error}")
-            unsent.append(f"{record.id} ({error})")
+            unsent.append(record.id)
     if unsent:
         raise HTTPException(
             status_code=503,
             detail=f"the broker did not accept {len(unsent)} of {len(records)} members of sweep {sweep.id} "
-            f"({'; '.join(unsent[:3])}); they were marked failed: submit the sweep again once the broker is up",
+            f"({', '.join(unsent[:3])}{', …' if len(unsent) > 3 else ''}); they were marked failed: submit the "
+            "sweep again once the broker is up (GET /api/v1/health says whether it is)",
         )
     response.headers["Location"] = f"{router.prefix}/{sweep.id}"
     return _public(sweep, records)
 
 
 @router.get("/{sweep_id}", response_model=SweepPublic, responses=NOT_FOUND)
-def read(sweep_id: str, session: SessionDep, owner: CurrentOwner) -> dict[str, Any]:
+def read(sweep_id: SweepId, session: SessionDep, owner: CurrentOwner) -> dict[str, Any]:
     """The sweep, its grid, and every member's status, progress and result."""
     sweep = get_sweep(session, sweep_id, owner)
     if sweep is None:
@@ -208,17 +209,15 @@ def build_comparison(
 
 @router.get("/{sweep_id}/compare", response_model=CompareResponse, responses={**NOT_FOUND, **INVALID})
 def compare_members(
-    sweep_id: str,
+    sweep_id: SweepId,
     session: SessionDep,
     owner: CurrentOwner,
-    settings: SettingsDep,
-    metric: Annotated[str, Query(min_length=1)],
-    layer: Annotated[str | None, Query(description="Default: each member's first (input-most) layer.")] = None,
-    max_points: Annotated[int | None, Query(ge=2, description="At most this many steps (bucket means).")] = 1000,
+    metric: Metric,
+    layer: OneLayer = None,
+    max_points: max_points_query(2, "At most this many steps (bucket means).") = 1000,
 ) -> JSONBytesResponse:
     """Every member's series on one step axis, labelled by the grid values that vary, and
     each group of members that differ only by `training.seed` as a mean with a min–max band."""
-    check_max_points(settings, max_points)
     sweep, comparison = build_comparison(session, sweep_id, owner, metric, layer, max_points)
     return JSONBytesResponse(
         {

@@ -40,7 +40,7 @@ def test_above_the_cap_is_refused_with_the_limit_named() -> None:
     with pytest.raises(SweepError) as caught:
         expand_grid(BASE, GRID, Limits(max_sweep_size=10))
     [error] = caught.value.errors
-    assert error["type"] == "limit_exceeded"
+    assert error["type"] == "sweep_size"
     assert "18 experiments" in error["msg"] and "10" in error["msg"] and "GRADWATCH_LIMIT_MAX_SWEEP_SIZE" in error["msg"]
 
 

@@ -22,7 +22,8 @@ def _post(client: Client, body: Any) -> Any:
 def test_malformed_json_is_400(client: Client) -> None:
     response = client.post(API, content=b'{"model": {"type": "mlp"},', headers={"content-type": "application/json"})
     assert response.status_code == 400
-    assert "not valid JSON" in response.json()["detail"]
+    body = response.json()
+    assert "not valid JSON" in body["message"] and body == {"message": body["message"], "detail": body["message"], "error_id": None}
 
 
 def test_empty_body_is_422(client: Client) -> None:
@@ -118,7 +119,9 @@ def test_list_filters_are_validated(client: Client) -> None:
     assert "status (query parameter)" in message and "limit (query parameter)" in message
 
 
-def test_unexpected_errors_are_a_plain_500(app: FastAPI, caplog: pytest.LogCaptureFixture) -> None:
+def test_unexpected_errors_are_a_500_with_an_error_id_the_log_shows(
+    app: FastAPI, caplog: pytest.LogCaptureFixture
+) -> None:
     @app.get("/api/v1/boom")
     def boom() -> None:
         raise RuntimeError("secret internals")
@@ -136,9 +139,14 @@ def test_unexpected_errors_are_a_plain_500(app: FastAPI, caplog: pytest.LogCaptu
     with caplog.at_level(logging.ERROR, logger="gradwatch.api"):
         response = anyio.run(call)
     assert response.status_code == 500
-    assert response.json()["detail"].startswith("internal error (RuntimeError)")
-    assert "secret internals" not in response.text and "Traceback" not in response.text
-    assert "unhandled error" in caplog.text
+    body = response.json()
+    assert set(body) == {"message", "detail", "error_id"}
+    error_id = body["error_id"]
+    assert len(error_id) == 16 and error_id in body["message"]
+    for secret in ("secret internals", "RuntimeError", "Traceback"):
+        assert secret not in response.text
+    (record,) = [r for r in caplog.records if "unhandled error" in r.getMessage()]
+    assert error_id in record.getMessage() and "secret internals" in caplog.text  # the log keeps the cause
 
 
 def test_chunked_body_over_the_limit_is_413_without_reaching_the_app() -> None:

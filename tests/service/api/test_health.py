@@ -14,7 +14,7 @@ HEALTH = "/api/v1/health"
 def test_healthy_with_the_embedded_broker(client: Client) -> None:
     response = client.get(HEALTH)
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "database": "ok", "broker": "ok"}
+    assert response.json() == {"status": "ok", "database": "ok", "broker": "ok", "message": ""}
 
 
 def test_healthy_with_redis(settings: Settings, redis_url: str) -> None:
@@ -22,7 +22,7 @@ def test_healthy_with_redis(settings: Settings, redis_url: str) -> None:
         assert client.get(HEALTH).json()["broker"] == "ok"
 
 
-def test_503_names_what_is_down(settings: Settings) -> None:
+def test_503_names_what_is_down_never_where_it_lives(settings: Settings) -> None:
     down = settings.model_copy(
         update={"broker_url": "redis://127.0.0.1:1/0", "database_url": "postgresql+psycopg://root@127.0.0.1:1/x"}
     )
@@ -32,5 +32,14 @@ def test_503_names_what_is_down(settings: Settings) -> None:
     assert response.status_code == 503
     body = response.json()
     assert body["status"] == "unavailable"
-    assert body["database"].startswith("error: OperationalError")
-    assert body["broker"].startswith("error: ConnectionError")
+    assert body["database"] == "unavailable" and body["broker"] == "unavailable"
+    assert "the database and the broker are unavailable" in body["message"]
+    for where in ("127.0.0.1", ":1", "root", "psycopg", "redis://", "OperationalError", "ConnectionError"):
+        assert where not in response.text, where
+
+
+def test_503_when_only_the_broker_is_down(settings: Settings) -> None:
+    with api_client(create_app(settings.model_copy(update={"broker_url": "redis://127.0.0.1:1/0"}))) as client:
+        body = client.get(HEALTH).json()
+    assert (body["status"], body["database"], body["broker"]) == ("unavailable", "ok", "unavailable")
+    assert body["message"].startswith("the broker is unavailable")
