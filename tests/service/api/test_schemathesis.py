@@ -27,7 +27,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from sqlalchemy.orm import Session
 
 from service import store
-from tests.service.api.conftest import MLP
+from tests.service.api.conftest import MLP, TEST_OWNER, bearer
 
 EXAMPLES_PER_OPERATION = 20
 SEED = 20261201
@@ -38,15 +38,16 @@ CROSS_FIELD_TYPES = {"not_applicable", "incompatible", "invalid_seq_len", "step_
 
 
 @pytest.fixture
-def api_headers() -> dict[str, str]:
-    """Headers every schemathesis request carries (none yet; a token once auth is on)."""
-    return {}
+def api_headers(app: FastAPI) -> dict[str, str]:
+    """Every schemathesis request carries a write token of the owner of the seeded rows, so
+    that generated requests reach the routes' logic rather than stopping at a 401."""
+    return bearer(app, TEST_OWNER, "write")
 
 
 def seed_data(session: Session) -> dict[str, str]:
     """A finished MLP with stored series and a sweep, so that generated ids can hit them."""
     spec = {**MLP, "dataset": {"name": "digits", "limit": 100}, "training": {"steps": 20, "batch_size": 10}}
-    record = store.create_experiment(session, name="seeded", tags=["seed"], spec=spec, queue="cpu")
+    record = store.create_experiment(session, name="seeded", tags=["seed"], spec=spec, queue="cpu", owner=TEST_OWNER)
     store.claim_experiment(session, record.id, "schemathesis")
     steps = np.arange(20, dtype=np.int64)
     chunks = [
