@@ -17,8 +17,11 @@ import sys
 from typing import Any
 
 from service.budgets import estimate_spec_memory
-from service.config import Settings
+from service.config import Limits, Settings
 from service.schemas.spec import ExperimentSpec
+
+
+UNBOUNDED = Limits(max_parameters=2**62, max_run_memory_bytes=2**62, max_points_per_experiment=2**62)
 
 
 def measured_peak(spec: dict[str, Any], settings: Settings) -> int:
@@ -55,8 +58,11 @@ def measured_peak(spec: dict[str, Any], settings: Settings) -> int:
     return int(text)
 
 
-def validated(spec: dict[str, Any]) -> dict[str, Any]:
-    return ExperimentSpec.model_validate(spec).model_dump(mode="json")
+def validated(spec: dict[str, Any], budgets: bool = True) -> dict[str, Any]:
+    """The spec as the API stores it; `budgets=False` validates it against budgets no
+    spec reaches, to estimate what the default budgets refuse."""
+    context = None if budgets else {"limits": UNBOUNDED}
+    return ExperimentSpec.model_validate(spec, context=context).model_dump(mode="json")
 
 
 def adding(kind: str, hidden: int, seq_len: int, batch: int, limit: int, **training: Any) -> dict[str, Any]:
