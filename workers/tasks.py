@@ -124,7 +124,6 @@ def _train(
     experiment: store.ExperimentRecord, config: Settings, session_factory: Callable[[], Session]
 ) -> tuple[str, dict[str, Any], str | None]:
     """(final status, result, a note for `error` or None)."""
-    max_runtime_s = (experiment.spec.get("training") or {}).get("max_runtime_s") or config.limits.max_runtime_s
     # Imported here, in the pool child: importing torch in the prefork parent would
     # break the rule that CUDA is never initialised before a fork.
     import torch
@@ -135,6 +134,8 @@ def _train(
     if config.worker_torch_threads > 0:
         torch.set_num_threads(config.worker_torch_threads)
     run_config = to_run_config(experiment.spec, config)
+    # Specs stored before training.max_runtime_s existed get the server's cap.
+    max_runtime_s = (experiment.spec.get("training") or {}).get("max_runtime_s") or config.limits.max_runtime_s
     on_cuda = run_config.device == "cuda" or (run_config.device == "auto" and torch.cuda.is_available())
     allowance = 0 if on_cuda else _allowance(config)
     timed_out = False
