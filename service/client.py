@@ -26,7 +26,7 @@ import httpx
 
 API_PREFIX = "/api/v1"
 # Statuses after which an experiment never changes again.
-TERMINAL_STATUSES = frozenset({"succeeded", "failed", "diverged", "cancelled"})
+TERMINAL_STATUSES = frozenset({"succeeded", "failed", "diverged", "cancelled", "timed_out"})
 
 
 class GradwatchError(Exception):

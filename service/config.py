@@ -40,6 +40,21 @@ class Limits(BaseSettings):
     # Queued + running experiments one owner may have at once (a sweep counts its
     # members): one person's queue must not hold every worker of a shared lab server.
     max_active_per_owner: int = 512
+    # Budgets on a whole spec (service/budgets/), checked before anything is stored.
+    # 200M parameters: with Adam and the probes' buffers (9 parameter-sized tensors) 7.2 GB,
+    # what still fits max_run_memory_bytes.
+    max_parameters: int = 200_000_000
+    # The estimated peak memory of one run on its device. 8 GiB: a worker of a 2-core,
+    # 24 GiB machine trains one run per core, so two runs take 16 GiB and leave 8 GiB to
+    # PostgreSQL, Redis, the API and the page cache.
+    max_run_memory_bytes: int = 8 * 2**30
+    # Points one run may store (~22 bytes each in PostgreSQL: 100M is about 2.2 GB), and
+    # all members of one sweep together (about 22 GB).
+    max_points_per_experiment: int = 100_000_000
+    max_points_per_sweep: int = 1_000_000_000
+    # The longest wall-clock time one run may train (`training.max_runtime_s`, which
+    # defaults to it); a run that reaches its own limit ends `timed_out`.
+    max_runtime_s: int = 7 * 24 * 3600
 
 
 class DiagnosisThresholds(BaseSettings):
@@ -130,6 +145,13 @@ class Settings(BaseSettings):
     db_unavailable_retry_after_s: int = Field(5, ge=1, le=3600)
     # Redis redelivers an unacknowledged task after this long: longer than any run.
     visibility_timeout_s: int = 7 * 24 * 3600
+    # Address space a training process may add during one run (RLIMIT_AS soft limit: its
+    # size when the run starts plus this), so that a run the estimate got wrong fails with
+    # "out of memory" instead of waking the kernel's OOM killer. None: twice
+    # limits.max_run_memory_bytes (address space runs ahead of resident memory: glibc's
+    # per-thread arenas, thread stacks, torch's mappings); 0: no cap. Never applied to
+    # CUDA runs (the driver maps far more address space than it uses).
+    worker_memory_cap_bytes: int | None = None
 
     limits: Limits = Field(default_factory=Limits)
     diagnosis: DiagnosisThresholds = Field(default_factory=DiagnosisThresholds)
@@ -157,6 +179,12 @@ class Settings(BaseSettings):
     @property
     def uses_embedded_broker(self) -> bool:
         return not self.broker_url
+
+    @property
+    def resolved_worker_memory_cap_bytes(self) -> int:
+        if self.worker_memory_cap_bytes is None:
+            return 2 * self.limits.max_run_memory_bytes
+        return self.worker_memory_cap_bytes
 
     @cached_property
     def broker_folder(self) -> Path:

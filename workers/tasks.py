@@ -2,8 +2,10 @@
 
 Thin and idempotent (Celery's task guide): it re-reads the experiment, claims it
 atomically (`queued` → `running`), delegates to the engine, hands the records to the
-writer, and always finishes the experiment: `succeeded`, `diverged`, `cancelled`, or
-`failed` with a message the user can act on. A second delivery of an experiment that is
+writer, and always finishes the experiment: `succeeded`, `diverged`, `cancelled`,
+`timed_out` (its `training.max_runtime_s` ran out: stopped like a cancel, points kept), or
+`failed` with a message the user can act on (also when it ran out of memory: see
+`workers.memory_guard`; the worker process survives it). A second delivery of an experiment that is
 running or finished finds it no longer queued and does nothing.
 
 Delivery guarantees (acks_late and prefetch 1 come from `service.queue.celery_config`):
@@ -40,6 +42,7 @@ from service import store
 from service.config import Settings, settings
 from service.db.engine import make_engine, make_session_factory
 from workers.celery_app import app
+from workers.memory_guard import address_space_cap, is_out_of_memory, out_of_memory_message
 from workers.writer import ProbeWriter
 
 logger = logging.getLogger(__name__)
@@ -88,26 +91,39 @@ def run_experiment(
         )
         return "skipped"
     logger.info("training experiment %s (%s) on %s", experiment_id, experiment.name, worker)
+    failure = None
     try:
-        status, result = _train(experiment, config, session_factory)
+        status, result, note = _train(experiment, config, session_factory)
     except Exception as error:  # noqa: BLE001 - any failure ends the run as failed
         logger.exception("experiment %s failed", experiment_id)
-        _finish(session_factory, experiment_id, "failed", None, error=_describe(error))
-        return "failed"
+        if is_out_of_memory(error):
+            failure = out_of_memory_message(error, experiment.spec, _allowance(config))
+        else:
+            failure = _describe(error)
     except BaseException as error:
         # The worker is being shut down (SystemExit, KeyboardInterrupt): say so rather
         # than leaving the run to the reaper.
         stopped = f"the worker stopped during training ({type(error).__name__})"
         _finish(session_factory, experiment_id, "failed", None, error=stopped)
         raise
-    _finish(session_factory, experiment_id, status, result)
+    if failure is not None:
+        # Outside the except block: the error's traceback, which holds the run's tensors,
+        # is gone, so a run that ran out of memory has freed it before the next one.
+        _finish(session_factory, experiment_id, "failed", None, error=failure)
+        return "failed"
+    _finish(session_factory, experiment_id, status, result, error=note)
     logger.info("experiment %s ended %s: %s", experiment_id, status, result)
     return status
 
 
+def _allowance(config: Settings) -> int:
+    return max(0, config.resolved_worker_memory_cap_bytes)
+
+
 def _train(
     experiment: store.ExperimentRecord, config: Settings, session_factory: Callable[[], Session]
-) -> tuple[str, dict[str, Any]]:
+) -> tuple[str, dict[str, Any], str | None]:
+    """(final status, result, a note for `error` or None)."""
     # Imported here, in the pool child: importing torch in the prefork parent would
     # break the rule that CUDA is never initialised before a fork.
     import torch
@@ -118,8 +134,29 @@ def _train(
     if config.worker_torch_threads > 0:
         torch.set_num_threads(config.worker_torch_threads)
     run_config = to_run_config(experiment.spec, config)
+    # Specs stored before training.max_runtime_s existed get the server's cap.
+    max_runtime_s = (experiment.spec.get("training") or {}).get("max_runtime_s") or config.limits.max_runtime_s
+    on_cuda = run_config.device == "cuda" or (run_config.device == "auto" and torch.cuda.is_available())
+    allowance = 0 if on_cuda else _allowance(config)
+    timed_out = False
+    deadline: float | None = None
     with ProbeWriter(experiment.id, session_factory, poll_s=config.worker_poll_s) as writer:
-        outcome = train(run_config, writer.on_flush, writer.should_stop)
+
+        def should_stop() -> bool:
+            # Read before every step: a cancel (or a failed writer) first, then the clock.
+            # The clock starts at the first step, so that a cold pool process importing
+            # torch and the run loading its data do not use up a short limit.
+            nonlocal timed_out, deadline
+            if writer.should_stop():
+                return True
+            now = time.monotonic()
+            if deadline is None:
+                deadline = now + max_runtime_s
+            timed_out = now >= deadline
+            return timed_out
+
+        with address_space_cap(allowance):
+            outcome = train(run_config, writer.on_flush, should_stop)
     with session_factory() as session:
         store.record_progress(session, experiment.id, int(outcome.steps_done))
     result = {
@@ -132,7 +169,13 @@ def _train(
         "test_accuracy": _finite_or_none(outcome.test_accuracy),
         "steps_done": int(outcome.steps_done),
     }
-    return outcome.status, result
+    if outcome.status == "cancelled" and timed_out:
+        note = (
+            f"stopped by its time limit, training.max_runtime_s = {max_runtime_s} s, after "
+            f"{int(outcome.steps_done)} of {run_config.training.steps} steps; every point measured is kept"
+        )
+        return "timed_out", result, note
+    return outcome.status, result, None
 
 
 def _finish(

@@ -18,6 +18,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from service.budgets import sweep_points_problem
 from service.config import Limits
 from service.schemas.spec import ExperimentSpec
 from service.schemas.sweeps import SPEC_PATHS
@@ -90,6 +91,10 @@ def expand_grid(base: Mapping[str, Any], grid: Mapping[str, Sequence[Any]], limi
                 break
             continue
         members.append(SweepMember(params=params, spec=validated))
+    if not errors:
+        problem = sweep_points_problem((member.spec.model_dump(mode="json") for member in members), limits)
+        if problem:
+            errors.append({"loc": ["body", "grid"], "msg": problem, "type": "budget_exceeded"})
     if errors:
         raise SweepError(errors)
     return members

@@ -22,8 +22,9 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from service.db.base import Base, UTCDateTime
 
-EXPERIMENT_STATUSES = ("queued", "running", "succeeded", "failed", "diverged", "cancelled")
-FINISHED_STATUSES = ("succeeded", "failed", "diverged", "cancelled")
+EXPERIMENT_STATUSES = ("queued", "running", "succeeded", "failed", "diverged", "cancelled", "timed_out")
+# `timed_out`: stopped by its training.max_runtime_s (migration 0003), points kept.
+FINISHED_STATUSES = ("succeeded", "failed", "diverged", "cancelled", "timed_out")
 TOKEN_SCOPES = ("read", "write", "admin")
 # The owner of rows stored before ownership existed (migration 0002) and of rows a
 # caller outside the API creates without naming one (tests, scripts using the store).
@@ -48,7 +49,7 @@ class Experiment(Base):
     __tablename__ = "experiments"
     __table_args__ = (
         sa.CheckConstraint(
-            "status IN ('queued', 'running', 'succeeded', 'failed', 'diverged', 'cancelled')",
+            "status IN ('queued', 'running', 'succeeded', 'failed', 'diverged', 'cancelled', 'timed_out')",
             name="status",
         ),
         # The list endpoint pages newest first, optionally within one status.

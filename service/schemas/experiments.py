@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 if TYPE_CHECKING:  # schemas stay importable without the store
     from service.store.records import ExperimentRecord
 
-Status = Literal["queued", "running", "succeeded", "failed", "diverged", "cancelled"]
+Status = Literal["queued", "running", "succeeded", "failed", "diverged", "cancelled", "timed_out"]
 
 
 class Progress(BaseModel):

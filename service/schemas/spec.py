@@ -32,8 +32,9 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from service.budgets import check_spec_budgets
 from service.schemas.examples import SPEC_EXAMPLES
-from service.schemas.limits import AtMost
+from service.schemas.limits import AtMost, current_limits
 from service.schemas.text import SafeStr
 
 ModelType = Literal["mlp", "rnn", "lstm", "gru"]
@@ -239,6 +240,17 @@ class TrainingSpec(_Section):
         None, description="`step` schedule: steps between decays (default steps // 3)."
     )
     lr_gamma: float = Field(0.1, gt=0, le=1, description="`step` schedule: decay factor.")
+    max_runtime_s: Annotated[int, Field(ge=1), _limited("max_runtime_s")] | None = Field(
+        None,
+        validate_default=True,
+        description="Wall-clock seconds the run may train; then it stops like a cancel, keeps its "
+        "points and ends `timed_out`. Default and maximum: the server's GRADWATCH_LIMIT_MAX_RUNTIME_S.",
+    )
+
+    @field_validator("max_runtime_s")
+    @classmethod
+    def _runtime_default(cls, value: int | None, info: ValidationInfo) -> int:
+        return current_limits(info).max_runtime_s if value is None else value
 
     @model_validator(mode="after")
     def _resolve_optimizer_fields(self) -> TrainingSpec:
@@ -352,7 +364,7 @@ class ExperimentSpec(_Section):
         return dataset
 
     @model_validator(mode="after")
-    def _resolve(self) -> ExperimentSpec:
+    def _resolve(self, info: ValidationInfo) -> ExperimentSpec:
         if self.name is None:
             self.name = f"{self.model.type}-{self.dataset.name}"
         if not self.training.full_batch and self.training.batch_size > self.dataset.limit:
@@ -370,6 +382,8 @@ class ExperimentSpec(_Section):
                 every=self.logging.every,
                 steps=self.training.steps,
             )
+        # Whole-spec budgets (parameters, memory, points), once every field is valid.
+        check_spec_budgets(self.model_dump(mode="json"), current_limits(info))
         return self
 
     @property

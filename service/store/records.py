@@ -48,7 +48,7 @@ class ExperimentRecord:
     id: str
     name: str
     tags: list[str]
-    status: str  # queued | running | succeeded | failed | diverged | cancelled
+    status: str  # queued | running | succeeded | failed | diverged | cancelled | timed_out
     spec: dict[str, Any]
     queue: str  # the Celery queue it was sent to: cpu | gpu
     progress_step: int

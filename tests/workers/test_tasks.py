@@ -193,3 +193,46 @@ def test_a_database_outage_before_the_claim_retries_the_task() -> None:
         with pytest.raises(Retry):
             tasks.train_experiment("abc")
     assert "connection refused" in str(retried["exc"]) and retried["countdown"] == 5
+
+
+POINTS_SPECS = {
+    "mlp relu": {"model": {"type": "mlp", "hidden_sizes": [8, 6, 4], "activation": "relu"}, "dataset": {"name": "digits"}},
+    "rnn identity": {"model": {"type": "rnn", "hidden_size": 6, "num_layers": 2, "activation": "identity"}, "dataset": {"name": "adding", "seq_len": 12, "limit": 64}},
+    "lstm": {"model": {"type": "lstm", "hidden_size": 5, "num_layers": 2}, "dataset": {"name": "copy", "seq_len": 4, "limit": 64}},
+    "gru": {"model": {"type": "gru", "hidden_size": 7}, "dataset": {"name": "temporal_order", "seq_len": 20, "limit": 64}},
+}
+
+
+@pytest.mark.parametrize("name", sorted(POINTS_SPECS))
+def test_a_run_stores_exactly_the_points_its_budget_estimated(config, sessions, name: str) -> None:
+    import sqlalchemy as sa
+
+    from service.budgets import estimate_points, run_shape
+
+    spec = POINTS_SPECS[name] | {
+        "training": {"optimizer": "sgd", "lr": 0.01, "batch_size": 16, "steps": 20, "seed": 0},
+        "logging": {"every": 3, "timesteps_every": 2, "max_timesteps": 8},
+    }
+    experiment_id = create(sessions, spec)
+    assert run_experiment(experiment_id, config, session_factory=sessions) == "succeeded"
+    with sessions() as session:
+        series_points = session.execute(
+            sa.text(
+                "SELECT count(DISTINCT s.id), sum(c.n_points) FROM point_chunks c JOIN series s ON s.id = c.series_id "
+                "WHERE s.experiment_id = :id"
+            ),
+            {"id": experiment_id},
+        ).one()
+        timestep_points = sum(
+            steps * timesteps * (2 if has_cell else 1)
+            for steps, timesteps, has_cell in session.execute(
+                sa.text(
+                    "SELECT n_steps, n_timesteps, cell_grad_norm IS NOT NULL FROM timestep_chunks WHERE experiment_id = :id"
+                ),
+                {"id": experiment_id},
+            )
+        )
+    estimate = estimate_points(run_shape(get(sessions, experiment_id).spec))
+    assert series_points[0] == estimate.series
+    assert int(series_points[1]) + timestep_points == estimate.total
+    assert (timestep_points > 0) == (name != "mlp relu")
