@@ -30,11 +30,11 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from service.terminal import shown
 from service.client import GradwatchClient, GradwatchError
 from service.config import settings
 from service.plot_cli import plot_command
 from service.supervisor import supervise
+from service.terminal import shown
 
 app = typer.Typer(
     name="gradwatch",

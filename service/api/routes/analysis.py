@@ -17,13 +17,13 @@ from service.analysis.diagnosis import DIAGNOSIS_METRICS, DiagnosisInput, diagno
 from service.analysis.downsample import downsample
 from service.analysis.horizon import memory_horizons
 from service.analysis.profile import depth_profile
-from service.api.params import ExperimentId, PerLayerMetric, StepMax, StepMin, max_points_query
 from service.api.deps import SessionDep, SettingsDep
 from service.api.lookups import (
     check_step_range,
     require_experiment,
     require_series,
 )
+from service.api.params import ExperimentId, PerLayerMetric, StepMax, StepMin, max_points_query
 from service.api.responses import JSONBytesResponse
 from service.schemas.analysis import HorizonResponse, ProfileResponse, SummaryResponse
 from service.schemas.errors import ErrorResponse, ValidationErrorResponse

@@ -8,15 +8,14 @@ from typing import Annotated
 from fastapi import APIRouter, Body, HTTPException, Query, Response, status
 
 from service import store
-from service.api.params import ExperimentId
-from service.schemas.limits import INT64_MAX, AtMost
-from service.schemas.spec import MAX_TAG_LENGTH
-from service.schemas.text import SafeStr
 from service.api.deps import EnqueuerDep, SessionDep
+from service.api.params import ExperimentId
 from service.schemas.errors import ErrorResponse, ValidationErrorResponse
 from service.schemas.examples import SPEC_EXAMPLES
 from service.schemas.experiments import ExperimentList, ExperimentPublic, Status
-from service.schemas.spec import ExperimentSpec
+from service.schemas.limits import INT64_MAX, AtMost
+from service.schemas.spec import MAX_TAG_LENGTH, ExperimentSpec
+from service.schemas.text import SafeStr
 
 log = logging.getLogger("gradwatch.api")
 

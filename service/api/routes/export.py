@@ -23,13 +23,13 @@ from fastapi.responses import Response
 
 from service import store
 from service.analysis.downsample import downsample
-from service.api.params import ExperimentId, Layers, Metric, StepMax, StepMin, max_points_query
 from service.api.deps import SessionDep
 from service.api.lookups import (
     check_step_range,
     require_experiment,
     require_series,
 )
+from service.api.params import ExperimentId, Layers, Metric, StepMax, StepMin, max_points_query
 from service.schemas.errors import ErrorResponse, ValidationErrorResponse
 from service.store.records import SeriesData, TimestepData
 

@@ -13,8 +13,6 @@ from fastapi import APIRouter, HTTPException, Query
 
 from service import store
 from service.analysis.downsample import downsample
-from service.api.params import ExperimentId, Layers, Metric, StepMax, StepMin, max_points_query
-from service.schemas.limits import INT64_MAX
 from service.api.deps import SessionDep, SettingsDep
 from service.api.lookups import (
     ACTIVE,
@@ -23,8 +21,10 @@ from service.api.lookups import (
     require_experiment,
     require_series,
 )
+from service.api.params import ExperimentId, Layers, Metric, StepMax, StepMin, max_points_query
 from service.api.responses import JSONBytesResponse
 from service.schemas.errors import ErrorResponse, ValidationErrorResponse
+from service.schemas.limits import INT64_MAX
 from service.schemas.series import MetricsResponse, SeriesResponse, TimestepsResponse
 from service.schemas.spec import RECURRENT_MODELS
 

@@ -14,8 +14,8 @@ from sqlalchemy.orm import Session
 from service import store
 from service.analysis.compare import Comparison, MemberSeries, compare, varying_paths
 from service.analysis.sweeps import SweepError, expand_grid, member_label
-from service.api.params import Metric, OneLayer, SweepId, max_points_query
 from service.api.deps import EnqueuerDep, SessionDep, SettingsDep
+from service.api.params import Metric, OneLayer, SweepId, max_points_query
 from service.api.responses import JSONBytesResponse
 from service.db.models import FINISHED_STATUSES
 from service.schemas.errors import ErrorResponse, ValidationErrorResponse
