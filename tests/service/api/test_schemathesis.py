@@ -37,12 +37,6 @@ SEED = 20261201
 CROSS_FIELD_TYPES = {"not_applicable", "incompatible", "invalid_seq_len", "step_range", "sweep_size", "not_a_section"}
 
 
-@pytest.fixture
-def api_headers() -> dict[str, str]:
-    """Headers every schemathesis request carries (none yet; a token once auth is on)."""
-    return {}
-
-
 def seed_data(session: Session) -> dict[str, str]:
     """A finished MLP with stored series and a sweep, so that generated ids can hit them."""
     spec = {**MLP, "dataset": {"name": "digits", "limit": 100}, "training": {"steps": 20, "batch_size": 10}}
