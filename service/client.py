@@ -227,7 +227,9 @@ class GradwatchClient:
             except ValueError:
                 body = None
             detail = body.get("detail", body) if isinstance(body, dict) else response.text
-            message = _describe_detail(detail) or response.reason_phrase
+            # The API's one error shape puts the readable sentence in `message`.
+            message = (body.get("message") if isinstance(body, dict) else None) or _describe_detail(detail)
+            message = message or response.reason_phrase
             raise GradwatchError(
                 f"{method} {url} → {response.status_code}: {message}",
                 status_code=response.status_code,

@@ -20,9 +20,9 @@ from pydantic import ValidationError
 
 from service.budgets import sweep_points_problem
 from service.config import Limits
+from service.schemas.documents import unstorable_values
 from service.schemas.spec import ExperimentSpec
 from service.schemas.sweeps import SPEC_PATHS
-from service.schemas.documents import unstorable_values
 
 # The grid key that `compare` aggregates over rather than labels by.
 SEED_PATH = "training.seed"

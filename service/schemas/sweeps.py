@@ -7,8 +7,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
-from service.schemas.experiments import ExperimentResult, Progress
 from service.schemas.documents import STORABLE_JSON_REF
+from service.schemas.experiments import ExperimentResult, Progress
 from service.schemas.limits import LIMIT_EXTENSION, AtMost, current_limits
 from service.schemas.spec import ExperimentSpec
 from service.schemas.text import SafeStr

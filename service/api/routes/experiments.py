@@ -12,12 +12,11 @@ from service.api.deps import CurrentOwner, CurrentToken, EnqueuerDep, SessionDep
 from service.auth.guard import LIMIT_RESPONSES, OWNER_PATTERN
 from service.api.params import ExperimentId
 from service.schemas.limits import INT64_MAX, AtMost
-from service.schemas.spec import MAX_TAG_LENGTH
 from service.schemas.text import SafeStr
 from service.schemas.errors import ErrorResponse, ValidationErrorResponse
 from service.schemas.examples import SPEC_EXAMPLES
 from service.schemas.experiments import ExperimentList, ExperimentPublic, Status
-from service.schemas.spec import ExperimentSpec
+from service.schemas.spec import MAX_TAG_LENGTH, ExperimentSpec
 
 log = logging.getLogger("gradwatch.api")
 

@@ -16,6 +16,12 @@ from service import store
 from service.analysis.downsample import downsample
 from service.analysis.horizon import memory_horizons
 from service.analysis.profile import depth_profile
+from service.api.deps import CurrentOwner, SessionDep, SettingsDep
+from service.api.lookups import (
+    check_step_range,
+    require_experiment,
+    require_series,
+)
 from service.api.params import (
     ExperimentId,
     Layers,
@@ -26,12 +32,6 @@ from service.api.params import (
     StepMin,
     SweepId,
     max_points_query,
-)
-from service.api.deps import CurrentOwner, SessionDep, SettingsDep
-from service.api.lookups import (
-    check_step_range,
-    require_experiment,
-    require_series,
 )
 from service.api.routes.sweeps import build_comparison
 from service.plots import (

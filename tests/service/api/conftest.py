@@ -95,6 +95,13 @@ def api_session(app: FastAPI) -> Iterator[Session]:
         yield session
 
 
+@pytest.fixture
+def api_headers() -> dict[str, str]:
+    """Headers for requests made around the `client` fixture (schemathesis's): none while
+    the API takes no token; the bearer token of the test's owner once it requires one."""
+    return {}
+
+
 def queued_messages(settings: Settings) -> list[Path]:
     folder = broker_folders(settings)["queue"]
     return sorted(folder.iterdir()) if folder.exists() else []

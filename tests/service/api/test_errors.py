@@ -172,3 +172,15 @@ def test_chunked_body_over_the_limit_is_413_without_reaching_the_app() -> None:
     scope = {"type": "http", "method": "POST", "headers": [(b"transfer-encoding", b"chunked")]}
     anyio.run(middleware, scope, receive, send)
     assert sent[0]["status"] == 413 and not reached
+
+
+def test_the_client_shows_the_message_of_the_one_error_shape(client: Client) -> None:
+    from service.client import GradwatchClient, GradwatchError
+
+    gw = GradwatchClient("http://testserver", transport=client._transport)
+    with pytest.raises(GradwatchError) as raised:
+        gw.submit(MLP | {"training": {"steps": 2_000_000}})
+    assert raised.value.status_code == 422 and raised.value.detail[0]["loc"] == ["body", "training", "steps"]
+    assert "→ 422: training.steps: 2000000 is above the limit 1000000 (max_steps" in str(raised.value)
+    with pytest.raises(GradwatchError, match="→ 404: no experiment with id 'nope'"):
+        gw.get("nope")

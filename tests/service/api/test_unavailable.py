@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 from httpx import Client
 
@@ -85,3 +86,31 @@ def test_retry_after_is_documented_on_every_operation(client: Client) -> None:
             unavailable = operation["responses"]["503"]
             assert "Retry-After" in unavailable["headers"], (method, path)
             assert unavailable["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorResponse"}
+
+
+def test_what_counts_as_unreachable(postgres_url: str) -> None:
+    """Real errors from a real PostgreSQL: a refused connection and an exhausted pool are
+    "unreachable" (503); a bad statement (NUL in text, which the API now refuses before it
+    gets here) is a bug (500)."""
+    import sqlalchemy.exc as sa_exc
+
+    from service.api.errors import database_unreachable
+    from service.db.engine import make_engine
+
+    refused = make_engine(f"postgresql+psycopg://root@127.0.0.1:{free_port()}/x")
+    with pytest.raises(sa_exc.OperationalError) as caught:
+        refused.connect()
+    assert database_unreachable(caught.value)
+    refused.dispose()
+
+    engine = make_engine(postgres_url, pool_size=1, max_overflow=0, pool_timeout=0.2)
+    try:
+        with engine.connect() as held:
+            with pytest.raises(sa_exc.TimeoutError) as exhausted:
+                engine.connect()
+            assert database_unreachable(exhausted.value)
+            with pytest.raises(sa_exc.DataError) as bad:
+                held.execute(sa.text("SELECT CAST(:text AS text)"), {"text": "a\x00b"})
+            assert not database_unreachable(bad.value)
+    finally:
+        engine.dispose()
