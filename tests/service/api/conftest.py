@@ -96,10 +96,10 @@ def api_session(app: FastAPI) -> Iterator[Session]:
 
 
 @pytest.fixture
-def api_headers() -> dict[str, str]:
-    """Headers for requests made around the `client` fixture (schemathesis's): none while
-    the API takes no token; the bearer token of the test's owner once it requires one."""
-    return {}
+def api_headers(app: FastAPI) -> dict[str, str]:
+    """Headers for requests made around the `client` fixture (schemathesis's): a write
+    token of the test's owner, so that requests reach the routes rather than a 401."""
+    return bearer(app, TEST_OWNER, "write")
 
 
 def queued_messages(settings: Settings) -> list[Path]:

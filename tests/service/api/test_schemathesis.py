@@ -27,7 +27,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from sqlalchemy.orm import Session
 
 from service import store
-from tests.service.api.conftest import MLP, TEST_OWNER, bearer
+from tests.service.api.conftest import MLP, TEST_OWNER
 
 EXAMPLES_PER_OPERATION = 20
 SEED = 20261201
@@ -35,13 +35,6 @@ SEED = 20261201
 # service/analysis/sweeps.py: a grid path into what the base sets to a value), which JSON
 # Schema cannot state as bounds.
 CROSS_FIELD_TYPES = {"not_applicable", "incompatible", "invalid_seq_len", "step_range", "sweep_size", "not_a_section"}
-
-
-@pytest.fixture
-def api_headers(app: FastAPI) -> dict[str, str]:
-    """Every schemathesis request carries a write token of the owner of the seeded rows, so
-    that generated requests reach the routes' logic rather than stopping at a 401."""
-    return bearer(app, TEST_OWNER, "write")
 
 
 def seed_data(session: Session) -> dict[str, str]:
