@@ -5,6 +5,7 @@ Every writing function is one transaction and commits it. Functions take a SQLAl
 of its own) share one implementation.
 """
 
+from service.store.dispatch import DispatchCandidate, mark_dispatched, undelivered_experiments
 from service.store.experiments import (
     claim_experiment,
     create_experiment,
@@ -29,6 +30,7 @@ from service.store.records import (
 )
 
 __all__ = [
+    "DispatchCandidate",
     "ExperimentNotFound",
     "ExperimentRecord",
     "SeriesChunk",
@@ -45,9 +47,11 @@ __all__ = [
     "is_cancel_requested",
     "list_experiments",
     "list_metrics",
+    "mark_dispatched",
     "read_series",
     "read_timesteps",
     "record_progress",
     "request_cancel",
+    "undelivered_experiments",
     "write_chunks",
 ]

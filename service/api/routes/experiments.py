@@ -8,7 +8,8 @@ from typing import Annotated
 from fastapi import APIRouter, Body, HTTPException, Query, Response, status
 
 from service import store
-from service.api.deps import EnqueuerDep, SessionDep
+from service.api.deps import EnqueuerDep, SessionDep, SettingsDep
+from service.dispatch import hand_over
 from service.schemas.errors import ErrorResponse, ValidationErrorResponse
 from service.schemas.examples import SPEC_EXAMPLES
 from service.schemas.experiments import ExperimentList, ExperimentPublic, Status
@@ -37,6 +38,7 @@ def create_experiment(
     spec: Annotated[ExperimentSpec, Body(openapi_examples=SPEC_EXAMPLES)],  # type: ignore[arg-type]
     session: SessionDep,
     enqueuer: EnqueuerDep,
+    settings: SettingsDep,
     response: Response,
 ) -> ExperimentPublic:
     """Validate the spec, store the experiment as `queued`, then send it to a worker."""
@@ -49,10 +51,8 @@ def create_experiment(
         queue=spec.queue,
     )
     # Only after the commit: a worker that picks the task up at once must find the row.
-    try:
-        enqueuer.enqueue(record.id, record.queue)
-    except Exception as error:  # noqa: BLE001 - any broker failure means the same to the user
-        log.exception("could not send experiment %s to queue %s", record.id, record.queue)
+    for _, error in hand_over(session, enqueuer, [record], settings):
+        log.error("could not send experiment %s to queue %s: %s", record.id, record.queue, error)
         store.fail_unsent_experiment(
             session, record.id, f"could not send the task to the broker: {error}"
         )
