@@ -180,28 +180,3 @@ def test_worker_offers_only_cuda_safe_pools() -> None:
     assert result.exit_code == 2
     for pool in ("prefork", "solo", "threads"):
         assert pool in result.output
-
-
-def test_up_stops_everything_when_one_process_dies() -> None:
-    """`gradwatch up`'s supervisor: the API dying takes the worker down, exit status 1."""
-    import subprocess
-    import sys
-
-    from service.supervisor import supervise
-
-    said: list[str] = []
-    started = time.monotonic()
-    exit_code = supervise(
-        {
-            "api": [sys.executable, "-c", "import time, sys; time.sleep(0.5); sys.exit(3)"],
-            "worker": [sys.executable, "-c", "import time; time.sleep(120)"],
-        },
-        health_url="http://127.0.0.1:9",
-        grace=1.0,
-        say=said.append,
-    )
-    assert exit_code == 1
-    assert said == ["api exited with status 3: stopping"]
-    assert time.monotonic() - started < 10
-    leftover = subprocess.run(["pgrep", "-f", "time.sleep\\(120\\)"], capture_output=True, text=True)
-    assert leftover.stdout == ""
