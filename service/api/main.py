@@ -30,7 +30,7 @@ from service.api.routes import (
 from service.config import Settings
 from service.config import settings as default_settings
 from service.db.engine import make_engine, make_session_factory
-from service.db.reachability import DatabaseReachability, ping
+from service.db.reachability import DatabaseReachability, probe_write
 from service.dispatch import reconcile_forever
 from service.queue import Enqueuer
 
@@ -53,16 +53,16 @@ def reap_once(app: FastAPI) -> list[str]:
 
 async def _reap_forever(app: FastAPI, interval_s: float) -> None:
     # The reaper's clock (service/db/reachability.py): after an outage, or this process's
-    # start, nothing is reaped until the database has answered for heartbeat_stale_s.
+    # start, nothing is reaped until the database has taken writes for heartbeat_stale_s.
     reachability = DatabaseReachability()
     stale_s = app.state.settings.heartbeat_stale_s
     while True:
         try:
+            attempt_started = reachability.now()
+            await run_in_threadpool(probe_write, app.state.session_factory)
+            reachability.succeeded(attempt_started)
             if reachability.reachable_for() >= stale_s:
                 await run_in_threadpool(reap_once, app)
-            else:
-                await run_in_threadpool(ping, app.state.session_factory)
-            reachability.succeeded()
         except Exception:  # noqa: BLE001 - a database outage must not kill the reaper
             reachability.failed()
             log.exception("the stale-experiment reaper failed; retrying in %s s", interval_s)

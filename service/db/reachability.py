@@ -6,6 +6,9 @@ live run the moment the database came back, before their workers' first write. T
 reaper therefore reaps only once it has reached the database for `heartbeat_stale_s`
 without a break: after an outage (or its own start, which may follow one) every worker
 gets a whole `heartbeat_stale_s` of reachable database to write its heartbeat again.
+"Reached" means a write went through promptly: a probe that had to wait more than
+`SLOW_PROBE_S` (on a lock, on a server coming back) ends an outage rather than
+continuing a reachable stretch.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from collections.abc import Callable
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+SLOW_PROBE_S = 5.0
+
 
 class DatabaseReachability:
     """`succeeded()` / `failed()` after each attempt; `reachable_for()` the seconds since
@@ -25,9 +30,16 @@ class DatabaseReachability:
         self._clock = clock
         self._since: float | None = None
 
-    def succeeded(self) -> None:
+    def now(self) -> float:
+        return self._clock()
+
+    def succeeded(self, attempt_started: float | None = None) -> None:
+        """An attempt went through; one that took over SLOW_PROBE_S ends an outage."""
+        now = self._clock()
+        if attempt_started is not None and now - attempt_started > SLOW_PROBE_S:
+            self._since = None
         if self._since is None:
-            self._since = self._clock()
+            self._since = now
 
     def failed(self) -> None:
         self._since = None
@@ -36,7 +48,10 @@ class DatabaseReachability:
         return 0.0 if self._since is None else self._clock() - self._since
 
 
-def ping(session_factory: Callable[[], Session]) -> None:
-    """One round trip to the database; raises what the driver raises when it is down."""
+def probe_write(session_factory: Callable[[], Session]) -> None:
+    """One write the reaper could have made (it changes nothing); raises what the driver
+    raises when the database is down. A write, not a read: SQLite locked by another
+    process still answers reads (WAL), and only a write shows the reaper could act."""
     with session_factory() as session:
-        session.execute(sa.text("SELECT 1"))
+        session.execute(sa.text("UPDATE experiments SET status = status WHERE 1 = 0"))
+        session.commit()
