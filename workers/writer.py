@@ -173,10 +173,18 @@ class ProbeWriter:
         buffer is still taken, alone, rather than never."""
         size = batch_nbytes(batch)
         with self._changed:
+            paused = False
             while True:
                 self._raise_if_failed()
                 if not self._buffer or self._buffered_bytes + size <= self._max_buffer_bytes:
                     break
+                if not paused:
+                    paused = True
+                    logger.warning(
+                        "experiment %s: the writer holds %d bytes the database has not taken "
+                        "(max_buffer_bytes %d): training waits for it",
+                        self.experiment_id, self._buffered_bytes, self._max_buffer_bytes,
+                    )
                 self._changed.wait(0.1)
             self._buffer.append((batch, size))
             self._buffered_bytes += size
