@@ -126,7 +126,8 @@ def test_sqlite_locked_by_another_process_for_60_s_mid_run(embedded_stack: Stack
              database, str(OUTAGE_S)],
             stdout=subprocess.PIPE,
         )  # fmt: skip
-        assert holder.stdout.readline() == b"locked\n"
-        assert holder.wait(timeout=OUTAGE_S + 60) == 0
+        with holder:
+            assert holder.stdout.readline() == b"locked\n"
+            assert holder.wait(timeout=OUTAGE_S + 60) == 0
 
     ride_out(stack, outage)

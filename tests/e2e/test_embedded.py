@@ -100,27 +100,35 @@ def up_home(tmp_path: Path) -> Iterator[Path]:
             pass
 
 
+def start_gradwatch_up(home: Path, data_dir: Path, port: int, log: Path, **extra_env: str) -> tuple[subprocess.Popen[bytes], dict[str, str], list[str]]:
+    """`gradwatch up` in a session of its own, its output in `log`: (process, env, argv)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GRADWATCH_")}
+    env.update(GRADWATCH_HOME=str(home), GRADWATCH_DATA_DIR=str(data_dir), PYTHONUNBUFFERED="1", **extra_env)
+    argv = [sys.executable, "-m", "service.cli", "up", "--host", "127.0.0.1", "--port", str(port)]
+    with log.open("wb") as output:
+        up = subprocess.Popen(argv, cwd=REPO_ROOT, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+    return up, env, argv
+
+
+def wait_until_healthy(url: str, up: subprocess.Popen[bytes], log: Path) -> None:
+    with GradwatchClient(url) as client:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while True:
+            try:
+                client.health()
+                return
+            except GradwatchError:
+                assert up.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.2)
+
+
 def test_gradwatch_up_serves_trains_and_stops_cleanly_on_ctrl_c(up_home: Path, mnist_data_dir: Path, tmp_path: Path) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GRADWATCH_")}
-    env.update(GRADWATCH_HOME=str(up_home), GRADWATCH_DATA_DIR=str(mnist_data_dir), PYTHONUNBUFFERED="1")
     log = tmp_path / "up.log"
-    with log.open("wb") as output:
-        up = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "up", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=REPO_ROOT, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+    up, env, _ = start_gradwatch_up(up_home, mnist_data_dir, port, log)
     try:
-        with GradwatchClient(url) as client:
-            deadline = time.monotonic() + STARTUP_TIMEOUT_S
-            while True:
-                try:
-                    client.health()
-                    break
-                except GradwatchError:
-                    assert up.poll() is None and time.monotonic() < deadline, log.read_text()
-                    time.sleep(0.2)
+        wait_until_healthy(url, up, log)
         assert (up_home / "gradwatch.db").exists()
 
         spec = tmp_path / "spec.json"
@@ -189,23 +197,12 @@ def test_gradwatch_up_restarts_its_worker_refuses_a_second_instance_and_dies_who
 ) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GRADWATCH_")}
-    env.update(GRADWATCH_HOME=str(up_home), GRADWATCH_DATA_DIR=str(mnist_data_dir), PYTHONUNBUFFERED="1",
-               GRADWATCH_WORKER_TORCH_THREADS="1", GRADWATCH_ALLOW_DOWNLOAD="false")  # fmt: skip
-    up_argv = [sys.executable, "-m", "service.cli", "up", "--host", "127.0.0.1", "--port", str(port)]
     log = tmp_path / "up.log"
-    with log.open("wb") as output:
-        up = subprocess.Popen(up_argv, cwd=REPO_ROOT, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+    up, env, up_argv = start_gradwatch_up(up_home, mnist_data_dir, port, log, GRADWATCH_WORKER_TORCH_THREADS="1", GRADWATCH_ALLOW_DOWNLOAD="false")
     try:
+        wait_until_healthy(url, up, log)
         client = GradwatchClient(url)
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while True:
-            try:
-                client.health()
-                break
-            except GradwatchError:
-                assert up.poll() is None and time.monotonic() < deadline, log.read_text()
-                time.sleep(0.2)
 
         # A second `gradwatch up`: on the same home, then from another home on the same port.
         same_home = subprocess.run(up_argv, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60)
