@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from service.client import GradwatchError
 from service.db.migrate import upgrade
 from tests.conftest import redis_database
 from tests.e2e.pg_cluster import PostgresCluster
@@ -63,6 +64,20 @@ def ride_out(stack: Stack, outage: Callable[[], None]) -> None:
     assert set(by_worker) == {"tolerant", "impatient"}, by_worker  # one run each, at once
 
     outage()  # returns when the database is back
+    back_at = time.monotonic()
+
+    def progress() -> int | None:
+        try:
+            return client.get(by_worker["tolerant"])["progress"]["step"]
+        except GradwatchError:  # the API's own pool reconnecting (its 503 is not tested here)
+            return None
+
+    while (stalled_at := progress()) is None:
+        time.sleep(0.1)
+    while progress() in (stalled_at, None):
+        assert time.monotonic() - back_at < 120, stack.logs()
+        time.sleep(0.1)
+    print(f"the surviving run's stored progress moved {time.monotonic() - back_at:.1f} s after the database came back")
 
     survived = stack.wait(by_worker["tolerant"], timeout=600)
     assert survived["status"] == "succeeded", f"{survived}\n{stack.logs()}"
