@@ -191,3 +191,18 @@ def test_a_database_outage_before_the_claim_retries_the_task() -> None:
         with pytest.raises(Retry):
             tasks.train_experiment("abc")
     assert "connection refused" in str(retried["exc"]) and retried["countdown"] == 5
+
+
+def test_the_claim_rides_out_an_outage_up_to_the_tolerance(config) -> None:
+    """A database that refuses connections (nothing listens on its port): the claim is
+    retried until the tolerance is spent, then the task's own retry takes over."""
+    from tests.e2e.stack import free_port
+    from workers.outage import DatabaseUnreachable
+
+    absent = make_engine(f"postgresql+psycopg://root@127.0.0.1:{free_port()}/none")
+    impatient = config.model_copy(update={"db_outage_tolerance_s": 0.5, "db_retry_max_backoff_s": 0.1})
+    try:
+        with pytest.raises(DatabaseUnreachable, match=r"^database unreachable for \d+ s while claiming experiment abc"):
+            run_experiment("abc", impatient, session_factory=make_session_factory(absent))
+    finally:
+        absent.dispose()
