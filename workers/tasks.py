@@ -121,16 +121,6 @@ def run_experiment(
 def _train(
     experiment: store.ExperimentRecord, config: Settings, session_factory: Callable[[], Session]
 ) -> tuple[str, dict[str, Any]]:
-    # Imported here, in the pool child: importing torch in the prefork parent would
-    # break the rule that CUDA is never initialised before a fork.
-    import torch
-
-    from workers.engine import train
-    from workers.spec import to_run_config
-
-    if config.worker_torch_threads > 0:
-        torch.set_num_threads(config.worker_torch_threads)
-    run_config = to_run_config(experiment.spec, config)
     writer = ProbeWriter(
         experiment.id,
         session_factory,
@@ -139,7 +129,20 @@ def _train(
         outage_tolerance_s=config.db_outage_tolerance_s,
         max_backoff_s=config.db_retry_max_backoff_s,
     )
+    # The writer (and its heartbeat) starts before the slow part of setting up: importing
+    # torch and loading the data can outlast heartbeat_stale_s on a busy machine, and the
+    # reaper must not take a run that is only getting ready for a lost one.
     with writer:
+        # Imported here, in the pool child: importing torch in the prefork parent would
+        # break the rule that CUDA is never initialised before a fork.
+        import torch
+
+        from workers.engine import train
+        from workers.spec import to_run_config
+
+        if config.worker_torch_threads > 0:
+            torch.set_num_threads(config.worker_torch_threads)
+        run_config = to_run_config(experiment.spec, config)
         outcome = train(run_config, writer.on_flush, writer.should_stop)
 
     def record_steps_done() -> None:

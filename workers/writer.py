@@ -17,8 +17,9 @@ retried with a doubling delay (up to `max_backoff_s`) while training goes on and
 buffer fills; at its bound training pauses. The first attempt after a failure writes the
 heartbeat before anything else, so the reaper sees the run alive as soon as the database
 is back. Past `outage_tolerance_s` of continuous failure the writer gives up with
-`DatabaseUnreachable` ("database unreachable for N s …"): training stops and the task
-records that cause as the run's error once the database takes it.
+`DatabaseUnreachable` ("database unreachable for N s …"): training stops, what it holds
+gets one more tolerance period to be stored, and the task records that cause as the
+run's error once the database takes it.
 
 Why retries are safe: chunks are keyed by (series, first step) and inserted with ON
 CONFLICT DO NOTHING, so writing a batch twice (a retry after a lost commit
@@ -149,6 +150,8 @@ class ProbeWriter:
         self._poll_s = poll_s
         self._max_coalesce = max_coalesce
         self._max_buffer_bytes = max_buffer_bytes
+        self._max_backoff_s = max_backoff_s
+        self._retry_backoff_s = retry_backoff_s
         self._outage = Outage(outage_tolerance_s, max_backoff_s, retry_backoff_s)
         # Batches not yet stored, with their sizes; a batch leaves only once it is stored,
         # so `_buffered_bytes` counts the ones being written too.
@@ -202,13 +205,33 @@ class ProbeWriter:
         return self
 
     def close(self) -> None:
-        """Write what is buffered, stop the thread, and raise its error if it had one."""
+        """Write what is buffered, stop the thread, and raise its error if it had one.
+
+        After the writer gave up on an outage, what it still holds gets one more
+        tolerance period to reach the database (training has stopped, and the run's
+        final status waits for the database anyway); only then is it dropped."""
         with self._changed:
             self._closing = True
             self._changed.notify_all()
         if self._thread.is_alive():
             self._thread.join()
+        if isinstance(self._error, DatabaseUnreachable) and self._buffer:
+            self._store_what_is_left()
         self._raise_if_failed()
+
+    def _store_what_is_left(self) -> None:
+        self._outage = Outage(self._outage.tolerance_s, self._max_backoff_s, self._retry_backoff_s)
+        batches = [batch for batch, _ in self._buffer]
+        try:
+            for start in range(0, len(batches), self._max_coalesce):
+                self._store(batches[start : start + self._max_coalesce])
+        except DatabaseUnreachable as error:
+            logger.error(
+                "experiment %s: dropping the measurements the database never took: %s",
+                self.experiment_id, error,
+            )
+        self._buffer.clear()
+        self._buffered_bytes = 0
 
     def __enter__(self) -> ProbeWriter:
         return self.start()

@@ -161,6 +161,10 @@ def test_past_the_tolerance_the_writer_gives_up_with_the_cause(proxied) -> None:
     writer.on_flush(make_batch(10, 10))
     while not writer.should_stop():  # training is told to stop once the tolerance is spent
         time.sleep(0.05)
+    with pytest.raises(DatabaseUnreachable):
+        writer.on_flush(make_batch(20, 10))  # the engine's next flush learns why
+    proxy.restore()  # back within one more tolerance period: what was measured is kept
     with pytest.raises(DatabaseUnreachable, match=r"^database unreachable for \d+ s while .*GRADWATCH_DB_OUTAGE_TOLERANCE_S = 1 s"):
         writer.close()
-    np.testing.assert_array_equal(read(direct, experiment_id, "loss")[None], np.arange(10))  # kept
+    np.testing.assert_array_equal(read(direct, experiment_id, "loss")[None], np.arange(20))
+    assert stored_points(direct, experiment_id) == 4 * 20
