@@ -42,7 +42,8 @@ from service.terminal import shown
 from service.client import GradwatchClient, GradwatchError
 from service.config import settings
 from service.plot_cli import plot_command
-from service.supervisor import supervise
+from service.instance import AlreadyRunning, claim_instance
+from service.supervisor import RestartPolicy, supervise
 
 app = typer.Typer(
     name="gradwatch",
@@ -190,33 +191,44 @@ def up(
     Needs no external service: a SQLite database and kombu's filesystem broker under
     GRADWATCH_HOME (default ~/.gradwatch), unless GRADWATCH_DATABASE_URL or
     GRADWATCH_BROKER_URL point elsewhere. An experiment still running when the worker is
-    stopped after the grace period is marked failed by the stale-heartbeat reaper.
+    stopped after the grace period is marked failed by the stale-heartbeat reaper. A
+    worker or API that dies is restarted (service/supervisor.py); a second `up` on the
+    same home or port says where gradwatch already runs and exits 1.
     """
+    local_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    url = f"http://{local_host}:{port}"
+    try:
+        with claim_instance(settings.home, host, port, url):
+            exit_code = _run_up(host, port, url, grace)
+    except AlreadyRunning as error:
+        raise _fail(str(error)) from None
+    if exit_code:
+        raise typer.Exit(exit_code)
+    console.print("gradwatch stopped")
+
+
+def _run_up(host: str, port: int, url: str, grace: float) -> int:
     settings.home.mkdir(parents=True, exist_ok=True)
     migrate()
     if ensure_local_token(settings):  # first start: a token for this machine's CLI and client
         console.print(f"created an admin API token in {settings.token_file} (mode 0600)", soft_wrap=True, markup=False)
-    me = [sys.executable, "-m", "service.cli"]
-    commands = {
-        "api": [*me, "api", "--host", host, "--port", str(port)],
-        # The only worker of this machine takes both queues; it trains on CUDA if it has it.
-        "worker": [*me, "worker", "--queue", ",".join(QUEUES)],
-    }
-    local_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     console.print(
         f"gradwatch is starting at http://{host}:{port} (data in {settings.home}); "
         "Ctrl-C stops it",
         soft_wrap=True,
     )
-    exit_code = supervise(
-        commands,
-        health_url=f"http://{local_host}:{port}",
+    me = [sys.executable, "-m", "service.cli"]
+    return supervise(
+        {
+            "api": [*me, "api", "--host", host, "--port", str(port)],
+            # The only worker of this machine takes both queues; it trains on CUDA if it has it.
+            "worker": [*me, "worker", "--queue", ",".join(QUEUES)],
+        },
+        health_url=url,
         grace=grace,
         say=lambda message: console.print(f"gradwatch: {message}", soft_wrap=True),
+        policy=RestartPolicy.from_settings(settings),
     )
-    if exit_code:
-        raise typer.Exit(exit_code)
-    console.print("gradwatch stopped")
 
 
 # -- talking to the service ---------------------------------------------------------------

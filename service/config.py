@@ -153,6 +153,35 @@ class Settings(BaseSettings):
     # CUDA runs (the driver maps far more address space than it uses).
     worker_memory_cap_bytes: int | None = None
 
+    # Nothing stranded (README, "Failure handling"). The API's dispatch reconciler sends
+    # a queued experiment's task again when its message is not waiting in the broker
+    # `redispatch_after_s` after it was last handed over (or, never handed over, after its
+    # commit): an experiment whose message was lost is back in the broker within
+    # redispatch_after_s + dispatch_interval_s, and trains as soon as a worker is free.
+    redispatch_after_s: float = 60.0
+    # How often the reconciler looks (0 turns it off).
+    dispatch_interval_s: float = 10.0
+    # Test only: the API kills itself (SIGKILL) after committing a new experiment and
+    # before handing its task to the broker, to show that such a row still runs.
+    fault_kill_before_enqueue: bool = False
+    # A worker keeps training through a database outage this long, keeping what it could
+    # not write (at most writer_max_buffer_bytes; beyond, training pauses); past it the
+    # run stops and ends `failed` with "database unreachable for N s", written (with
+    # what was measured) once the database is back.
+    db_outage_tolerance_s: float = 600.0
+    # Longest wait between two attempts to reach the database (the delay doubles from
+    # 0.2 s up to this): how soon after an outage the writes resume.
+    db_retry_max_backoff_s: float = 5.0
+    # Measurements one run's writer may hold while the database does not take them.
+    writer_max_buffer_bytes: int = 256 * 2**20
+
+    # `gradwatch up` restarts a child that died after supervisor_backoff_s, doubling up to
+    # 30 s, and gives up (stopping everything, exit status 1) when one child died more
+    # than supervisor_max_restarts times within supervisor_restart_window_s.
+    supervisor_backoff_s: float = 1.0
+    supervisor_max_restarts: int = 5
+    supervisor_restart_window_s: float = 120.0
+
     limits: Limits = Field(default_factory=Limits)
     diagnosis: DiagnosisThresholds = Field(default_factory=DiagnosisThresholds)
 

@@ -7,12 +7,17 @@ The API never imports the worker's code (nor torch): it sends the task by name,
 
 from __future__ import annotations
 
+import base64
+import json
+import logging
 from pathlib import Path
 from typing import Any
 
 from celery import Celery
 
 from service.config import Settings, settings as default_settings
+
+log = logging.getLogger("gradwatch.queue")
 
 TRAIN_TASK = "gradwatch.train"
 QUEUES = ("cpu", "gpu")
@@ -102,6 +107,65 @@ class Enqueuer:
         ensure_broker_folders(self.settings)
         self.celery.send_task(TRAIN_TASK, args=[experiment_id], queue=queue)
 
+    def waiting_ids(self, queue: str) -> set[str] | None:
+        """The experiment ids whose `gradwatch.train` messages wait in `queue`, or None
+        when the broker cannot be inspected (the reconciler then re-sends regardless).
+
+        Only waiting messages count: a message a worker has taken (Redis keeps it under
+        `unacked` until the visibility timeout) no longer brings its experiment to a
+        worker if that worker died before claiming it."""
+        try:
+            if self.settings.uses_embedded_broker:
+                raw = _filesystem_messages(broker_folders(self.settings)["queue"], queue)
+            else:
+                raw = self._redis_messages(queue)
+        except Exception:  # noqa: BLE001 - an unreadable broker is answered by re-sending
+            log.warning("could not list the messages waiting in queue %s", queue, exc_info=True)
+            return None
+        if raw is None:
+            return None
+        return {experiment_id for message in raw if (experiment_id := task_experiment_id(message))}
+
+    def _redis_messages(self, queue: str) -> list[bytes] | None:
+        with self.celery.connection_for_write() as connection:
+            channel = connection.default_channel
+            if not hasattr(channel, "_q_for_pri"):  # not the Redis transport
+                return None
+            client = channel.client
+            messages: list[bytes] = []
+            # kombu keeps one list per priority step (`cpu`, `cpu\x06\x163`, …).
+            for key in dict.fromkeys(channel._q_for_pri(queue, p) for p in channel.priority_steps):
+                messages += client.lrange(key, 0, -1)
+            return messages
+
     def close(self) -> None:
         if self._celery is not None:
             self._celery.close()
+
+
+def _filesystem_messages(folder: Path, queue: str) -> list[bytes]:
+    """The messages kombu's filesystem transport holds for `queue`: one file each, named
+    `<ms>_<uuid>.<queue>.msg`; a file a worker takes meanwhile is simply missed."""
+    messages = []
+    for path in folder.glob(f"*.{queue}.msg"):
+        try:
+            messages.append(path.read_bytes())
+        except FileNotFoundError:
+            continue
+    return messages
+
+
+def task_experiment_id(raw: bytes | str) -> str | None:
+    """The experiment id of one raw `gradwatch.train` message as kombu stores it (the same
+    JSON envelope on Redis and on the filesystem), or None for anything else."""
+    try:
+        message = json.loads(raw)
+        if (message.get("headers") or {}).get("task") != TRAIN_TASK:
+            return None
+        body = message["body"]
+        if (message.get("properties") or {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        args = json.loads(body)[0]  # Celery's protocol 2: [args, kwargs, embed]
+        return str(args[0]) if args else None
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        return None

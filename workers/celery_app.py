@@ -9,14 +9,18 @@ fork. The task imports the engine inside its body, in the child.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from celery import Celery, signals
 
 from service.config import settings
+from service.lifeline import die_with_parent
 from service.queue import celery_config, ensure_broker_folders
 
 app = Celery("gradwatch", include=["workers.tasks"])
+# Imported by the worker's main process before it forks its pool: the children's parent.
+_WORKER_PID = os.getpid()
 app.conf.update(celery_config(settings))
 
 
@@ -24,3 +28,10 @@ app.conf.update(celery_config(settings))
 def _create_broker_folders(**_: Any) -> None:
     # The embedded broker's folders must exist before the worker declares its queues.
     ensure_broker_folders(settings)
+
+
+@signals.worker_process_init.connect
+def _die_with_the_worker(**_: Any) -> None:
+    # A pool child must not outlive its worker (SIGKILLed, or killed with `gradwatch up`):
+    # an orphan would go on training a run nobody would ever store (service/lifeline.py).
+    die_with_parent(_WORKER_PID)

@@ -20,6 +20,12 @@ Delivery guarantees (acks_late and prefetch 1 come from `service.queue.celery_co
   marks it `failed` once its writer has been silent for `heartbeat_stale_s`, keeping
   every point stored so far.
 
+Database outages (README, "Failure handling"): the claim is retried through an outage of
+up to `db_outage_tolerance_s` (then the task is retried later by Celery, and the row,
+still `queued`, is re-sent by the API's dispatch reconciler anyway); training goes on
+while the writer buffers; the final status is retried until the database takes it, so
+a run never stays `running` nor loses the real cause of its end to the reaper.
+
 This module must not import torch at import time (see `workers.celery_app`); the engine
 is imported inside the task, in the pool child.
 """
@@ -35,7 +41,6 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
-import sqlalchemy.exc
 from sqlalchemy.orm import Session, sessionmaker
 
 from service import store
@@ -43,13 +48,12 @@ from service.config import Settings, settings
 from service.db.engine import make_engine, make_session_factory
 from workers.celery_app import app
 from workers.memory_guard import address_space_cap, is_out_of_memory, out_of_memory_message
+from workers.outage import TRANSIENT_DB_ERRORS, DatabaseUnreachable, Outage, ride_out
 from workers.writer import ProbeWriter
 
 logger = logging.getLogger(__name__)
 
 TASK_NAME = "gradwatch.train"
-# A dropped connection, a database restarting: worth trying again.
-TRANSIENT_DB_ERRORS = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)
 
 
 @app.task(name=TASK_NAME, bind=True, reject_on_worker_lost=True, ignore_result=True, max_retries=8)
@@ -58,9 +62,9 @@ def train_experiment(self: Any, experiment_id: str) -> str:
     worker = f"{self.request.hostname or socket.gethostname()} pid {os.getpid()}"
     try:
         return run_experiment(experiment_id, settings, worker=worker)
-    except TRANSIENT_DB_ERRORS as error:
-        # The database was unreachable before the experiment could be claimed (or
-        # finished): try again later rather than leave it queued. Safe: a retry of a
+    except (*TRANSIENT_DB_ERRORS, DatabaseUnreachable) as error:
+        # The database stayed unreachable past the tolerance before the experiment could
+        # be claimed: try again later rather than leave it queued. Safe: a retry of a
         # claimed experiment finds it not queued and does nothing.
         raise self.retry(exc=error, countdown=min(300, 5 * 2**self.request.retries)) from error
 
@@ -82,8 +86,12 @@ def run_experiment(
     `"skipped"` when it was not queued. Never leaves the experiment `running` unless the
     process itself dies (then the reaper ends it)."""
     session_factory = session_factory or _session_factory_for(config.resolved_database_url)
-    with session_factory() as session:
-        experiment = store.claim_experiment(session, experiment_id, worker)
+
+    def claim() -> store.ExperimentRecord | None:
+        with session_factory() as session:
+            return store.claim_experiment(session, experiment_id, worker)
+
+    experiment = ride_out(claim, f"claiming experiment {experiment_id}", _outage(config))
     if experiment is None:
         logger.info(
             "experiment %s is not queued (claimed, finished or deleted): nothing to do",
@@ -94,6 +102,10 @@ def run_experiment(
     failure = None
     try:
         status, result, note = _train(experiment, config, session_factory)
+    except DatabaseUnreachable as error:
+        logger.error("experiment %s failed: %s", experiment_id, error)
+        _finish(session_factory, experiment_id, "failed", None, error=str(error), config=config)
+        return "failed"
     except Exception as error:  # noqa: BLE001 - any failure ends the run as failed
         logger.exception("experiment %s failed", experiment_id)
         if is_out_of_memory(error):
@@ -104,14 +116,14 @@ def run_experiment(
         # The worker is being shut down (SystemExit, KeyboardInterrupt): say so rather
         # than leaving the run to the reaper.
         stopped = f"the worker stopped during training ({type(error).__name__})"
-        _finish(session_factory, experiment_id, "failed", None, error=stopped)
+        _finish(session_factory, experiment_id, "failed", None, error=stopped, config=config)
         raise
     if failure is not None:
         # Outside the except block: the error's traceback, which holds the run's tensors,
         # is gone, so a run that ran out of memory has freed it before the next one.
-        _finish(session_factory, experiment_id, "failed", None, error=failure)
+        _finish(session_factory, experiment_id, "failed", None, error=failure, config=config)
         return "failed"
-    _finish(session_factory, experiment_id, status, result, error=note)
+    _finish(session_factory, experiment_id, status, result, error=note, config=config)
     logger.info("experiment %s ended %s: %s", experiment_id, status, result)
     return status
 
@@ -124,23 +136,34 @@ def _train(
     experiment: store.ExperimentRecord, config: Settings, session_factory: Callable[[], Session]
 ) -> tuple[str, dict[str, Any], str | None]:
     """(final status, result, a note for `error` or None)."""
-    # Imported here, in the pool child: importing torch in the prefork parent would
-    # break the rule that CUDA is never initialised before a fork.
-    import torch
+    writer = ProbeWriter(
+        experiment.id,
+        session_factory,
+        poll_s=config.worker_poll_s,
+        max_buffer_bytes=config.writer_max_buffer_bytes,
+        outage_tolerance_s=config.db_outage_tolerance_s,
+        max_backoff_s=config.db_retry_max_backoff_s,
+    )
+    # The writer (and its heartbeat) starts before the slow part of setting up: importing
+    # torch and loading the data can outlast heartbeat_stale_s on a busy machine, and the
+    # reaper must not take a run that is only getting ready for a lost one.
+    with writer:
+        # Imported here, in the pool child: importing torch in the prefork parent would
+        # break the rule that CUDA is never initialised before a fork.
+        import torch
 
-    from workers.engine import train
-    from workers.spec import to_run_config
+        from workers.engine import train
+        from workers.spec import to_run_config
 
-    if config.worker_torch_threads > 0:
-        torch.set_num_threads(config.worker_torch_threads)
-    run_config = to_run_config(experiment.spec, config)
-    # Specs stored before training.max_runtime_s existed get the server's cap.
-    max_runtime_s = (experiment.spec.get("training") or {}).get("max_runtime_s") or config.limits.max_runtime_s
-    on_cuda = run_config.device == "cuda" or (run_config.device == "auto" and torch.cuda.is_available())
-    allowance = 0 if on_cuda else _allowance(config)
-    timed_out = False
-    deadline: float | None = None
-    with ProbeWriter(experiment.id, session_factory, poll_s=config.worker_poll_s) as writer:
+        if config.worker_torch_threads > 0:
+            torch.set_num_threads(config.worker_torch_threads)
+        run_config = to_run_config(experiment.spec, config)
+        # Specs stored before training.max_runtime_s existed get the server's cap.
+        max_runtime_s = (experiment.spec.get("training") or {}).get("max_runtime_s") or config.limits.max_runtime_s
+        on_cuda = run_config.device == "cuda" or (run_config.device == "auto" and torch.cuda.is_available())
+        allowance = 0 if on_cuda else _allowance(config)
+        timed_out = False
+        deadline: float | None = None
 
         def should_stop() -> bool:
             # Read before every step: a cancel (or a failed writer) first, then the clock.
@@ -157,8 +180,12 @@ def _train(
 
         with address_space_cap(allowance):
             outcome = train(run_config, writer.on_flush, should_stop)
-    with session_factory() as session:
-        store.record_progress(session, experiment.id, int(outcome.steps_done))
+
+    def record_steps_done() -> None:
+        with session_factory() as session:
+            store.record_progress(session, experiment.id, int(outcome.steps_done))
+
+    ride_out(record_steps_done, "recording the steps done", _outage(config))
     result = {
         "final_loss": _finite_or_none(outcome.final_loss),
         "final_accuracy": _finite_or_none(outcome.final_accuracy),
@@ -184,24 +211,28 @@ def _finish(
     status: str,
     result: dict[str, Any] | None,
     error: str | None = None,
-    attempts: int = 5,
+    config: Settings = settings,
 ) -> None:
-    """finish_experiment, retried through short database outages: a run must not stay
-    `running` because its last write met a dropped connection."""
-    for attempt in range(attempts):
-        try:
-            with session_factory() as session:
-                finished = store.finish_experiment(session, experiment_id, status, result, error)
-                if finished is None:
-                    logger.warning(
-                        "experiment %s was no longer running (reaped?); left as it is",
-                        experiment_id,
-                    )
-            return
-        except TRANSIENT_DB_ERRORS:
-            if attempt == attempts - 1:
-                raise
-            time.sleep(0.5 * 2**attempt)
+    """finish_experiment, retried until the database takes it however long it is down:
+    a run must not stay `running`, nor have the reaper's "no heartbeat" replace the
+    real reason it ended (the reaper waits heartbeat_stale_s after an outage, and this
+    retries at least every db_retry_max_backoff_s)."""
+
+    def finish() -> None:
+        with session_factory() as session:
+            finished = store.finish_experiment(session, experiment_id, status, result, error)
+        if finished is None:
+            logger.warning(
+                "experiment %s was no longer running (reaped?); left as it is", experiment_id
+            )
+
+    ride_out(finish, f"finishing experiment {experiment_id}", _outage(config, tolerance=False))
+
+
+def _outage(config: Settings, tolerance: bool = True) -> Outage:
+    return Outage(
+        config.db_outage_tolerance_s if tolerance else None, config.db_retry_max_backoff_s
+    )
 
 
 def _describe(error: BaseException) -> str:

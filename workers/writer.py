@@ -8,9 +8,18 @@ every `poll_s`, it records a heartbeat and checks whether a cancel was requested
 the event that the engine's `should_stop` reads: cancellation is cooperative, so it works
 on every broker.
 
-Why a thread: training must never wait on the database. `on_flush` only puts the batch on
-a bounded queue; it blocks only when the writer is `max_pending` batches behind, which is
-back-pressure (memory stays bounded), not a round trip per flush.
+Why a thread: training must never wait on the database. `on_flush` only puts the batch in
+a buffer; it blocks only when the batches not yet written hold `max_buffer_bytes`, which is
+back-pressure (memory stays bounded, nothing is dropped), not a round trip per flush.
+
+Database outages (README, "Failure handling"): a write that meets a transient error is
+retried with a doubling delay (up to `max_backoff_s`) while training goes on and the
+buffer fills; at its bound training pauses. The first attempt after a failure writes the
+heartbeat before anything else, so the reaper sees the run alive as soon as the database
+is back. Past `outage_tolerance_s` of continuous failure the writer gives up with
+`DatabaseUnreachable` ("database unreachable for N s …"): training stops, what it holds
+gets one more tolerance period to be stored, and the task records that cause as the
+run's error once the database takes it.
 
 Why retries are safe: chunks are keyed by (series, first step) and inserted with ON
 CONFLICT DO NOTHING, so writing a batch twice (a retry after a lost commit
@@ -20,25 +29,21 @@ acknowledgement, a redelivered task) never duplicates a point.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
+from itertools import islice
 from typing import Any, Protocol
 
 import numpy as np
-import sqlalchemy.exc
 from sqlalchemy.orm import Session
 
 from service import store
 from service.store import SeriesChunk, TimestepChunk
+from workers.outage import TRANSIENT_DB_ERRORS, DatabaseUnreachable, Outage, ride_out
 
 logger = logging.getLogger(__name__)
-
-# Errors worth retrying: a dropped connection, a server restart, SQLite's "database is
-# locked". Anything else (a constraint we violated, a bug) fails the run at once.
-TRANSIENT_ERRORS = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)
-_CLOSE = object()  # sentinel: no more batches
 
 
 class TimestepBatchLike(Protocol):
@@ -59,6 +64,17 @@ class ProbeBatchLike(Protocol):
 
 class WriterError(RuntimeError):
     """The writer could not store the measurements; the run fails with this message."""
+
+
+def batch_nbytes(batch: ProbeBatchLike) -> int:
+    """The memory one batch holds: its steps, values and gradients through time."""
+    size = batch.steps.nbytes + sum(values.nbytes for values in batch.values.values())
+    through_time = batch.timesteps
+    if through_time is not None:
+        size += through_time.hidden_grad_norm.nbytes
+        if through_time.cell_grad_norm is not None:
+            size += through_time.cell_grad_norm.nbytes
+    return int(size)
 
 
 def to_chunks(batch: ProbeBatchLike) -> tuple[list[SeriesChunk], list[TimestepChunk]]:
@@ -109,8 +125,9 @@ class ProbeWriter:
         with ProbeWriter(experiment_id, session_factory, poll_s=settings.worker_poll_s) as writer:
             result = train(config, writer.on_flush, writer.should_stop)
 
-    Leaving the block drains the queue, stops the thread and re-raises the first error the
-    thread met (as `WriterError`), so a run whose points could not be stored fails.
+    Leaving the block writes what is buffered, stops the thread and re-raises the first
+    error the thread met (`WriterError`, or `DatabaseUnreachable` past the outage
+    tolerance), so a run whose points could not be stored fails with the reason.
     """
 
     def __init__(
@@ -118,9 +135,10 @@ class ProbeWriter:
         experiment_id: str,
         session_factory: Callable[[], Session],
         poll_s: float = 0.5,
-        max_pending: int = 8,
+        max_buffer_bytes: int = 256 * 2**20,
         max_coalesce: int = 32,
-        retries: int = 6,
+        outage_tolerance_s: float = 600.0,
+        max_backoff_s: float = 5.0,
         retry_backoff_s: float = 0.2,
         write_chunks: Callable[..., Any] | None = None,
     ) -> None:
@@ -130,10 +148,17 @@ class ProbeWriter:
         self._session_factory = session_factory
         self._write_chunks = write_chunks or store.write_chunks  # injectable for tests
         self._poll_s = poll_s
-        self._retries = retries
         self._max_coalesce = max_coalesce
+        self._max_buffer_bytes = max_buffer_bytes
+        self._max_backoff_s = max_backoff_s
         self._retry_backoff_s = retry_backoff_s
-        self._pending: queue.Queue[Any] = queue.Queue(maxsize=max_pending)
+        self._outage = Outage(outage_tolerance_s, max_backoff_s, retry_backoff_s)
+        # Batches not yet stored, with their sizes; a batch leaves only once it is stored,
+        # so `_buffered_bytes` counts the ones being written too.
+        self._buffer: deque[tuple[ProbeBatchLike, int]] = deque()
+        self._buffered_bytes = 0
+        self._closing = False
+        self._changed = threading.Condition()
         self._error: BaseException | None = None
         self._thread = threading.Thread(
             target=self._run, name=f"probe-writer-{experiment_id}", daemon=True
@@ -146,14 +171,32 @@ class ProbeWriter:
         return self.cancel_requested.is_set()
 
     def on_flush(self, batch: ProbeBatchLike) -> None:
-        """The engine's `on_flush`: queue the batch; blocks only if the writer is far behind."""
-        while True:
-            self._raise_if_failed()
-            try:
-                self._pending.put(batch, timeout=0.1)
-                return
-            except queue.Full:
-                continue
+        """The engine's `on_flush`: buffer the batch; blocks (training pauses) only while
+        the buffer is full, e.g. through a database outage. A batch larger than the whole
+        buffer is still taken, alone, rather than never."""
+        size = batch_nbytes(batch)
+        with self._changed:
+            paused = False
+            while True:
+                self._raise_if_failed()
+                if not self._buffer or self._buffered_bytes + size <= self._max_buffer_bytes:
+                    break
+                if not paused:
+                    paused = True
+                    logger.warning(
+                        "experiment %s: the writer holds %d bytes the database has not taken "
+                        "(max_buffer_bytes %d): training waits for it",
+                        self.experiment_id, self._buffered_bytes, self._max_buffer_bytes,
+                    )
+                self._changed.wait(0.1)
+            self._buffer.append((batch, size))
+            self._buffered_bytes += size
+            self._changed.notify_all()
+
+    @property
+    def buffered_bytes(self) -> int:
+        """What the writer holds that the database has not taken yet."""
+        return self._buffered_bytes
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -162,16 +205,33 @@ class ProbeWriter:
         return self
 
     def close(self) -> None:
-        """Write what is queued, stop the thread, and raise its error if it had one."""
+        """Write what is buffered, stop the thread, and raise its error if it had one.
+
+        After the writer gave up on an outage, what it still holds gets one more
+        tolerance period to reach the database (training has stopped, and the run's
+        final status waits for the database anyway); only then is it dropped."""
+        with self._changed:
+            self._closing = True
+            self._changed.notify_all()
         if self._thread.is_alive():
-            while self._thread.is_alive():
-                try:
-                    self._pending.put(_CLOSE, timeout=0.1)
-                    break
-                except queue.Full:
-                    continue
             self._thread.join()
+        if isinstance(self._error, DatabaseUnreachable) and self._buffer:
+            self._store_what_is_left()
         self._raise_if_failed()
+
+    def _store_what_is_left(self) -> None:
+        self._outage = Outage(self._outage.tolerance_s, self._max_backoff_s, self._retry_backoff_s)
+        batches = [batch for batch, _ in self._buffer]
+        try:
+            for start in range(0, len(batches), self._max_coalesce):
+                self._store(batches[start : start + self._max_coalesce])
+        except DatabaseUnreachable as error:
+            logger.error(
+                "experiment %s: dropping the measurements the database never took: %s",
+                self.experiment_id, error,
+            )
+        self._buffer.clear()
+        self._buffered_bytes = 0
 
     def __enter__(self) -> ProbeWriter:
         return self.start()
@@ -184,7 +244,7 @@ class ProbeWriter:
         # let the training error, the more useful one, propagate.
         try:
             self.close()
-        except WriterError:
+        except (WriterError, DatabaseUnreachable):
             logger.exception("the probe writer also failed for experiment %s", self.experiment_id)
 
     # -- the thread ------------------------------------------------------------------------
@@ -193,16 +253,24 @@ class ProbeWriter:
         next_poll = time.monotonic()
         try:
             while True:
-                try:
-                    item = self._pending.get(timeout=max(0.0, next_poll - time.monotonic()))
-                except queue.Empty:
-                    item = None
-                if item is _CLOSE:
-                    return
-                if item is not None:
-                    batches, closing = self._drain([item])
-                    self._store(batches)
-                    if closing:
+                with self._changed:
+                    if not self._buffer and not self._closing:
+                        self._changed.wait(max(0.0, next_poll - time.monotonic()))
+                    # Up to `max_coalesce` waiting flushes in one transaction: when the
+                    # database is slower than the engine (or just came back), one
+                    # transaction for several flushes costs little more than one for a
+                    # single flush, so the writer catches up instead of falling further
+                    # behind. Each flush keeps its own chunks, keyed by its first step.
+                    group = list(islice(self._buffer, self._max_coalesce))
+                if group:
+                    self._store([batch for batch, _ in group])
+                    with self._changed:
+                        for _ in group:
+                            self._buffer.popleft()
+                        self._buffered_bytes -= sum(size for _, size in group)
+                        self._changed.notify_all()
+                with self._changed:
+                    if self._closing and not self._buffer:
                         return
                 if time.monotonic() >= next_poll:
                     self._poll()
@@ -211,24 +279,8 @@ class ProbeWriter:
             self._error = error
             # Stop training: nothing it measures from now on could be stored.
             self.cancel_requested.set()
-
-    def _drain(self, batches: list[Any]) -> tuple[list[ProbeBatchLike], bool]:
-        """Add the batches already waiting (up to `max_coalesce`) to `batches`.
-
-        Why: when the database is slower than the engine, one transaction for several
-        flushes costs little more than one for a single flush (the round trips dominate),
-        so the writer catches up instead of falling further behind. Each flush keeps its
-        own chunks, keyed by its first step, so idempotency is unchanged.
-        Returns the batches and whether the close sentinel was among them."""
-        while len(batches) < self._max_coalesce:
-            try:
-                item = self._pending.get_nowait()
-            except queue.Empty:
-                break
-            if item is _CLOSE:
-                return batches, True
-            batches.append(item)
-        return batches, False
+            with self._changed:
+                self._changed.notify_all()
 
     def _store(self, batches: list[ProbeBatchLike]) -> None:
         batches = [batch for batch in batches if len(batch.steps)]
@@ -243,22 +295,33 @@ class ProbeWriter:
         first_step = int(batches[0].steps[0])
         progress_step = max(int(batch.steps[-1]) for batch in batches) + 1
 
-        def write(session: Session) -> None:
-            self._write_chunks(session, self.experiment_id, series, timesteps, progress_step)
+        def write() -> None:
+            if self._outage.failures:
+                # The database just failed us: the heartbeat goes first, in a transaction
+                # of its own, so the reaper sees this run alive before the backlog lands.
+                self._heartbeat()
+            with self._session_factory() as session:
+                self._write_chunks(session, self.experiment_id, series, timesteps, progress_step)
 
-        self._with_retries(f"storing steps {first_step}–{progress_step - 1}", write)
+        ride_out(write, f"storing steps {first_step}–{progress_step - 1}", self._outage)
         self.progress_step = max(self.progress_step, progress_step)
 
+    def _heartbeat(self) -> None:
+        with self._session_factory() as session:
+            store.record_progress(session, self.experiment_id, self.progress_step)
+
     def _poll(self) -> None:
-        """Heartbeat and cancel check; a failed poll is retried at the next one (the reaper
-        only fails the run if the database stays unreachable for heartbeat_stale_s).
+        """Heartbeat and cancel check; a failed poll is retried at the next one, and past
+        the outage tolerance it gives up like a failed write.
 
         Training also stops when the experiment is no longer `running`: the reaper failed
         it (this worker was silent too long) or it was deleted. Its result could not be
         stored any more, so going on would only waste the device."""
+        attempt_started = self._outage.now()
         try:
             with self._session_factory() as session:
                 store.record_progress(session, self.experiment_id, self.progress_step)
+                self._outage.succeeded()
                 if store.is_cancel_requested(session, self.experiment_id):
                     self.cancel_requested.set()
                     return
@@ -269,31 +332,20 @@ class ProbeWriter:
                         self.experiment_id,
                     )
                     self.cancel_requested.set()
-        except TRANSIENT_ERRORS as error:
+        except TRANSIENT_DB_ERRORS as error:
+            self._outage.failed(attempt_started)
+            if self._outage.exceeded():
+                raise DatabaseUnreachable(
+                    self._outage.describe("sending the heartbeat", error)
+                ) from error
             logger.warning(
                 "heartbeat for experiment %s failed, will retry: %s", self.experiment_id, error
             )
 
-    def _with_retries(self, what: str, operation: Callable[[Session], None]) -> None:
-        for attempt in range(self._retries + 1):
-            try:
-                with self._session_factory() as session:
-                    operation(session)
-                return
-            except TRANSIENT_ERRORS as error:
-                if attempt == self._retries:
-                    raise WriterError(
-                        f"{what} of experiment {self.experiment_id} failed after "
-                        f"{attempt + 1} attempts: {error}"
-                    ) from error
-                delay = self._retry_backoff_s * 2**attempt
-                logger.warning("%s failed (%s); retrying in %.1f s", what, error, delay)
-                time.sleep(delay)
-
     def _raise_if_failed(self) -> None:
         if self._error is None:
             return
-        if isinstance(self._error, WriterError):
+        if isinstance(self._error, (WriterError, DatabaseUnreachable)):
             raise self._error
         raise WriterError(
             f"storing the measurements failed: {type(self._error).__name__}: {self._error}"

@@ -1,4 +1,5 @@
-"""The FastAPI application: routers, error handlers, and the stale-run reaper.
+"""The FastAPI application: routers, error handlers, the stale-run reaper and the
+dispatch reconciler (service/dispatch.py).
 
 `create_app(settings)` builds an app for one configuration (tests build one per
 database); the module-level `app` is what `uvicorn service.api.main:app` serves. Building
@@ -33,6 +34,8 @@ from service.auth.guard import AUTH_RESPONSES, check_binding
 from service.config import Settings
 from service.config import settings as default_settings
 from service.db.engine import make_engine, make_session_factory
+from service.db.reachability import DatabaseReachability, probe_write
+from service.dispatch import reconcile_forever
 from service.queue import Enqueuer
 
 log = logging.getLogger("gradwatch.api")
@@ -53,10 +56,19 @@ def reap_once(app: FastAPI) -> list[str]:
 
 
 async def _reap_forever(app: FastAPI, interval_s: float) -> None:
+    # The reaper's clock (service/db/reachability.py): after an outage, or this process's
+    # start, nothing is reaped until the database has taken writes for heartbeat_stale_s.
+    reachability = DatabaseReachability()
+    stale_s = app.state.settings.heartbeat_stale_s
     while True:
         try:
-            await run_in_threadpool(reap_once, app)
+            attempt_started = reachability.now()
+            await run_in_threadpool(probe_write, app.state.session_factory)
+            reachability.succeeded(attempt_started)
+            if reachability.reachable_for() >= stale_s:
+                await run_in_threadpool(reap_once, app)
         except Exception:  # noqa: BLE001 - a database outage must not kill the reaper
+            reachability.failed()
             log.exception("the stale-experiment reaper failed; retrying in %s s", interval_s)
         await asyncio.sleep(interval_s)
 
@@ -65,13 +77,22 @@ async def _reap_forever(app: FastAPI, interval_s: float) -> None:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     interval_s = app.state.settings.reaper_interval_s
     reaper = asyncio.create_task(_reap_forever(app, interval_s)) if interval_s > 0 else None
+    settings: Settings = app.state.settings
+    reconciler = (
+        asyncio.create_task(
+            reconcile_forever(app.state.session_factory, app.state.enqueuer, settings)
+        )
+        if settings.dispatch_interval_s > 0
+        else None
+    )
     try:
         yield
     finally:
-        if reaper is not None:
-            reaper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reaper
+        for loop in (reaper, reconciler):
+            if loop is not None:
+                loop.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await loop
         app.state.enqueuer.close()
         app.state.engine.dispose()
 

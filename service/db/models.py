@@ -77,6 +77,9 @@ class Experiment(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # Written by every batch the worker stores; the reaper fails runs where it goes stale.
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When the task was last handed to the broker; NULL: committed but never handed over.
+    # The dispatch reconciler (service/dispatch.py) re-sends queued rows from it.
+    dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     worker: Mapped[str | None] = mapped_column(sa.String(200))
     error: Mapped[str | None] = mapped_column(sa.Text)
     result: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON)

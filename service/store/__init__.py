@@ -5,6 +5,7 @@ Every writing function is one transaction and commits it. Functions take a SQLAl
 of its own) share one implementation.
 """
 
+from service.store.dispatch import DispatchCandidate, mark_dispatched, undelivered_experiments
 from service.store.experiments import (
     check_active_limit,
     claim_experiment,
@@ -35,6 +36,7 @@ from service.store.tokens import create_token, find_active_token, list_tokens, r
 
 __all__ = [
     "ActiveLimitExceeded",
+    "DispatchCandidate",
     "ExperimentNotFound",
     "ExperimentRecord",
     "SeriesChunk",
@@ -57,11 +59,13 @@ __all__ = [
     "list_experiments",
     "list_metrics",
     "list_tokens",
+    "mark_dispatched",
     "read_series",
     "read_timesteps",
     "record_progress",
     "request_cancel",
     "revoke_token",
     "touch_token",
+    "undelivered_experiments",
     "write_chunks",
 ]

@@ -41,6 +41,7 @@ def to_record(row: Experiment) -> ExperimentRecord:
         started_at=row.started_at,
         finished_at=row.finished_at,
         heartbeat_at=row.heartbeat_at,
+        dispatched_at=row.dispatched_at,
         worker=row.worker,
         error=row.error,
         result=row.result,

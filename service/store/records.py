@@ -58,6 +58,7 @@ class ExperimentRecord:
     started_at: datetime | None
     finished_at: datetime | None
     heartbeat_at: datetime | None
+    dispatched_at: datetime | None  # last handed to the broker; None: never
     worker: str | None
     error: str | None
     result: dict[str, Any] | None

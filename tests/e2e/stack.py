@@ -101,17 +101,17 @@ class Stack:
         with one_off_session(self.database_url) as session:
             return issue_token(session, owner or self.owner, scope, "e2e")
 
-    def start_api(self) -> None:
+    def start_api(self, name: str = "api", **env: str) -> Process:
         self.token = self.token or self.make_token()
         port = free_port()
         self.api_url = f"http://127.0.0.1:{port}"
-        api = self.spawn("api", [sys.executable, "-m", "service.cli", "api", "--host", "127.0.0.1", "--port", str(port)])
+        api = self.spawn(name, [sys.executable, "-m", "service.cli", "api", "--host", "127.0.0.1", "--port", str(port)], **env)
         self.client = GradwatchClient(self.api_url, timeout=30, token=self.token)
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while True:
             try:
                 self.client.health()
-                return
+                return api
             except GradwatchError:
                 if api.popen.poll() is not None or time.monotonic() > deadline:
                     pytest.fail(f"the API did not become healthy\n{api.tail()}")

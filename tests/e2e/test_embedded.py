@@ -100,6 +100,28 @@ def up_home(tmp_path: Path) -> Iterator[Path]:
             pass
 
 
+def start_gradwatch_up(home: Path, data_dir: Path, port: int, log: Path, **extra_env: str) -> tuple[subprocess.Popen[bytes], dict[str, str], list[str]]:
+    """`gradwatch up` in a session of its own, its output in `log`: (process, env, argv)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GRADWATCH_")}
+    env.update(GRADWATCH_HOME=str(home), GRADWATCH_DATA_DIR=str(data_dir), PYTHONUNBUFFERED="1", **extra_env)
+    argv = [sys.executable, "-m", "service.cli", "up", "--host", "127.0.0.1", "--port", str(port)]
+    with log.open("wb") as output:
+        up = subprocess.Popen(argv, cwd=REPO_ROOT, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+    return up, env, argv
+
+
+def wait_until_healthy(url: str, up: subprocess.Popen[bytes], log: Path) -> None:
+    with GradwatchClient(url) as client:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while True:
+            try:
+                client.health()
+                return
+            except GradwatchError:
+                assert up.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.2)
+
+
 def test_gradwatch_up_serves_trains_and_stops_cleanly_on_ctrl_c(
     up_home: Path, mnist_data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -107,24 +129,10 @@ def test_gradwatch_up_serves_trains_and_stops_cleanly_on_ctrl_c(
     the client then send with nothing configured by hand (no GRADWATCH_TOKEN anywhere)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GRADWATCH_")}
-    env.update(GRADWATCH_HOME=str(up_home), GRADWATCH_DATA_DIR=str(mnist_data_dir), PYTHONUNBUFFERED="1")
     log = tmp_path / "up.log"
-    with log.open("wb") as output:
-        up = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "up", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=REPO_ROOT, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+    up, env, _ = start_gradwatch_up(up_home, mnist_data_dir, port, log)
     try:
-        with GradwatchClient(url) as client:
-            deadline = time.monotonic() + STARTUP_TIMEOUT_S
-            while True:
-                try:
-                    client.health()
-                    break
-                except GradwatchError:
-                    assert up.poll() is None and time.monotonic() < deadline, log.read_text()
-                    time.sleep(0.2)
+        wait_until_healthy(url, up, log)
         assert (up_home / "gradwatch.db").exists()
         token_file = up_home / "token"
         assert token_file.stat().st_mode & 0o777 == 0o600
@@ -155,6 +163,97 @@ def test_gradwatch_up_serves_trains_and_stops_cleanly_on_ctrl_c(
             time.sleep(0.1)
         assert processes_with_home(up_home) == [], log.read_text()
         assert "gradwatch stopped" in log.read_text()
+    finally:
+        if up.poll() is None:
+            os.killpg(up.pid, signal.SIGKILL)
+            up.wait(timeout=10)
+
+
+def test_messages_removed_from_the_embedded_broker_still_all_run(embedded_stack: Stack) -> None:
+    stack = embedded_stack
+    stack.extra_env.update(GRADWATCH_REDISPATCH_AFTER_S="2", GRADWATCH_DISPATCH_INTERVAL_S="0.5")
+    stack.start_api()
+    small = {**TINY_MLP, "training": {**TINY_MLP["training"], "steps": 20}}
+    queued = [stack.client.submit({**small, "name": f"lost-{i}"})["id"] for i in range(3)]
+    messages = sorted((stack.home / "broker" / "queue").glob("*.msg"))
+    assert len(messages) == 3
+    for message in messages:  # the broker folder lost its files
+        message.unlink()
+    stack.start_worker(queues="cpu,gpu")
+    for experiment_id in queued:
+        finished = stack.wait(experiment_id, timeout=120)
+        assert finished["status"] == "succeeded", finished
+        stored, distinct = stack.stored_points(experiment_id)
+        assert stored == distinct > 0
+
+
+def _children(parent: int) -> dict[int, bytes]:
+    """pid → command line of every live child of `parent`."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(") ", 1)[1].split()
+            if fields[0] != "Z" and int(fields[1]) == parent:
+                found[int(entry.name)] = (entry / "cmdline").read_bytes()
+        except (OSError, IndexError):
+            continue
+    return found
+
+
+def _worker_pid(up_pid: int) -> int:
+    (pid,) = [pid for pid, cmdline in _children(up_pid).items() if b"\0worker\0" in cmdline]
+    return pid
+
+
+def test_gradwatch_up_restarts_its_worker_refuses_a_second_instance_and_dies_whole(
+    up_home: Path, mnist_data_dir: Path, tmp_path: Path
+) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_path / "up.log"
+    up, env, up_argv = start_gradwatch_up(up_home, mnist_data_dir, port, log, GRADWATCH_WORKER_TORCH_THREADS="1", GRADWATCH_ALLOW_DOWNLOAD="false")
+    try:
+        wait_until_healthy(url, up, log)
+        client = GradwatchClient(url)
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+
+        # A second `gradwatch up`: on the same home, then from another home on the same port.
+        same_home = subprocess.run(up_argv, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60)
+        assert same_home.returncode == 1
+        assert f"gradwatch is already running with home {up_home} (pid {up.pid}, serving {url})" in " ".join(same_home.stderr.split())
+        other_home = subprocess.run(up_argv, cwd=REPO_ROOT, env={**env, "GRADWATCH_HOME": str(tmp_path / "other")},
+                                    capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert other_home.returncode == 1
+        assert f"gradwatch is already running at {url}" in " ".join(other_home.stderr.split())
+
+        # The worker killed mid-run: restarted while the API keeps answering.
+        running = client.submit({**TINY_MLP, "name": "orphaned", "training": {**TINY_MLP["training"], "steps": 1_000_000}})
+        while client.get(running["id"])["progress"]["step"] < 5:
+            assert time.monotonic() < deadline + 120, log.read_text()
+            time.sleep(0.2)
+        killed = _worker_pid(up.pid)
+        os.kill(killed, signal.SIGKILL)
+        while "worker restarted (pid " not in log.read_text():
+            assert client.health()["status"] == "ok"  # the API answers throughout
+            assert up.poll() is None, log.read_text()
+            time.sleep(0.2)
+        assert "worker exited with status -9; restarting it in 1 s" in log.read_text()
+        restarted = _worker_pid(up.pid)
+        assert restarted != killed and f"worker restarted (pid {restarted})" in log.read_text()
+        after = client.submit({**TINY_MLP, "name": "after-restart"})
+        assert client.wait(after["id"], timeout=180, poll=0.25)["status"] == "succeeded", log.read_text()
+
+        # The parent SIGKILLed: no process of this gradwatch is left.
+        assert len(processes_with_home(up_home)) >= 4  # up, the API, the worker, its pool child
+        up.kill()
+        up.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while processes_with_home(up_home) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert processes_with_home(up_home) == [], log.read_text()
+        client.close()
     finally:
         if up.poll() is None:
             os.killpg(up.pid, signal.SIGKILL)

@@ -187,31 +187,6 @@ def test_worker_offers_only_cuda_safe_pools() -> None:
         assert pool in result.output
 
 
-def test_up_stops_everything_when_one_process_dies() -> None:
-    """`gradwatch up`'s supervisor: the API dying takes the worker down, exit status 1."""
-    import subprocess
-    import sys
-
-    from service.supervisor import supervise
-
-    said: list[str] = []
-    started = time.monotonic()
-    exit_code = supervise(
-        {
-            "api": [sys.executable, "-c", "import time, sys; time.sleep(0.5); sys.exit(3)"],
-            "worker": [sys.executable, "-c", "import time; time.sleep(120)"],
-        },
-        health_url="http://127.0.0.1:9",
-        grace=1.0,
-        say=said.append,
-    )
-    assert exit_code == 1
-    assert said == ["api exited with status 3: stopping"]
-    assert time.monotonic() - started < 10
-    leftover = subprocess.run(["pgrep", "-f", "time.sleep\\(120\\)"], capture_output=True, text=True)
-    assert leftover.stdout == ""
-
-
 def test_stored_control_sequences_reach_the_terminal_escaped(api) -> None:
     """A name, an error and a layer name holding ESC sequences (stored by an older version
     or another writer; the API refuses them now) and rich markup, printed by the real

@@ -66,3 +66,29 @@ def test_enqueue_lands_in_the_filesystem_queue(tmp_path: Path) -> None:
             conn.drain_events(timeout=5)
     headers, body = received[0]
     assert headers["task"] == TRAIN_TASK and body[0] == ["abc123"]
+
+
+def test_waiting_ids_reads_the_messages_back_from_both_brokers(tmp_path: Path, redis_url: str) -> None:
+    for settings in (Settings(home=tmp_path / "fs"), Settings(home=tmp_path / "redis", broker_url=redis_url)):
+        enqueuer = Enqueuer(settings)
+        try:
+            assert enqueuer.waiting_ids("cpu") == set()
+            enqueuer.enqueue("abc123", "cpu")
+            enqueuer.enqueue("def456", "cpu")
+            enqueuer.enqueue("0123ff", "gpu")
+            enqueuer.celery.send_task("some.other.task", args=["not-an-experiment"], queue="cpu")
+            assert enqueuer.waiting_ids("cpu") == {"abc123", "def456"}
+            assert enqueuer.waiting_ids("gpu") == {"0123ff"}
+        finally:
+            enqueuer.close()
+
+
+def test_task_experiment_id_refuses_what_is_not_a_train_message() -> None:
+    from service.queue import task_experiment_id
+
+    assert task_experiment_id(b"not json") is None
+    assert task_experiment_id(b'{"headers": {"task": "gradwatch.train"}}') is None
+    body = base64.b64encode(json.dumps([["e1"], {}, {}]).encode()).decode()
+    message = {"headers": {"task": TRAIN_TASK}, "body": body, "properties": {"body_encoding": "base64"}}
+    assert task_experiment_id(json.dumps(message)) == "e1"
+    assert task_experiment_id(json.dumps({**message, "headers": {"task": "x"}})) is None

@@ -7,7 +7,6 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Iterator
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,6 @@ from service.db.migrate import upgrade
 from tests.conftest import REPO_ROOT
 from workers import tasks
 from workers.tasks import TASK_NAME, run_experiment
-from workers.writer import ProbeWriter
 
 DIGITS = {
     "name": "digits-mlp",
@@ -166,8 +164,8 @@ def test_storage_that_keeps_failing_fails_the_run(config, sessions) -> None:
     experiment_id = create(sessions, {**DIGITS, "training": {**DIGITS["training"], "steps": 100_000}})
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(store, "write_chunks", broken_write)
-        patch.setattr(tasks, "ProbeWriter", partial(ProbeWriter, retries=1, retry_backoff_s=0.01))
-        assert run_experiment(experiment_id, config, session_factory=sessions) == "failed"
+        impatient = config.model_copy(update={"db_outage_tolerance_s": 0.3})
+        assert run_experiment(experiment_id, impatient, session_factory=sessions) == "failed"
     experiment = get(sessions, experiment_id)
     assert "disk full" in experiment.error and experiment.progress_step < 100_000
 
@@ -236,3 +234,18 @@ def test_a_run_stores_exactly_the_points_its_budget_estimated(config, sessions, 
     assert series_points[0] == estimate.series
     assert int(series_points[1]) + timestep_points == estimate.total
     assert (timestep_points > 0) == (name != "mlp relu")
+
+
+def test_the_claim_rides_out_an_outage_up_to_the_tolerance(config) -> None:
+    """A database that refuses connections (nothing listens on its port): the claim is
+    retried until the tolerance is spent, then the task's own retry takes over."""
+    from tests.e2e.stack import free_port
+    from workers.outage import DatabaseUnreachable
+
+    absent = make_engine(f"postgresql+psycopg://root@127.0.0.1:{free_port()}/none")
+    impatient = config.model_copy(update={"db_outage_tolerance_s": 0.5, "db_retry_max_backoff_s": 0.1})
+    try:
+        with pytest.raises(DatabaseUnreachable, match=r"^database unreachable for \d+ s while claiming experiment abc"):
+            run_experiment("abc", impatient, session_factory=make_session_factory(absent))
+    finally:
+        absent.dispose()

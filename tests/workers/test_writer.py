@@ -18,7 +18,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from service import store
 from service.db.engine import make_engine, make_session_factory
 from service.db.migrate import upgrade
-from workers.writer import ProbeWriter, WriterError, to_chunks
+from workers.outage import DatabaseUnreachable
+from workers.writer import ProbeWriter, WriterError, batch_nbytes, to_chunks
 
 LAYERS = ("layers.0.weight", "layers.0", "layers.1.weight")
 
@@ -165,16 +166,16 @@ def test_a_write_that_keeps_failing_stops_training_and_raises(sessions, experime
     def broken_write(session, *args, **kwargs):
         raise sqlalchemy.exc.OperationalError("INSERT", {}, Exception("server closed the connection"))
 
-    writer = ProbeWriter(experiment_id, sessions, poll_s=0.05, retries=2, retry_backoff_s=0.01, write_chunks=broken_write)
+    writer = ProbeWriter(experiment_id, sessions, poll_s=0.05, outage_tolerance_s=0.2, retry_backoff_s=0.01, write_chunks=broken_write)
     writer.start()
     writer.on_flush(make_batch(0, 3))
     deadline = time.monotonic() + 10
     while not writer.should_stop() and time.monotonic() < deadline:
         time.sleep(0.01)
     assert writer.should_stop(), "training must stop once nothing can be stored"
-    with pytest.raises(WriterError, match="after 3 attempts: .*server closed the connection"):
+    with pytest.raises(DatabaseUnreachable, match=r"database unreachable for \d+ s while storing steps 0–2 .*server closed the connection"):
         writer.on_flush(make_batch(3, 3))
-    with pytest.raises(WriterError):
+    with pytest.raises(DatabaseUnreachable):
         writer.close()
 
 
@@ -223,16 +224,16 @@ def test_on_flush_does_not_wait_for_the_database(sessions, experiment_id) -> Non
         store.write_chunks(session, *args, **kwargs)
 
     writer = ProbeWriter(
-        experiment_id, sessions, poll_s=0.05, max_pending=2, max_coalesce=1, write_chunks=slow_write
+        experiment_id, sessions, poll_s=0.05, max_buffer_bytes=3 * batch_nbytes(make_batch(0, 4)), max_coalesce=1, write_chunks=slow_write
     ).start()
     started = time.monotonic()
-    for first in (0, 4, 8):  # one being written, two queued
+    for first in (0, 4, 8):  # one being written, two waiting: the buffer is full
         writer.on_flush(make_batch(first, 4))
     assert time.monotonic() - started < 0.5
     blocked = threading.Thread(target=writer.on_flush, args=(make_batch(12, 4),))
     blocked.start()
     blocked.join(0.3)
-    assert blocked.is_alive(), "a full queue must push back on training"
+    assert blocked.is_alive(), "a full buffer must push back on training"
     release.set()
     blocked.join(10)
     writer.close()
@@ -248,7 +249,7 @@ def test_a_writer_behind_stores_the_waiting_batches_in_one_transaction(sessions,
         release.wait(10)
         store.write_chunks(session, experiment_id, series, *args, **kwargs)
 
-    writer = ProbeWriter(experiment_id, sessions, poll_s=0.05, max_pending=8, write_chunks=slow_write).start()
+    writer = ProbeWriter(experiment_id, sessions, poll_s=0.05, write_chunks=slow_write).start()
     writer.on_flush(make_batch(0, 4))
     deadline = time.monotonic() + 5
     while not calls and time.monotonic() < deadline:

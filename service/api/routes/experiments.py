@@ -11,6 +11,7 @@ from service import store
 from service.api.deps import CurrentOwner, CurrentToken, EnqueuerDep, SessionDep, SettingsDep
 from service.auth.guard import LIMIT_RESPONSES, OWNER_PATTERN
 from service.api.params import ExperimentId
+from service.dispatch import hand_over
 from service.schemas.limits import INT64_MAX, AtMost
 from service.schemas.text import SafeStr
 from service.schemas.errors import ErrorResponse, ValidationErrorResponse
@@ -59,10 +60,8 @@ def create_experiment(
         max_active=settings.limits.max_active_per_owner,
     )
     # Only after the commit: a worker that picks the task up at once must find the row.
-    try:
-        enqueuer.enqueue(record.id, record.queue)
-    except Exception as error:  # noqa: BLE001 - any broker failure means the same to the user
-        log.exception("could not send experiment %s to queue %s", record.id, record.queue)
+    for _, error in hand_over(session, enqueuer, [record], settings):
+        log.error("could not send experiment %s to queue %s: %s", record.id, record.queue, error)
         store.fail_unsent_experiment(
             session, record.id, f"could not send the task to the broker: {error}"
         )

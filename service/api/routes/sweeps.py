@@ -19,6 +19,7 @@ from service.auth.guard import LIMIT_RESPONSES
 from service.api.params import Metric, OneLayer, SweepId, max_points_query
 from service.api.responses import JSONBytesResponse
 from service.db.models import FINISHED_STATUSES
+from service.dispatch import hand_over
 from service.schemas.errors import ErrorResponse, ValidationErrorResponse
 from service.schemas.experiments import ExperimentResult, Progress
 from service.schemas.sweeps import (
@@ -145,13 +146,10 @@ def create(
     )
     # Only after the commit: a worker that picks a task up at once must find its row.
     unsent = []
-    for record in records:
-        try:
-            enqueuer.enqueue(record.id, record.queue)
-        except Exception as error:  # noqa: BLE001 - any broker failure means the same here
-            log.exception("could not send sweep member %s to queue %s", record.id, record.queue)
-            store.fail_unsent_experiment(session, record.id, f"could not send the task to the broker: {error}")
-            unsent.append(record.id)
+    for record, error in hand_over(session, enqueuer, records, settings):
+        log.error("could not send sweep member %s to queue %s: %s", record.id, record.queue, error)
+        store.fail_unsent_experiment(session, record.id, f"could not send the task to the broker: {error}")
+        unsent.append(record.id)
     if unsent:
         raise HTTPException(
             status_code=503,
