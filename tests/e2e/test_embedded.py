@@ -46,12 +46,22 @@ def test_client_against_the_api_on_the_embedded_broker(embedded_stack: Stack) ->
     finished = stack.wait(mlp["id"], timeout=120)
     assert finished["status"] == "succeeded", finished
     assert finished["progress"] == {"step": 60, "total": 60}
-    assert 0 <= finished["result"]["final_accuracy"] <= 1
+    # The worker's numbers are the engine's: the same spec trained here, in process, on
+    # the same seed gives the same result and the same series.
+    expected, expected_batches = train_in_process(TINY_MLP, stack.data_dir)
+    assert finished["result"]["final_accuracy"] == pytest.approx(expected.final_accuracy, abs=1e-9)
+    assert finished["result"]["final_loss"] == pytest.approx(expected.final_loss, rel=1e-5)
+    assert finished["result"]["test_accuracy"] == pytest.approx(expected.test_accuracy, abs=1e-9)
 
     (loss,) = client.series(mlp["id"], "loss")["series"]
     assert loss["layer"] is None and loss["steps"] == list(range(60))
-    metrics = client.metrics(mlp["id"])
-    assert "grad_mean_abs" in json.dumps(metrics) and "layers.0.weight" in json.dumps(metrics)
+    metrics = client.metrics(mlp["id"])["metrics"]
+    recorded: dict[str, list[str | None]] = {}
+    for metric, layer in expected_batches[0].values:
+        recorded.setdefault(metric, []).append(layer)
+    assert {m: sorted(ls, key=str) for m, ls in metrics.items()} == {m: sorted(ls, key=str) for m, ls in recorded.items()}
+    assert metrics["grad_mean_abs"] == ["layers.0.weight", "layers.0.bias", "layers.1.weight", "layers.1.bias", "head.weight", "head.bias"]
+    assert metrics["loss"] == [None]
     downsampled = client.series(mlp["id"], "grad_mean_abs", max_points=10)["series"]
     assert downsampled and all(len(line["steps"]) <= 10 for line in downsampled)
     stored, distinct = stack.stored_points(mlp["id"])
@@ -72,6 +82,26 @@ def test_client_against_the_api_on_the_embedded_broker(embedded_stack: Stack) ->
     with pytest.raises(GradwatchError) as gone:
         client.get(mlp["id"])
     assert gone.value.status_code == 404
+
+
+def train_in_process(spec: dict, data_dir: Path):  # noqa: ANN201
+    """(RunResult, probe batches) of `spec` trained by the engine in this process."""
+    import torch
+
+    from service.config import Settings
+    from service.schemas.spec import ExperimentSpec
+    from workers.engine import train
+    from workers.spec import to_run_config
+
+    stored = ExperimentSpec.model_validate(spec).model_dump(mode="json")
+    config = to_run_config(stored, Settings(data_dir=data_dir, allow_download=False))
+    batches: list = []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the stack's worker (GRADWATCH_WORKER_TORCH_THREADS=1)
+    try:
+        return train(config, batches.append), batches
+    finally:
+        torch.set_num_threads(threads)
 
 
 def processes_with_home(home: Path) -> list[int]:

@@ -34,3 +34,30 @@ def test_503_names_what_is_down(settings: Settings) -> None:
     assert body["status"] == "unavailable"
     assert body["database"].startswith("error: OperationalError")
     assert body["broker"].startswith("error: ConnectionError")
+
+
+def _closed_port() -> int:
+    from tests.e2e.stack import free_port
+
+    return free_port()  # bound and released: nothing listens there
+
+
+def test_503_when_only_the_broker_is_down(settings: Settings) -> None:
+    down = settings.model_copy(update={"broker_url": f"redis://127.0.0.1:{_closed_port()}/0"})
+    with api_client(create_app(down)) as client:
+        response = client.get(HEALTH)
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "unavailable" and body["database"] == "ok"
+    assert body["broker"].startswith("error: ConnectionError"), body
+
+
+def test_503_when_only_the_database_is_down(settings: Settings) -> None:
+    down = settings.model_copy(update={"database_url": f"postgresql+psycopg://root@127.0.0.1:{_closed_port()}/x"})
+    down.__dict__.pop("resolved_database_url", None)  # a cached_property of the copy's source
+    with api_client(create_app(down)) as client:
+        response = client.get(HEALTH)
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "unavailable" and body["broker"] == "ok"
+    assert body["database"].startswith("error: OperationalError"), body
