@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
@@ -179,24 +180,36 @@ def test_storage_that_keeps_failing_fails_the_run(config, sessions) -> None:
     assert "disk full" in experiment.error and experiment.progress_step < 100_000
 
 
-def test_a_database_outage_before_the_claim_retries_the_task() -> None:
-    import sqlalchemy.exc
+def test_a_database_outage_before_the_claim_retries_the_task(redis_url: str, mnist_data_dir: Path, tmp_path: Path) -> None:
+    """A real worker whose database does not answer (a PostgreSQL URL on a port nothing
+    listens on): the claim itself fails, and Celery retries the task with the backoff of
+    `train_experiment` (5 s, then 10 s), through the real broker."""
+    import re
 
-    class Retry(Exception):
-        pass
+    from service.queue import Enqueuer
+    from tests.e2e.stack import Stack, free_port
 
-    retried = {}
-
-    def unreachable(*args, **kwargs):
-        raise sqlalchemy.exc.OperationalError("UPDATE experiments", {}, Exception("connection refused"))
-
-    def retry(exc, countdown):
-        retried.update(exc=exc, countdown=countdown)
-        return Retry()
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(tasks, "run_experiment", unreachable)
-        patch.setattr(tasks.train_experiment, "retry", retry)
-        with pytest.raises(Retry):
-            tasks.train_experiment("abc")
-    assert "connection refused" in str(retried["exc"]) and retried["countdown"] == 5
+    home = tmp_path / "home"
+    home.mkdir()
+    unreachable = f"postgresql+psycopg://root@127.0.0.1:{free_port()}/gradwatch"
+    stack = Stack(unreachable, redis_url, home, mnist_data_dir)
+    try:
+        worker = stack.start_worker()
+        experiment_id = "e" * 32
+        enqueuer = Enqueuer(Settings(home=home, broker_url=redis_url))
+        try:
+            enqueuer.enqueue(experiment_id, "cpu")
+        finally:
+            enqueuer.close()
+        retry = re.compile(r"Task gradwatch\.train\[[^\]]+\] retry: Retry in (\d+)s: OperationalError")
+        deadline = time.monotonic() + 120  # a bound on the wait, not the thing measured
+        while len(retry.findall(worker.log.read_text(errors="replace"))) < 2:
+            assert worker.popen.poll() is None and time.monotonic() < deadline, worker.tail()
+            time.sleep(0.2)
+        log = worker.log.read_text(errors="replace")
+        assert [int(countdown) for countdown in retry.findall(log)][:2] == [5, 10], worker.tail()
+        assert "Connection refused" in log or "connection refused" in log, worker.tail()
+        assert "training experiment" not in log  # nothing was claimed, nothing trained
+    finally:
+        print(stack.logs())
+        stack.stop()
