@@ -174,3 +174,46 @@ def test_gradwatch_up_serves_trains_and_stops_cleanly_on_ctrl_c(up_home: Path, m
         if up.poll() is None:
             os.killpg(up.pid, signal.SIGKILL)
             up.wait(timeout=10)
+
+
+def gradwatch(stack: Stack, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """`gradwatch ARGS --api-url …` as a command, in the stack's environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "service.cli", *args, "--api-url", stack.api_url],
+        cwd=REPO_ROOT, env=stack.env(), capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def test_cli_cancels_a_running_run_and_plots_what_it_measured(embedded_stack: Stack, tmp_path: Path) -> None:
+    stack = embedded_stack
+    stack.start_api()
+    stack.start_worker()
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({
+        "name": "cli-cancel", "model": {"type": "mlp", "hidden_sizes": [32, 32]}, "dataset": {"name": "digits"},
+        "training": {"steps": 1_000_000, "batch_size": 32},
+    }))
+    submitted = gradwatch(stack, "submit", str(spec))
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    experiment_id = submitted.stdout.split("submitted ", 1)[1].split()[0]
+    stack.wait_for_step(experiment_id, 100, timeout=120)
+
+    cancelled = gradwatch(stack, "cancel", experiment_id)
+    assert cancelled.returncode == 0, cancelled.stdout + cancelled.stderr
+    assert f"cancel requested for {experiment_id} (now running)" in cancelled.stdout
+    finished = stack.wait(experiment_id, timeout=60)
+    assert finished["status"] == "cancelled", finished
+    status = gradwatch(stack, "status", experiment_id)
+    assert status.returncode == 0 and "cancelled" in status.stdout, status.stdout + status.stderr
+
+    out = tmp_path / "plots"
+    plotted = gradwatch(stack, "plot", experiment_id, "--out", str(out), "--metric", "grad_norm")
+    assert plotted.returncode == 0, plotted.stdout + plotted.stderr
+    names = [f"{experiment_id}-grad_norm.png", f"{experiment_id}-profile-grad_norm.png"]
+    assert sorted(path.name for path in out.iterdir()) == sorted(names)
+    # What the command saved is what the API serves for the same pictures.
+    assert (out / names[0]).read_bytes() == stack.client.plot(f"/experiments/{experiment_id}/plot.png", metric="grad_norm")
+    assert (out / names[1]).read_bytes() == stack.client.plot(f"/experiments/{experiment_id}/profile.png", metric="grad_norm")
+    unknown = gradwatch(stack, "plot", experiment_id, "--out", str(out), "--metric", "nope")
+    assert unknown.returncode == 1 and "no metric 'nope'" in unknown.stdout + unknown.stderr
+    assert "Traceback" not in unknown.stdout + unknown.stderr
