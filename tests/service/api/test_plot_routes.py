@@ -77,7 +77,7 @@ def test_series_csv_and_whole_experiment_export(client: Client, api_session: Ses
     assert table.column_names == ["step", "layer", "value"]
     values = table.column("value").to_numpy()
     assert np.array_equal(values, run.series["grad_norm_total"][0].values, equal_nan=True)
-    assert np.isinf(values[6]) and np.isnan(values[7])  # non-finite kept as measured
+    assert np.isinf(values[8]) and np.isnan(values[11])  # non-finite kept as measured
 
     per_layer = pa_csv.read_csv(io.BytesIO(client.get(
         f"{API}/{experiment_id}/series.csv", params={"metric": "grad_mean_abs", "layer": "layers.3.weight"}).content))
@@ -159,8 +159,8 @@ def test_export_holds_every_measured_value_in_its_row(client: Client, api_sessio
             np.testing.assert_equal(exported[key], value, err_msg=str(key))
     if kind == "exploding":
         # The global metrics have no layer; the per-layer ones name theirs.
-        assert _exported_rows(parquet)[("grad_norm_total", None, 6, None)] == np.inf
-        assert np.isnan(_exported_rows(parquet)[("grad_norm_total", None, 7, None)])
+        assert _exported_rows(parquet)[("grad_norm_total", None, 8, None)] == np.inf
+        assert np.isnan(_exported_rows(parquet)[("grad_norm_total", None, 11, None)])
         assert ("grad_mean_abs", "layers.3.weight", 0, None) in _exported_rows(parquet)
     else:
         # The gradient through time: layer 0, one row per (step, timestep).
