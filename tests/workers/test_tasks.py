@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from service import store
@@ -108,8 +109,13 @@ def test_a_run_is_claimed_trained_stored_and_finished(config, sessions) -> None:
     assert experiment.result["diverged_at_step"] is None and experiment.result["steps_done"] == 30
     with sessions() as session:
         (loss,) = store.read_series(session, experiment_id, "loss")
+        (accuracy,) = store.read_series(session, experiment_id, "accuracy")
         grads = store.read_series(session, experiment_id, "grad_mean_abs")
     np.testing.assert_array_equal(loss.steps, np.arange(30))
+    # The global accuracy series is stored at every step; its last value is the result's.
+    np.testing.assert_array_equal(accuracy.steps, np.arange(30))
+    assert accuracy.layer is None and accuracy.values[-1] == experiment.result["final_accuracy"]
+    assert np.all((accuracy.values >= 0) & (accuracy.values <= 1)) and len(set(accuracy.values.tolist())) > 1
     assert len(grads) >= 3 and all(np.all(np.isfinite(g.values)) for g in grads)
 
 
@@ -128,6 +134,45 @@ def test_a_delivery_while_running_does_nothing(config, sessions) -> None:
     assert run_experiment(experiment_id, config, session_factory=sessions) == "skipped"
     running = get(sessions, experiment_id)
     assert running.status == "running" and running.worker == "the first delivery"
+
+
+def test_two_workers_claiming_one_run_at_once_train_it_once(config, sessions) -> None:
+    """Two deliveries of the same experiment, released together by a barrier right before
+    their claims, three rounds: one trains it, the other does nothing, no point twice."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    short = {**DIGITS, "training": {**DIGITS["training"], "steps": 10}}
+    for _ in range(3):
+        experiment_id = create(sessions, short)
+        barrier = threading.Barrier(2)
+        first_session = threading.local()
+
+        def racing_sessions() -> Session:
+            # The first session of each delivery's own thread is its claim's (the writer's
+            # threads, which run_experiment starts, are not held).
+            if threading.current_thread().name.startswith("delivery") and not getattr(first_session, "opened", False):
+                first_session.opened = True
+                barrier.wait(timeout=30)
+            return sessions()
+
+        with ThreadPoolExecutor(2, thread_name_prefix="delivery") as pool:
+            outcomes = sorted(pool.map(
+                lambda worker: run_experiment(experiment_id, config, worker=worker, session_factory=racing_sessions),
+                ["worker-a", "worker-b"],
+            ))
+        assert outcomes == ["skipped", "succeeded"]
+        experiment = get(sessions, experiment_id)
+        assert experiment.status == "succeeded" and experiment.progress_step == 10
+        with sessions() as session:
+            (loss,) = store.read_series(session, experiment_id, "loss")
+            stored = session.execute(
+                sa.text("SELECT count(*) FROM point_chunks c JOIN series s ON s.id = c.series_id "
+                        "WHERE s.experiment_id = :id AND s.metric = 'loss'"),
+                {"id": experiment_id},
+            ).scalar_one()
+        np.testing.assert_array_equal(loss.steps, np.arange(10))
+        assert stored == 1, "one flush of 10 steps, written once"
 
 
 def test_an_unknown_or_deleted_experiment_is_skipped(config, sessions) -> None:

@@ -196,7 +196,9 @@ def test_full_batch_uses_every_example_each_step(mnist_data_dir: Path) -> None:
     assert data.train_x.shape[0] == 300
     model = make_model(config, data)
     with torch.no_grad():
-        whole = float(compute_loss(model(data.train_x), data.train_y, data.task))
+        output = model(data.train_x)
+        whole = float(compute_loss(output, data.train_y, data.task))
+        whole_accuracy = float((output.argmax(-1) == data.train_y).double().mean())
         halves = [float(compute_loss(model(data.train_x[part]), data.train_y[part], data.task))
                   for part in (slice(0, 150), slice(150, 300))]
     # lr 1e-9: the weights barely move, so every step sees (almost) the step-0 model.
@@ -204,6 +206,11 @@ def test_full_batch_uses_every_example_each_step(mnist_data_dir: Path) -> None:
         assert recorded == pytest.approx(whole, rel=1e-5)
     for half in halves:
         assert abs(half - whole) > 1e-3 * whole, "a subset's loss must be told apart from the whole split's"
+    # The global accuracy series: the fraction of the step's batch classified right.
+    accuracy = series(batches, "accuracy")
+    assert list(steps(batches)) == [0, 1, 2]
+    assert accuracy[0] == pytest.approx(whole_accuracy, abs=1e-6)
+    assert 0 < whole_accuracy < 1 and result.final_accuracy == pytest.approx(accuracy[-1])
     assert result.test_accuracy is not None and result.final_accuracy is not None
 
 
