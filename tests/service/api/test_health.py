@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from httpx import Client
 
 from service.api.main import create_app
@@ -42,22 +43,22 @@ def _closed_port() -> int:
     return free_port()  # bound and released: nothing listens there
 
 
-def test_503_when_only_the_broker_is_down(settings: Settings) -> None:
-    down = settings.model_copy(update={"broker_url": f"redis://127.0.0.1:{_closed_port()}/0"})
+@pytest.mark.parametrize(
+    ("down_part", "up_part", "error"),
+    [("broker", "database", "error: ConnectionError"), ("database", "broker", "error: OperationalError")],
+)
+def test_503_when_only_one_of_database_and_broker_is_down(
+    settings: Settings, down_part: str, up_part: str, error: str
+) -> None:
+    port = _closed_port()
+    if down_part == "broker":
+        down = settings.model_copy(update={"broker_url": f"redis://127.0.0.1:{port}/0"})
+    else:
+        down = settings.model_copy(update={"database_url": f"postgresql+psycopg://root@127.0.0.1:{port}/x"})
+        down.__dict__.pop("resolved_database_url", None)  # a cached_property of the copy's source
     with api_client(create_app(down)) as client:
         response = client.get(HEALTH)
     assert response.status_code == 503
     body = response.json()
-    assert body["status"] == "unavailable" and body["database"] == "ok"
-    assert body["broker"].startswith("error: ConnectionError"), body
-
-
-def test_503_when_only_the_database_is_down(settings: Settings) -> None:
-    down = settings.model_copy(update={"database_url": f"postgresql+psycopg://root@127.0.0.1:{_closed_port()}/x"})
-    down.__dict__.pop("resolved_database_url", None)  # a cached_property of the copy's source
-    with api_client(create_app(down)) as client:
-        response = client.get(HEALTH)
-    assert response.status_code == 503
-    body = response.json()
-    assert body["status"] == "unavailable" and body["broker"] == "ok"
-    assert body["database"].startswith("error: OperationalError"), body
+    assert body["status"] == "unavailable" and body[up_part] == "ok", body
+    assert body[down_part].startswith(error), body
