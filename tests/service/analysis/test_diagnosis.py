@@ -46,7 +46,8 @@ def test_sigmoid_vanishes_with_depth_and_relu_does_not() -> None:
     for activation in ("relu", "tanh"):
         other = _diagnose(mlp_run(activation))
         assert other.verdict == "healthy", other.findings
-        assert other.depth_ratio is not None and other.depth_ratio.at_start > 0.25
+        assert other.depth_ratio is not None
+        assert other.depth_ratio.at_start == pytest.approx(SEED_RATIO[activation][0], rel=1e-6)
         assert other.remedies == []
 
 
