@@ -19,7 +19,9 @@ from tests.e2e.stack import Stack
 
 pytestmark = pytest.mark.slow
 
-STALE_S = 4.0
+# Long enough for a pool child on a loaded 2-core machine to import torch and load the
+# data before its writer sends the first heartbeat (4 s was not: the run was reaped at step 0).
+STALE_S = 10.0
 LONG_RUN = {
     "name": "killed-mid-run",
     "model": {"type": "mlp", "hidden_sizes": [64, 64]},
