@@ -25,8 +25,8 @@ BENCHMARKS = ["training_loop", "probe_overhead", "ingest", "queries", "series_qu
 QUICK = {  # a few seconds of measuring each (CI runs them all in about two minutes)
     "training_loop": ["--steps", "150", "--repeats", "1"],
     "probe_overhead": ["--repeats", "1", "--scale", "0.05", "--threads", "1"],
-    "ingest": ["--steps", "2000"],
-    "queries": ["--steps", "2000", "--rounds", "1", "--per-round", "1"],
+    "ingest": ["--steps", "1000"],
+    "queries": ["--steps", "500", "--rounds", "1", "--per-round", "1"],
     "series_query": ["--steps", "2000", "--layers", "2", "--requests", "10"],
     "load": ["--duration", "2", "--clients", "5", "--experiments", "2", "--steps", "500"],
     "scale_out": ["--steps", "100", "--runs", "2"],
