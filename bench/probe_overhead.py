@@ -33,6 +33,8 @@ from pathlib import Path
 
 import torch
 
+from bench.common import ratio_line
+
 from workers.engine import ClippingConfig, DatasetConfig, ModelConfig, ProbeConfig, RunConfig, TrainingConfig, train
 from workers.engine.datasets import load_dataset
 from workers.engine.device import resolve_device
@@ -189,6 +191,12 @@ def main() -> None:
             rate = statistics.median(rates[arm])
             spread = f"{min(rates[arm]):.0f}–{max(rates[arm]):.0f}"
             print(f"  {arm:14s} {rate:9.1f} steps/s  (runs {spread})  ratio to bare {rate / bare:.3f}")
+        # The README's goals: parameter probes on every step cost at most 5 %, every probe 20 %.
+        short = name.split(",")[0].split(" ")[0]
+        print(ratio_line(f"probe_overhead {short} engine/params / bare steps/s",
+                         statistics.median(rates["engine/params"]) / bare, 0.95))
+        print(ratio_line(f"probe_overhead {short} engine/all / bare steps/s",
+                         statistics.median(rates["engine/all"]) / bare, 0.80))
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from bench.common import BENCH_OWNER, bench_headers
+from bench.common import BENCH_OWNER, bench_headers, ratio_line
 from service import store
 from service.db.engine import make_engine, make_session_factory
 from service.db.migrate import upgrade
@@ -117,12 +117,13 @@ def _time(client: httpx.Client, path: str, params: dict | list, n: int, check: C
     return timings
 
 
-def _report(name: str, timings: list[float], goal_ms: float | None = None) -> None:
+def _report(name: str, timings: list[float], goal_ms: float | None = None) -> float:
     ordered = sorted(timings)
     p50 = statistics.median(ordered)
     p95 = ordered[min(len(ordered) - 1, int(np.ceil(0.95 * len(ordered))) - 1)]
     verdict = "" if goal_ms is None else (f"  goal p95 < {goal_ms:g} ms: " + ("MET" if p95 < goal_ms else "MISSED"))
     print(f"{name:<62} n={len(timings):<4} p50 {p50:7.1f} ms  p95 {p95:7.1f} ms  max {ordered[-1]:7.1f} ms{verdict}")
+    return p95
 
 
 def main() -> None:
@@ -183,8 +184,8 @@ def main() -> None:
             def ok(response: httpx.Response) -> None:
                 assert response.status_code == 200, response.text
 
-            _report("series max_points=1000 (minmax), all layers",
-                    _time(client, series, everything, args.requests, thinned), 50)
+            view_p95 = _report("series max_points=1000 (minmax), all layers",
+                               _time(client, series, everything, args.requests, thinned), 50)
             _report("series max_points=1000 (minmax), all layers, step range",
                     _time(client, series, everything | {"step_min": 1234, "step_max": 98765}, args.requests, thinned), 50)
             def one_thinned(response: httpx.Response) -> None:
@@ -206,6 +207,7 @@ def main() -> None:
                 _report("summary", _time(client, f"{analysis}/summary", {}, 10, ok))
             else:
                 print("(/profile and /summary are not served by this app yet: skipped)")
+            print(ratio_line("series_query 1000-point view, goal/p95 (50 ms)", 50.0 / view_p95, 1.0))
     finally:
         if server is not None:
             server.terminate()

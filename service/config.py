@@ -106,6 +106,11 @@ class Settings(BaseSettings):
     data_dir: Path | None = None
     # Fetch missing MNIST files from the public mirror (with a timeout and a checksum).
     allow_download: bool = True
+    # Where to fetch them from instead (a base URL serving the four .gz files, e.g. a
+    # mirror inside a network without internet access); empty means the public mirrors.
+    mnist_mirror_url: str = ""
+    # Per file, to connect and to read each block: a mirror that stops answering fails the run.
+    download_timeout_s: float = 60.0
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000

@@ -95,6 +95,8 @@ def _dataset_config(dataset: dict[str, Any], settings: Settings) -> DatasetConfi
         split=dataset.get("split", "train"),
         data_dir=str(settings.resolved_data_dir),
         download=settings.allow_download,
+        download_timeout_s=settings.download_timeout_s,
+        download_mirrors=(settings.mnist_mirror_url,) if settings.mnist_mirror_url else (),
         permuted=dataset.get("permuted", False),
     )
     if name in GENERATED_TASKS:

@@ -46,12 +46,22 @@ def test_client_against_the_api_on_the_embedded_broker(embedded_stack: Stack) ->
     finished = stack.wait(mlp["id"], timeout=120)
     assert finished["status"] == "succeeded", finished
     assert finished["progress"] == {"step": 60, "total": 60}
-    assert 0 <= finished["result"]["final_accuracy"] <= 1
+    # The worker's numbers are the engine's: the same spec trained here, in process, on
+    # the same seed gives the same result and the same series.
+    expected, expected_batches = train_in_process(TINY_MLP, stack.data_dir)
+    assert finished["result"]["final_accuracy"] == pytest.approx(expected.final_accuracy, abs=1e-9)
+    assert finished["result"]["final_loss"] == pytest.approx(expected.final_loss, rel=1e-5)
+    assert finished["result"]["test_accuracy"] == pytest.approx(expected.test_accuracy, abs=1e-9)
 
     (loss,) = client.series(mlp["id"], "loss")["series"]
     assert loss["layer"] is None and loss["steps"] == list(range(60))
-    metrics = client.metrics(mlp["id"])
-    assert "grad_mean_abs" in json.dumps(metrics) and "layers.0.weight" in json.dumps(metrics)
+    metrics = client.metrics(mlp["id"])["metrics"]
+    recorded: dict[str, list[str | None]] = {}
+    for metric, layer in expected_batches[0].values:
+        recorded.setdefault(metric, []).append(layer)
+    assert {m: sorted(ls, key=str) for m, ls in metrics.items()} == {m: sorted(ls, key=str) for m, ls in recorded.items()}
+    assert metrics["grad_mean_abs"] == ["layers.0.weight", "layers.0.bias", "layers.1.weight", "layers.1.bias", "head.weight", "head.bias"]
+    assert metrics["loss"] == [None]
     downsampled = client.series(mlp["id"], "grad_mean_abs", max_points=10)["series"]
     assert downsampled and all(len(line["steps"]) <= 10 for line in downsampled)
     stored, distinct = stack.stored_points(mlp["id"])
@@ -72,6 +82,26 @@ def test_client_against_the_api_on_the_embedded_broker(embedded_stack: Stack) ->
     with pytest.raises(GradwatchError) as gone:
         client.get(mlp["id"])
     assert gone.value.status_code == 404
+
+
+def train_in_process(spec: dict, data_dir: Path):  # noqa: ANN201
+    """(RunResult, probe batches) of `spec` trained by the engine in this process."""
+    import torch
+
+    from service.config import Settings
+    from service.schemas.spec import ExperimentSpec
+    from workers.engine import train
+    from workers.spec import to_run_config
+
+    stored = ExperimentSpec.model_validate(spec).model_dump(mode="json")
+    config = to_run_config(stored, Settings(data_dir=data_dir, allow_download=False))
+    batches: list = []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the stack's worker (GRADWATCH_WORKER_TORCH_THREADS=1)
+    try:
+        return train(config, batches.append), batches
+    finally:
+        torch.set_num_threads(threads)
 
 
 def processes_with_home(home: Path) -> list[int]:
@@ -258,3 +288,44 @@ def test_gradwatch_up_restarts_its_worker_refuses_a_second_instance_and_dies_who
         if up.poll() is None:
             os.killpg(up.pid, signal.SIGKILL)
             up.wait(timeout=10)
+def gradwatch(stack: Stack, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """`gradwatch ARGS --api-url …` as a command, in the stack's environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "service.cli", *args, "--api-url", stack.api_url],
+        cwd=REPO_ROOT, env=stack.env(), capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def test_cli_cancels_a_running_run_and_plots_what_it_measured(embedded_stack: Stack, tmp_path: Path) -> None:
+    stack = embedded_stack
+    stack.start_api()
+    stack.start_worker()
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({
+        "name": "cli-cancel", "model": {"type": "mlp", "hidden_sizes": [32, 32]}, "dataset": {"name": "digits"},
+        "training": {"steps": 1_000_000, "batch_size": 32},
+    }))
+    submitted = gradwatch(stack, "submit", str(spec))
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    experiment_id = submitted.stdout.split("submitted ", 1)[1].split()[0]
+    stack.wait_for_step(experiment_id, 100, timeout=120)
+
+    cancelled = gradwatch(stack, "cancel", experiment_id)
+    assert cancelled.returncode == 0, cancelled.stdout + cancelled.stderr
+    assert f"cancel requested for {experiment_id} (now running)" in cancelled.stdout
+    finished = stack.wait(experiment_id, timeout=60)
+    assert finished["status"] == "cancelled", finished
+    status = gradwatch(stack, "status", experiment_id)
+    assert status.returncode == 0 and "cancelled" in status.stdout, status.stdout + status.stderr
+
+    out = tmp_path / "plots"
+    plotted = gradwatch(stack, "plot", experiment_id, "--out", str(out), "--metric", "grad_norm")
+    assert plotted.returncode == 0, plotted.stdout + plotted.stderr
+    names = [f"{experiment_id}-grad_norm.png", f"{experiment_id}-profile-grad_norm.png"]
+    assert sorted(path.name for path in out.iterdir()) == sorted(names)
+    # What the command saved is what the API serves for the same pictures.
+    assert (out / names[0]).read_bytes() == stack.client.plot(f"/experiments/{experiment_id}/plot.png", metric="grad_norm")
+    assert (out / names[1]).read_bytes() == stack.client.plot(f"/experiments/{experiment_id}/profile.png", metric="grad_norm")
+    unknown = gradwatch(stack, "plot", experiment_id, "--out", str(out), "--metric", "nope")
+    assert unknown.returncode == 1 and "no metric 'nope'" in unknown.stdout + unknown.stderr
+    assert "Traceback" not in unknown.stdout + unknown.stderr

@@ -8,10 +8,13 @@ queue up behind each other exactly as they would in production.
 
 from __future__ import annotations
 
+import io
 import math
 import time
 
+import numpy as np
 import pytest
+from matplotlib.image import imread
 
 from tests.e2e.stack import Stack
 
@@ -64,6 +67,18 @@ def adding_spec(model: str) -> dict:
 
 
 ADDING_LR = 0.01
+# Steps a cancelled run may take after the request: one flush of lag in the stored progress
+# plus what the tiny digits MLP trains until the writer's next poll (every 0.1 s here);
+# measured: 55 steps. README: it stops at the worker's next poll of the flag.
+CANCEL_STEPS_BOUND = 2_000
+
+
+# The README's claims table, which states these bands beside the numbers measured here
+# (seed 0, one torch thread: 0.0167, 0.403, 0.330; LSTM 0.118, RNN 5.7e-13; horizon 49, 7).
+SEED_BANDS = {"sigmoid": (0.015, 0.019), "relu": (0.36, 0.44), "tanh": (0.30, 0.36)}
+LSTM_RATIO_BAND = (0.05, 0.2)
+RNN_RATIO_BELOW = 1e-6
+RNN_HORIZON_BAND = (4, 12)
 
 
 def weight_layers(series: dict) -> list[dict]:
@@ -80,17 +95,19 @@ def test_cancel_stops_a_running_experiment_and_keeps_its_points(stack: Stack) ->
     }
     experiment = client.submit(spec)
     stack.wait_for_step(experiment["id"], 100, timeout=120)
-    requested_at = time.monotonic()
-    client.cancel(experiment["id"])
-    finished = stack.wait(experiment["id"], timeout=30)
-    stopped_after_s = time.monotonic() - requested_at
-    print(f"cancel took {stopped_after_s:.2f} s")
+    flagged = client.cancel(experiment["id"])
+    assert flagged["status"] == "running" and flagged["cancel_requested"] is True
+    stored_at_request = flagged["progress"]["step"]  # what the writer had stored by then
+    finished = stack.wait(experiment["id"], timeout=120)
     assert finished["status"] == "cancelled", finished
-    assert stopped_after_s < 5, f"took {stopped_after_s:.1f} s to stop"
     (loss,) = client.series(experiment["id"], "loss")["series"]
     steps = loss["steps"]
     assert steps == list(range(len(steps))), "every step up to the cancel is kept, in order"
-    assert 100 <= len(steps) < 1_000_000
+    # Counted in steps, not seconds: the loop reads the flag every step, the writer polls it
+    # every 0.1 s here; the stored progress lags training by at most a flush (50 steps).
+    after_request = len(steps) - stored_at_request
+    print(f"cancel: {after_request} steps after the request (progress stored then: {stored_at_request})")
+    assert 0 <= after_request <= CANCEL_STEPS_BOUND, after_request
     assert finished["progress"]["step"] >= steps[-1]
     stored, distinct = stack.stored_points(experiment["id"])
     assert stored == distinct > 0
@@ -98,10 +115,11 @@ def test_cancel_stops_a_running_experiment_and_keeps_its_points(stack: Stack) ->
 
 def test_seed_experiment_sigmoid_vanishes_where_tanh_and_relu_do_not(stack: Stack) -> None:
     client = stack.client
+    # sigmoid and relu share a name, which is the pictures' title: they differ only by the curves.
     runs = {
-        ("sigmoid", 2): client.submit(seed_spec("sigmoid", [30, 30])),
+        ("sigmoid", 2): client.submit(seed_spec("sigmoid", [30, 30]) | {"name": "seed-2x30"}),
         ("tanh", 2): client.submit(seed_spec("tanh", [30, 30])),
-        ("relu", 2): client.submit(seed_spec("relu", [30, 30])),
+        ("relu", 2): client.submit(seed_spec("relu", [30, 30]) | {"name": "seed-2x30"}),
         ("sigmoid", 4): client.submit(seed_spec("sigmoid", [30, 30, 30, 30])),
     }
     ratios = {}
@@ -114,9 +132,11 @@ def test_seed_experiment_sigmoid_vanishes_where_tanh_and_relu_do_not(stack: Stac
         assert first["steps"] == last["steps"] == [0]
         ratios[key] = first["values"][0] / last["values"][0]
     print("first/last layer mean |dL/dW| at step 0:", ratios)
-    assert ratios[("sigmoid", 2)] < 0.05, ratios
-    assert ratios[("tanh", 2)] > 0.25, ratios
-    assert ratios[("relu", 2)] > 0.25, ratios
+    # README's claims table: 0.017 for sigmoid, 0.40 for ReLU, 0.33 for tanh (each within
+    # the band asserted here, which the README states).
+    assert SEED_BANDS["sigmoid"][0] <= ratios[("sigmoid", 2)] <= SEED_BANDS["sigmoid"][1], ratios
+    assert SEED_BANDS["relu"][0] <= ratios[("relu", 2)] <= SEED_BANDS["relu"][1], ratios
+    assert SEED_BANDS["tanh"][0] <= ratios[("tanh", 2)] <= SEED_BANDS["tanh"][1], ratios
     assert ratios[("sigmoid", 4)] < 0.005, ratios
 
     # The analysis says so in words, and draws it: sigmoid's picture is not ReLU's.
@@ -129,9 +149,12 @@ def test_seed_experiment_sigmoid_vanishes_where_tanh_and_relu_do_not(stack: Stac
         activation: client.plot(f"/experiments/{runs[(activation, 2)]['id']}/plot.png", metric="grad_mean_abs")
         for activation in ("sigmoid", "relu")
     }
-    for picture in pictures.values():
+    images = {}
+    for activation, picture in pictures.items():
         assert picture.startswith(b"\x89PNG\r\n\x1a\n") and len(picture) > 5_000
-    assert pictures["sigmoid"] != pictures["relu"]
+        images[activation] = imread(io.BytesIO(picture), format="png")
+    assert images["sigmoid"].shape == images["relu"].shape
+    assert float(np.abs(images["sigmoid"] - images["relu"]).mean()) > 1e-3
 
 
 def test_exploding_diverges_and_clipping_keeps_it_finite(stack: Stack) -> None:
@@ -185,13 +208,20 @@ def test_lstm_carries_the_gradient_through_time_where_the_rnn_loses_it(stack: St
             "has_cell": through_time["cell_grad_norm"] is not None,
             "horizon": client.summary(experiment["id"])["horizon"],
         }
+        measured[model]["verdict"] = client.summary(experiment["id"])["verdict"]
     print("adding T=50:", measured)
     assert measured["lstm"]["test_mse"] < 0.01, measured
     assert measured["rnn"]["test_mse"] > 0.1, measured
-    assert measured["lstm"]["h1_over_hT"] > 1e-2, measured
-    assert measured["rnn"]["h1_over_hT"] < 1e-4, measured
+    # README's claims table: about 0.1 for the LSTM, below 1e-6 for the tanh RNN, and a
+    # horizon of 49 of 49 timesteps against 7 (the bands asserted here are the README's).
+    assert LSTM_RATIO_BAND[0] <= measured["lstm"]["h1_over_hT"] <= LSTM_RATIO_BAND[1], measured
+    assert measured["rnn"]["h1_over_hT"] < RNN_RATIO_BELOW, measured
     assert measured["lstm"]["has_cell"] and not measured["rnn"]["has_cell"]
-    assert final_horizon(measured["lstm"]["horizon"]) > final_horizon(measured["rnn"]["horizon"]), measured
+    assert final_horizon(measured["lstm"]["horizon"]) == 49, measured
+    assert RNN_HORIZON_BAND[0] <= final_horizon(measured["rnn"]["horizon"]) <= RNN_HORIZON_BAND[1], measured
+    # The verdicts in words: the RNN's gradient vanishes through time, the LSTM's does not.
+    assert measured["rnn"]["verdict"] == "vanishing", measured
+    assert measured["lstm"]["verdict"] == "healthy", measured
 
 
 def final_horizon(horizons: list[dict]) -> float:

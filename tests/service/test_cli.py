@@ -216,3 +216,107 @@ def test_stored_control_sequences_reach_the_terminal_escaped(api) -> None:
         assert expected in out, (command, out)
         if command[0] == "status":
             assert r"boom \x1b[5mblink\x9b" in out, out
+
+
+def _command_env(home: Path, **values: str) -> dict[str, str]:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GRADWATCH_")}
+    env.update(GRADWATCH_HOME=str(home), PYTHONUNBUFFERED="1", **values)
+    return env
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_migrate_command_creates_the_schema_once(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    import subprocess
+    import sys
+
+    import sqlalchemy as sa
+    from alembic.script import ScriptDirectory
+
+    from service.db.migrate import alembic_config
+    from tests.conftest import REPO_ROOT
+
+    home = tmp_path / "home"
+    url = request.getfixturevalue("postgres_url") if backend == "postgresql" else ""
+    env = _command_env(home, GRADWATCH_DATABASE_URL=url)
+    resolved = Settings(home=home, database_url=url).resolved_database_url
+    head = ScriptDirectory.from_config(alembic_config(resolved)).get_current_head()
+    for _ in range(2):  # the second run finds nothing to do
+        done = subprocess.run([sys.executable, "-m", "service.cli", "migrate"], cwd=REPO_ROOT, env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "database is at the latest revision:" in done.stdout
+        engine = make_engine(resolved)
+        try:
+            with engine.connect() as connection:
+                assert connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalars().all() == [head]
+            assert {"experiments", "series", "point_chunks", "timestep_chunks"} <= set(sa.inspect(engine).get_table_names())
+        finally:
+            engine.dispose()
+    if backend == "sqlite":
+        assert (home / "gradwatch.db").is_file()
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(child) for child in (task / "children").read_text().split()]
+    return found
+
+
+def test_api_command_serves_from_n_processes_and_stops_on_sigterm(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    import httpx
+
+    from tests.conftest import REPO_ROOT
+
+    home = tmp_path / "home"
+    env = _command_env(home)
+    migrated = subprocess.run([sys.executable, "-m", "service.cli", "migrate"], cwd=REPO_ROOT, env=env,
+                              capture_output=True, text=True, timeout=120)
+    assert migrated.returncode == 0, migrated.stderr
+    issued = subprocess.run([sys.executable, "-m", "service.cli", "token", "create", "--owner", "tester"], cwd=REPO_ROOT,
+                            env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert issued.returncode == 0, issued.stderr
+    bearer = {"Authorization": f"Bearer {issued.stdout.strip()}"}
+    port = free_port()
+    log = tmp_path / "api.log"
+    with log.open("wb") as output:
+        api = subprocess.Popen(
+            [sys.executable, "-m", "service.cli", "api", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
+            cwd=REPO_ROOT, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 120  # a bound on start-up, not the thing measured
+        while True:
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=5)
+                if health.status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert api.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        servers = [child for child in _children(api.pid)
+                   if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes()]
+        assert len(servers) == 2, (servers, log.read_text())
+        # Both processes share the port and the database: a write through one is read by all.
+        created = httpx.post(f"http://127.0.0.1:{port}/api/v1/experiments", json=SPEC, headers=bearer, timeout=30)
+        assert created.status_code == 201, created.text
+        for _ in range(10):
+            listed = httpx.get(f"http://127.0.0.1:{port}/api/v1/experiments", headers=bearer, timeout=30).json()
+            assert [e["id"] for e in listed["items"]] == [created.json()["id"]]
+        api.send_signal(signal.SIGTERM)
+        assert api.wait(timeout=60) == 0, log.read_text()
+        for server in servers:
+            assert not Path(f"/proc/{server}").exists() or "Z" in Path(f"/proc/{server}/stat").read_text().split(") ")[1][:1]
+    finally:
+        if api.poll() is None:
+            import os
+
+            os.killpg(api.pid, signal.SIGKILL)
+            api.wait(timeout=10)

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from service import store
@@ -94,12 +96,24 @@ def test_a_run_is_claimed_trained_stored_and_finished(config, sessions) -> None:
     assert experiment.worker == "test" and experiment.finished_at >= experiment.started_at
     assert experiment.progress_step == 30
     assert set(experiment.result) == {"final_loss", "final_accuracy", "diverged_at_step", "test_loss", "test_accuracy", "steps_done"}
-    assert 0 < experiment.result["final_loss"] < 10 and 0 <= experiment.result["final_accuracy"] <= 1
+    # The engine trained in this process on the same spec and seed gives the same numbers.
+    from workers.engine import train
+    from workers.spec import to_run_config
+
+    expected = train(to_run_config(validated(DIGITS), config), lambda batch: None)
+    assert experiment.result["final_loss"] == pytest.approx(expected.final_loss, rel=1e-6)
+    assert experiment.result["final_accuracy"] == pytest.approx(expected.final_accuracy, abs=1e-9)
+    assert experiment.result["test_loss"] == pytest.approx(expected.test_loss, rel=1e-6)
     assert experiment.result["diverged_at_step"] is None and experiment.result["steps_done"] == 30
     with sessions() as session:
         (loss,) = store.read_series(session, experiment_id, "loss")
+        (accuracy,) = store.read_series(session, experiment_id, "accuracy")
         grads = store.read_series(session, experiment_id, "grad_mean_abs")
     np.testing.assert_array_equal(loss.steps, np.arange(30))
+    # The global accuracy series is stored at every step; its last value is the result's.
+    np.testing.assert_array_equal(accuracy.steps, np.arange(30))
+    assert accuracy.layer is None and accuracy.values[-1] == experiment.result["final_accuracy"]
+    assert np.all((accuracy.values >= 0) & (accuracy.values <= 1)) and len(set(accuracy.values.tolist())) > 1
     assert len(grads) >= 3 and all(np.all(np.isfinite(g.values)) for g in grads)
 
 
@@ -118,6 +132,45 @@ def test_a_delivery_while_running_does_nothing(config, sessions) -> None:
     assert run_experiment(experiment_id, config, session_factory=sessions) == "skipped"
     running = get(sessions, experiment_id)
     assert running.status == "running" and running.worker == "the first delivery"
+
+
+def test_two_workers_claiming_one_run_at_once_train_it_once(config, sessions) -> None:
+    """Two deliveries of the same experiment, released together by a barrier right before
+    their claims, three rounds: one trains it, the other does nothing, no point twice."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    short = {**DIGITS, "training": {**DIGITS["training"], "steps": 10}}
+    for _ in range(3):
+        experiment_id = create(sessions, short)
+        barrier = threading.Barrier(2)
+        first_session = threading.local()
+
+        def racing_sessions() -> Session:
+            # The first session of each delivery's own thread is its claim's (the writer's
+            # threads, which run_experiment starts, are not held).
+            if threading.current_thread().name.startswith("delivery") and not getattr(first_session, "opened", False):
+                first_session.opened = True
+                barrier.wait(timeout=30)
+            return sessions()
+
+        with ThreadPoolExecutor(2, thread_name_prefix="delivery") as pool:
+            outcomes = sorted(pool.map(
+                lambda worker: run_experiment(experiment_id, config, worker=worker, session_factory=racing_sessions),
+                ["worker-a", "worker-b"],
+            ))
+        assert outcomes == ["skipped", "succeeded"]
+        experiment = get(sessions, experiment_id)
+        assert experiment.status == "succeeded" and experiment.progress_step == 10
+        with sessions() as session:
+            (loss,) = store.read_series(session, experiment_id, "loss")
+            stored = session.execute(
+                sa.text("SELECT count(*) FROM point_chunks c JOIN series s ON s.id = c.series_id "
+                        "WHERE s.experiment_id = :id AND s.metric = 'loss'"),
+                {"id": experiment_id},
+            ).scalar_one()
+        np.testing.assert_array_equal(loss.steps, np.arange(10))
+        assert stored == 1, "one flush of 10 steps, written once"
 
 
 def test_an_unknown_or_deleted_experiment_is_skipped(config, sessions) -> None:
@@ -170,27 +223,39 @@ def test_storage_that_keeps_failing_fails_the_run(config, sessions) -> None:
     assert "disk full" in experiment.error and experiment.progress_step < 100_000
 
 
-def test_a_database_outage_before_the_claim_retries_the_task() -> None:
-    import sqlalchemy.exc
+def test_a_database_outage_before_the_claim_retries_the_task(redis_url: str, mnist_data_dir: Path, tmp_path: Path) -> None:
+    """A real worker whose database does not answer (a PostgreSQL URL on a port nothing
+    listens on): the claim itself fails, and Celery retries the task with the backoff of
+    `train_experiment` (5 s, then 10 s), through the real broker."""
+    import re
 
-    class Retry(Exception):
-        pass
+    from service.queue import Enqueuer
+    from tests.e2e.stack import Stack, free_port
 
-    retried = {}
-
-    def unreachable(*args, **kwargs):
-        raise sqlalchemy.exc.OperationalError("UPDATE experiments", {}, Exception("connection refused"))
-
-    def retry(exc, countdown):
-        retried.update(exc=exc, countdown=countdown)
-        return Retry()
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(tasks, "run_experiment", unreachable)
-        patch.setattr(tasks.train_experiment, "retry", retry)
-        with pytest.raises(Retry):
-            tasks.train_experiment("abc")
-    assert "connection refused" in str(retried["exc"]) and retried["countdown"] == 5
+    home = tmp_path / "home"
+    home.mkdir()
+    unreachable = f"postgresql+psycopg://root@127.0.0.1:{free_port()}/gradwatch"
+    stack = Stack(unreachable, redis_url, home, mnist_data_dir)
+    try:
+        worker = stack.start_worker()
+        experiment_id = "e" * 32
+        enqueuer = Enqueuer(Settings(home=home, broker_url=redis_url))
+        try:
+            enqueuer.enqueue(experiment_id, "cpu")
+        finally:
+            enqueuer.close()
+        retry = re.compile(r"Task gradwatch\.train\[[^\]]+\] retry: Retry in (\d+)s: OperationalError")
+        deadline = time.monotonic() + 120  # a bound on the wait, not the thing measured
+        while len(retry.findall(worker.log.read_text(errors="replace"))) < 2:
+            assert worker.popen.poll() is None and time.monotonic() < deadline, worker.tail()
+            time.sleep(0.2)
+        log = worker.log.read_text(errors="replace")
+        assert [int(countdown) for countdown in retry.findall(log)][:2] == [5, 10], worker.tail()
+        assert "Connection refused" in log or "connection refused" in log, worker.tail()
+        assert "training experiment" not in log  # nothing was claimed, nothing trained
+    finally:
+        print(stack.logs())
+        stack.stop()
 
 
 POINTS_SPECS = {

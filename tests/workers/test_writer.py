@@ -193,17 +193,38 @@ def test_a_non_transient_error_fails_at_once(sessions, experiment_id) -> None:
     assert calls == [1]
 
 
+class CountingSessions:
+    """The real session factory, counting the sessions the writer opens: with no batch
+    to store, each one is a poll (heartbeat and cancel check)."""
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self._sessions = sessions
+        self.opened = 0
+        self.changed = threading.Condition()
+
+    def __call__(self) -> Session:
+        with self.changed:
+            self.opened += 1
+            self.changed.notify_all()
+        return self._sessions()
+
+    def wait_for(self, count: int) -> None:
+        with self.changed:
+            assert self.changed.wait_for(lambda: self.opened >= count, timeout=60), f"{self.opened} polls"
+
+
 def test_cancel_request_reaches_should_stop_within_a_poll(sessions, experiment_id) -> None:
-    with ProbeWriter(experiment_id, sessions, poll_s=0.05) as writer:
-        time.sleep(0.15)
+    polls = CountingSessions(sessions)
+    with ProbeWriter(experiment_id, polls, poll_s=0.05) as writer:
+        polls.wait_for(3)
         assert not writer.should_stop()
         with sessions() as session:
             store.request_cancel(session, experiment_id)
-        requested_at = time.monotonic()
-        while not writer.should_stop() and time.monotonic() - requested_at < 5:
-            time.sleep(0.01)
-        assert writer.should_stop()
-        assert time.monotonic() - requested_at < 2.0
+        requested_at = polls.opened
+        # The poll under way when the cancel committed may have read before it; the next
+        # one must see it. Counted in polls, not seconds: a busy machine only makes them late.
+        polls.wait_for(requested_at + 2)
+        assert writer.should_stop(), f"still running {polls.opened - requested_at} polls after the cancel"
 
 
 def test_heartbeat_moves_while_no_batch_arrives(sessions, experiment_id) -> None:
@@ -215,27 +236,46 @@ def test_heartbeat_moves_while_no_batch_arrives(sessions, experiment_id) -> None
         assert store.get_experiment(session, experiment_id).heartbeat_at > claimed_at
 
 
+def _waiting_to_put(writer: ProbeWriter) -> bool:
+    """A thread is waiting in `on_flush` for room in the full buffer (CPython's Condition
+    keeps its waiters in `_waiters`; the writer's own thread is inside the stuck write,
+    not waiting on it): the deterministic sign of back-pressure."""
+    return len(writer._changed._waiters) > 0  # noqa: SLF001
+
+
 def test_on_flush_does_not_wait_for_the_database(sessions, experiment_id) -> None:
     """Training hands a batch over and goes on; only a full queue makes it wait."""
-    release = threading.Event()
+    writing, release = threading.Event(), threading.Event()
 
     def slow_write(session, *args, **kwargs):
-        release.wait(10)
+        writing.set()
+        assert release.wait(60), "never released"
         store.write_chunks(session, *args, **kwargs)
 
     writer = ProbeWriter(
         experiment_id, sessions, poll_s=0.05, max_buffer_bytes=3 * batch_nbytes(make_batch(0, 4)), max_coalesce=1, write_chunks=slow_write
     ).start()
-    started = time.monotonic()
-    for first in (0, 4, 8):  # one being written, two waiting: the buffer is full
+    writer.on_flush(make_batch(0, 4))
+    assert writing.wait(60)
+    # The database is now stuck on the first batch: two more go on the queue without
+    # waiting for it (were on_flush to wait, these calls would hang until the release).
+    for first in (4, 8):
         writer.on_flush(make_batch(first, 4))
-    assert time.monotonic() - started < 0.5
-    blocked = threading.Thread(target=writer.on_flush, args=(make_batch(12, 4),))
+    assert not release.is_set()
+    returned = threading.Event()
+
+    def fourth_flush() -> None:
+        writer.on_flush(make_batch(12, 4))
+        returned.set()
+
+    blocked = threading.Thread(target=fourth_flush)
     blocked.start()
-    blocked.join(0.3)
-    assert blocked.is_alive(), "a full buffer must push back on training"
+    while blocked.is_alive() and not (returned.is_set() or _waiting_to_put(writer)):
+        time.sleep(0.005)
+    assert not returned.is_set(), "a full buffer must push back on training"
     release.set()
-    blocked.join(10)
+    blocked.join(60)
+    assert returned.is_set()
     writer.close()
     np.testing.assert_array_equal(read(sessions, experiment_id, "loss")[None], np.arange(16))
 

@@ -59,6 +59,7 @@ class DatasetConfig:
     data_dir: str | None = None  # folder holding mnist/ (the service passes its GRADWATCH_DATA_DIR)
     download: bool = False  # fetch missing MNIST files from the public mirror (checked by MD5)
     download_timeout_s: float = 60.0  # per file, connect and read
+    download_mirrors: tuple[str, ...] = ()  # base URLs serving the MNIST .gz files; () = the public mirrors
     limit: int | None = None  # keep a stratified subset of this many training examples
     test_size: int | None = None  # held out when a split has no test set of its own: None = 1,000 (mnist "test"), 360 (digits)
     seq_len: int = 50  # adding/temporal_order: the sequence length T; copy: the delay T

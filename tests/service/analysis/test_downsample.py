@@ -32,8 +32,11 @@ def _assert_keeps_what_matters(steps, values, out_steps, out_values, max_points)
     assert steps[0] in kept and steps[-1] in kept
     finite = np.isfinite(values)
     if finite.any():
-        assert steps[finite][np.argmax(values[finite])] in kept or values[finite].max() in out_values
-        assert steps[finite][np.argmin(values[finite])] in kept or values[finite].min() in out_values
+        # The global extremes, at their own steps, with their own values (the walk has no ties).
+        for extreme in (np.argmax(values[finite]), np.argmin(values[finite])):
+            step, value = steps[finite][extreme], values[finite][extreme]
+            assert step in kept, f"extreme {value} at step {step} dropped"
+            assert out_values[np.searchsorted(out_steps, step)] == value
     for mask in (np.isnan(values), values == np.inf, values == -np.inf):
         if mask.any():
             assert steps[mask][0] in kept, "the first NaN, +Inf and -Inf must stay visible"
@@ -149,17 +152,3 @@ def test_bad_arguments_say_what_is_wrong() -> None:
         downsample(steps, steps.astype(float), 0)
     with pytest.raises(ValueError, match="same length"):
         downsample(steps, np.zeros(3), 5)
-
-
-def test_a_hundred_thousand_points_is_fast() -> None:
-    """Vectorised: 100,000 points thin to 1,000 in milliseconds, not a Python loop's second."""
-    import time
-
-    rng = np.random.default_rng(0)
-    steps = np.arange(100_000, dtype=np.int64)
-    values = np.cumsum(rng.standard_normal(100_000))
-    values[::997] = np.nan  # forces the numpy path for minmax
-    for agg in REDUCING:
-        started = time.perf_counter()
-        downsample(steps, values, 1000, agg)
-        assert time.perf_counter() - started < 0.25, agg

@@ -12,16 +12,38 @@ from sqlalchemy.orm import Session
 
 from service import store
 from service.config import Settings
+from service.db.engine import make_engine, make_session_factory
 from service.queue import Enqueuer
 from tests.service.api.conftest import LSTM, MLP, api_client, queued_messages
 
 API = "/api/v1/experiments"
 
 
-def test_create_commits_then_enqueues(client: Client, settings: Settings) -> None:
+class _WitnessEnqueuer(Enqueuer):
+    """The real enqueuer, which first reads the experiment from a connection of its own:
+    what a worker taking the message at once would find."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.seen: list[tuple[str, str | None]] = []
+
+    def enqueue(self, experiment_id: str, queue: str) -> None:
+        engine = make_engine(self.settings.resolved_database_url)
+        try:
+            with make_session_factory(engine)() as session:
+                record = store.get_experiment(session, experiment_id)
+        finally:
+            engine.dispose()
+        self.seen.append((experiment_id, None if record is None else record.status))
+        super().enqueue(experiment_id, queue)
+
+
+def test_create_commits_then_enqueues(app: FastAPI, client: Client, settings: Settings) -> None:
+    enqueuer = app.state.enqueuer = _WitnessEnqueuer(settings)
     response = client.post(API, json=MLP)
     assert response.status_code == 201, response.text
     body = response.json()
+    assert enqueuer.seen == [(body["id"], "queued")], "the row is committed before the message is sent"
     assert body["status"] == "queued" and body["name"] == "sigmoid-2x30" and body["tags"] == ["seed"]
     assert body["progress"] == {"step": 0, "total": 1000}
     assert body["spec"]["model"]["hidden_sizes"] == [30, 30]  # defaults filled in

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from httpx import Client
 
 from service.api.main import create_app
@@ -38,8 +39,23 @@ def test_503_names_what_is_down_never_where_it_lives(settings: Settings) -> None
         assert where not in response.text, where
 
 
-def test_503_when_only_the_broker_is_down(settings: Settings) -> None:
-    with api_client(create_app(settings.model_copy(update={"broker_url": "redis://127.0.0.1:1/0"}))) as client:
-        body = client.get(HEALTH).json()
-    assert (body["status"], body["database"], body["broker"]) == ("unavailable", "ok", "unavailable")
-    assert body["message"].startswith("the broker is unavailable")
+def _closed_port() -> int:
+    from tests.e2e.stack import free_port
+
+    return free_port()  # bound and released: nothing listens there
+
+
+@pytest.mark.parametrize(("down_part", "up_part"), [("broker", "database"), ("database", "broker")])
+def test_503_when_only_one_of_database_and_broker_is_down(settings: Settings, down_part: str, up_part: str) -> None:
+    port = _closed_port()
+    if down_part == "broker":
+        down = settings.model_copy(update={"broker_url": f"redis://127.0.0.1:{port}/0"})
+    else:
+        down = settings.model_copy(update={"database_url": f"postgresql+psycopg://root@127.0.0.1:{port}/x"})
+        down.__dict__.pop("resolved_database_url", None)  # a cached_property of the copy's source
+    with api_client(create_app(down), owner=None) as client:  # /health needs no token
+        response = client.get(HEALTH)
+    assert response.status_code == 503
+    body = response.json()
+    assert (body["status"], body[up_part], body[down_part]) == ("unavailable", "ok", "unavailable"), body
+    assert body["message"].startswith(f"the {down_part} is unavailable"), body

@@ -1,10 +1,9 @@
 """The PNG endpoints return real images that change with the data; the export endpoints
-return tables pandas can read; `gradwatch plot` saves the pictures."""
+return tables pandas can read. `gradwatch plot` as a command: tests/e2e/test_embedded.py."""
 
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import numpy as np
 import pyarrow.csv as pa_csv
@@ -15,10 +14,8 @@ from httpx import Client
 from matplotlib.image import imread
 from sqlalchemy.orm import Session
 
-from service.client import GradwatchError
 from service.config import Settings
-from service.plot_cli import plot_command
-from tests.service.analysis.synthetic import exploding_run, mlp_run, recurrent_run, store_run
+from tests.service.analysis.synthetic import SyntheticRun, exploding_run, mlp_run, recurrent_run, store_run
 from service.api.main import create_app
 
 API = "/api/v1/experiments"
@@ -29,6 +26,11 @@ def app(settings: Settings) -> FastAPI:
     return create_app(settings)
 
 
+def named(run: SyntheticRun, name: str) -> SyntheticRun:
+    run.spec["name"] = name
+    return run
+
+
 def _image(response) -> np.ndarray:  # noqa: ANN001
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "image/png"
@@ -37,8 +39,10 @@ def _image(response) -> np.ndarray:  # noqa: ANN001
 
 
 def test_plots_are_images_that_differ_between_sigmoid_and_relu(client: Client, api_session: Session) -> None:
-    sigmoid = store_run(api_session, mlp_run("sigmoid"))
-    relu = store_run(api_session, mlp_run("relu"))
+    # One name for both: the title is the experiment's name, and the pictures may differ
+    # only by what the curves show.
+    sigmoid = store_run(api_session, named(mlp_run("sigmoid"), "seed-2x30"))
+    relu = store_run(api_session, named(mlp_run("relu"), "seed-2x30"))
     pictures = {}
     for name, experiment_id in (("sigmoid", sigmoid), ("relu", relu)):
         pictures[name] = _image(client.get(f"{API}/{experiment_id}/plot.png", params={"metric": "grad_mean_abs"}))
@@ -53,8 +57,8 @@ def test_plots_are_images_that_differ_between_sigmoid_and_relu(client: Client, a
 
 
 def test_timesteps_png_for_recurrent_models_only(client: Client, api_session: Session) -> None:
-    rnn = store_run(api_session, recurrent_run("rnn"))
-    lstm = store_run(api_session, recurrent_run("lstm"))
+    rnn = store_run(api_session, named(recurrent_run("rnn"), "adding-50"))
+    lstm = store_run(api_session, named(recurrent_run("lstm"), "adding-50"))
     a, b = _image(client.get(f"{API}/{rnn}/timesteps.png")), _image(client.get(f"{API}/{lstm}/timesteps.png"))
     assert np.abs(a - b).mean() > 1e-3
     mlp = store_run(api_session, mlp_run("relu"))
@@ -73,7 +77,7 @@ def test_series_csv_and_whole_experiment_export(client: Client, api_session: Ses
     assert table.column_names == ["step", "layer", "value"]
     values = table.column("value").to_numpy()
     assert np.array_equal(values, run.series["grad_norm_total"][0].values, equal_nan=True)
-    assert np.isinf(values[6]) and np.isnan(values[7])  # non-finite kept as measured
+    assert np.isinf(values[8]) and np.isnan(values[11])  # non-finite kept as measured
 
     per_layer = pa_csv.read_csv(io.BytesIO(client.get(
         f"{API}/{experiment_id}/series.csv", params={"metric": "grad_mean_abs", "layer": "layers.3.weight"}).content))
@@ -106,12 +110,58 @@ def pa_eq(table, column: str, value: str):  # noqa: ANN001, ANN201
     return pc.equal(table.column(column), value)
 
 
-def test_plot_command_saves_the_pictures(app: FastAPI, client: Client, api_session: Session, tmp_path: Path) -> None:
-    rnn = store_run(api_session, recurrent_run("rnn"))
-    transport = client._transport  # the in-process app, as an httpx transport
-    token = client.headers["Authorization"].removeprefix("Bearer ")
-    written = plot_command(rnn, tmp_path / "out", metric="grad_mean_abs", api_url="http://testserver", transport=transport, token=token)
-    assert [p.name for p in written] == [f"{rnn}-grad_mean_abs.png", f"{rnn}-profile-grad_mean_abs.png", f"{rnn}-timesteps.png"]
-    assert all(p.read_bytes().startswith(b"\x89PNG") for p in written)
-    with pytest.raises(GradwatchError, match="no metric 'nope'"):
-        plot_command(rnn, tmp_path, metric="nope", api_url="http://testserver", transport=transport, token=token)
+def _expected_rows(run: SyntheticRun) -> dict[tuple[str, str | None, int, int | None], float]:
+    """(metric, layer, step, timestep) → value: every value the run measured."""
+    rows = {}
+    for metric, series in run.series.items():
+        for one in series:
+            for step, value in zip(one.steps.tolist(), one.values.tolist(), strict=True):
+                rows[(metric, one.layer, step, None)] = value
+    for data in run.timesteps:
+        for name, matrix in (("hidden_grad_norm", data.hidden_grad_norm), ("cell_grad_norm", data.cell_grad_norm)):
+            if matrix is None:
+                continue
+            for row, step in enumerate(data.steps.tolist()):
+                for column, timestep in enumerate(data.timesteps.tolist()):
+                    rows[(name, str(data.layer_index), step, timestep)] = float(matrix[row, column])
+    return rows
+
+
+def _exported_rows(table) -> dict[tuple[str, str | None, int, int | None], float]:  # noqa: ANN001
+    columns = table.to_pydict()
+    rows = {}
+    for step, metric, layer, timestep, value in zip(
+        columns["step"], columns["metric"], columns["layer"], columns["timestep"], columns["value"], strict=True
+    ):
+        key = (metric, layer, step, timestep)
+        assert key not in rows, f"{key} exported twice"
+        rows[key] = value
+    return rows
+
+
+@pytest.mark.parametrize("kind", ["exploding", "lstm"])
+def test_export_holds_every_measured_value_in_its_row(client: Client, api_session: Session, kind: str) -> None:
+    """Parquet and CSV hold the same rows, and each row is one measured value at its step,
+    layer and timestep (non-finite values as measured): compared value by value."""
+    run = exploding_run(clipping=False) if kind == "exploding" else recurrent_run("lstm", n_steps=10)
+    experiment_id = store_run(api_session, run)
+    expected = _expected_rows(run)
+    parquet = pq.read_table(io.BytesIO(client.get(f"{API}/{experiment_id}/export", params={"format": "parquet"}).content))
+    csv = pa_csv.read_csv(
+        io.BytesIO(client.get(f"{API}/{experiment_id}/export", params={"format": "csv"}).content),
+        # Only an empty field is missing; `nan` is a value (pyarrow's default reads it as null).
+        convert_options=pa_csv.ConvertOptions(column_types=parquet.schema, null_values=[""], strings_can_be_null=True),
+    )
+    for table in (parquet, csv):
+        exported = _exported_rows(table)
+        assert exported.keys() == expected.keys()
+        for key, value in expected.items():
+            np.testing.assert_equal(exported[key], value, err_msg=str(key))
+    if kind == "exploding":
+        # The global metrics have no layer; the per-layer ones name theirs.
+        assert _exported_rows(parquet)[("grad_norm_total", None, 8, None)] == np.inf
+        assert np.isnan(_exported_rows(parquet)[("grad_norm_total", None, 11, None)])
+        assert ("grad_mean_abs", "layers.3.weight", 0, None) in _exported_rows(parquet)
+    else:
+        # The gradient through time: layer 0, one row per (step, timestep).
+        assert ("cell_grad_norm", "0", 90, 49) in _exported_rows(parquet)

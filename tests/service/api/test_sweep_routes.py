@@ -68,9 +68,10 @@ def test_three_activations_by_two_seeds(client: Client, api_session: Session, se
     for group in body["groups"]:
         assert group["seeds"] == [0, 1]
         assert all(lo <= mean <= hi for lo, mean, hi in zip(group["minimum"], group["mean"], group["maximum"], strict=True))
-    # The sigmoid's first layer starts far below the ReLU's: the seed's comparison.
+    # The sigmoid's first layer starts far below the ReLU's: the seed's comparison. Measured
+    # at step 0: 3.4e-4 against 1.5e-3; the first 4-step bucket's means, 5.3e-4 and 1.3e-3.
     sigmoid, relu = body["groups"][0], body["groups"][2]
-    assert sigmoid["mean"][0] < relu["mean"][0] / 5
+    assert sigmoid["mean"][0] < relu["mean"][0] / 2
 
     loss = client.get(f"{API}/{sweep['id']}/compare", params={"metric": "loss"}).json()
     assert loss["members"][0]["layer"] is None and len(loss["steps"]) == 200

@@ -30,12 +30,13 @@ def _differ(a: bytes, b: bytes) -> bool:
 
 
 def test_metric_curves_differ_between_sigmoid_and_relu() -> None:
-    sigmoid = render_metric(mlp_run("sigmoid").series["grad_mean_abs"], "grad_mean_abs", "sigmoid-2x30")
-    relu = render_metric(mlp_run("relu").series["grad_mean_abs"], "grad_mean_abs", "relu-2x30")
+    # One title for both: the pictures may differ only by what the curves show.
+    sigmoid = render_metric(mlp_run("sigmoid").series["grad_mean_abs"], "grad_mean_abs", "seed-2x30")
+    relu = render_metric(mlp_run("relu").series["grad_mean_abs"], "grad_mean_abs", "seed-2x30")
     assert _differ(sigmoid, relu)
     # Same data, same picture: rendering is deterministic.
-    again = render_metric(mlp_run("sigmoid").series["grad_mean_abs"], "grad_mean_abs", "sigmoid-2x30")
-    assert not _differ(sigmoid, again)
+    again = render_metric(mlp_run("sigmoid").series["grad_mean_abs"], "grad_mean_abs", "seed-2x30")
+    assert sigmoid == again
 
 
 def test_log_scale_can_be_switched_off_and_non_finite_values_render() -> None:
@@ -69,7 +70,7 @@ def test_timesteps_rnn_differs_from_lstm() -> None:
     pictures = []
     for kind in ("rnn", "lstm"):
         data = recurrent_run(kind).timesteps
-        pictures.append(render_timesteps(data, memory_horizons(data), kind))
+        pictures.append(render_timesteps(data, memory_horizons(data), "adding-50"))  # one title for both
     assert _differ(*pictures)
 
 

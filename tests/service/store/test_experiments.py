@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
@@ -55,13 +57,31 @@ def test_claim_twice_second_returns_none(session: Session) -> None:
 
 
 def test_claim_is_atomic_across_sessions(engine: sa.Engine) -> None:
+    """Racing claims from sessions of their own, released together by a barrier: exactly
+    one winner every round (a select-then-update would let two through)."""
     from service.db.engine import make_session_factory
 
     factory = make_session_factory(engine)
-    with factory() as first, factory() as second:
-        record = _create(first)
-        results = [store.claim_experiment(s, record.id, name) for s, name in ((first, "a"), (second, "b"))]
-    assert [r is not None for r in results] == [True, False]
+    contenders, rounds = 4, 20
+    barrier = threading.Barrier(contenders)
+
+    def claim(experiment_id: str, worker: str) -> str | None:
+        with factory() as session:
+            session.execute(sa.text("SELECT 1"))  # connected before the race starts
+            barrier.wait(timeout=30)
+            claimed = store.claim_experiment(session, experiment_id, worker)
+            return None if claimed is None else claimed.worker
+
+    with factory() as session:
+        ids = [_create(session).id for _ in range(rounds)]
+    with ThreadPoolExecutor(contenders) as pool:
+        for experiment_id in ids:
+            futures = [pool.submit(claim, experiment_id, f"worker-{n}") for n in range(contenders)]
+            winners = [w for w in (f.result(timeout=60) for f in futures) if w is not None]
+            assert len(winners) == 1, (experiment_id, winners)
+            with factory() as session:
+                stored = store.get_experiment(session, experiment_id)
+            assert stored.status == "running" and stored.worker == winners[0]
 
 
 def test_cancel_queued_running_and_finished(session: Session) -> None:

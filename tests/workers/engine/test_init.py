@@ -26,11 +26,55 @@ def test_normal_std() -> None:
     assert float(model.layers[0].weight.detach().std()) == pytest.approx(1.0, rel=0.02)
 
 
-@pytest.mark.parametrize("scheme", ["uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal", "orthogonal"])
-def test_every_scheme_runs(scheme: str) -> None:
-    model = RecurrentNet("gru", 3, 16, 2, 2, "tanh", False)
+FAN_IN, FAN_OUT = 400, 300  # one 300×400 weight: enough entries for each statistic within 3 %
+TANH_GAIN = 5.0 / 3.0  # torch.nn.init.calculate_gain("tanh"), used by the kaiming schemes
+
+
+def _uniform_bound(weight: torch.Tensor) -> float:
+    return float(weight.abs().max())
+
+
+@pytest.mark.parametrize(
+    ("scheme", "std", "bound"),
+    [
+        # U(-b, b) has std b/√3. The bound is the config's (0.05).
+        ("uniform", 0.05 / math.sqrt(3), 0.05),
+        # Glorot & Bengio 2010: std = gain·√(2/(fan_in+fan_out)).
+        ("xavier_normal", math.sqrt(2 / (FAN_IN + FAN_OUT)), None),
+        # He et al. 2015 (fan_in mode): bound = gain·√(3/fan_in), std = gain/√fan_in.
+        ("kaiming_uniform", TANH_GAIN / math.sqrt(FAN_IN), TANH_GAIN * math.sqrt(3 / FAN_IN)),
+        ("kaiming_normal", TANH_GAIN / math.sqrt(FAN_IN), None),
+    ],
+)
+def test_each_scheme_draws_its_own_distribution(scheme: str, std: float, bound: float | None) -> None:
+    model = MLP(FAN_IN, (FAN_OUT,), 10, "tanh")
+    torch.manual_seed(0)
     initialize(model, InitConfig(scheme=scheme), "tanh")
-    assert all(torch.isfinite(p).all() for p in model.parameters())
+    weight = model.layers[0].weight.detach()
+    assert float(weight.mean()) == pytest.approx(0.0, abs=0.02 * std)
+    assert float(weight.std()) == pytest.approx(std, rel=0.03)
+    if bound is None:
+        # A normal draw of 120,000 values reaches well past 3 std.
+        assert _uniform_bound(weight) > 4 * std
+    else:
+        assert 0.99 * bound < _uniform_bound(weight) <= bound
+    assert torch.equal(model.layers[0].bias.detach(), torch.zeros(FAN_OUT))
+
+
+def test_orthogonal_weights_are_orthogonal_and_every_scheme_reaches_every_gate() -> None:
+    model = MLP(FAN_OUT, (FAN_OUT,), 10, "tanh")
+    initialize(model, InitConfig(scheme="orthogonal"), "tanh")
+    weight = model.layers[0].weight.detach()
+    torch.testing.assert_close(weight @ weight.t(), torch.eye(FAN_OUT), atol=1e-4, rtol=0)
+
+    gru = RecurrentNet("gru", 3, 16, 2, 2, "tanh", False)
+    initialize(gru, InitConfig(scheme="uniform", bound=0.01), "tanh")
+    for name, parameter in gru.named_parameters():
+        if "weight" in name:
+            # PyTorch's default draws U(±1/√16) = ±0.25; the scheme's bound is 0.01.
+            assert 0.005 < _uniform_bound(parameter.detach()) <= 0.01, name
+        else:
+            assert torch.equal(parameter.detach(), torch.zeros_like(parameter)), name
 
 
 def test_orthogonal_recurrent_blocks() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from torch.nn import functional as F
 
 from workers.engine.models import MLP, RecurrentNet, build_model
 from workers.engine.probes import ForwardTaps, timestep_indices
@@ -105,11 +106,32 @@ def test_build_model_rejects_an_mlp_for_many_to_many() -> None:
         build_model("mlp", (5, 3), 4, True, (10,), 8, 1, "tanh", 0.01)
 
 
-@pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu", "leaky_relu", "elu", "gelu", "softsign", "identity"])
-def test_every_activation_trains_a_step(activation: str) -> None:
+FUNCTIONAL = {
+    "sigmoid": torch.sigmoid,
+    "tanh": torch.tanh,
+    "relu": F.relu,
+    "leaky_relu": lambda x: F.leaky_relu(x, 0.01),
+    "elu": F.elu,
+    "gelu": F.gelu,
+    "softsign": F.softsign,
+    "identity": lambda x: x,
+}
+
+
+@pytest.mark.parametrize("activation", sorted(FUNCTIONAL))
+def test_every_activation_is_the_functional_one(activation: str) -> None:
+    """Forward and backward of the MLP equal head(f(layer(x))) with torch.nn.functional's f."""
+    torch.manual_seed(0)
     model = MLP(4, (5,), 3, activation)
-    out = model(torch.randn(2, 4))
+    x = 3.0 * torch.randn(16, 4)  # wide enough to reach every function's non-linear part
+    out = model(x)
     out.sum().backward()
+    layer, head = model.layers[0], model.head
+    weight = layer.weight.detach().clone().requires_grad_(True)
+    expected = F.linear(FUNCTIONAL[activation](F.linear(x, weight, layer.bias.detach())), head.weight.detach(), head.bias.detach())
+    expected.sum().backward()
+    torch.testing.assert_close(out, expected, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(layer.weight.grad, weight.grad, rtol=1e-6, atol=1e-6)
     assert all(p.grad is not None for p in model.parameters())
 
 

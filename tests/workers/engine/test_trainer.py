@@ -19,7 +19,9 @@ from workers.engine import (
     TrainingConfig,
     train,
 )
+from workers.engine.datasets import load_dataset
 from workers.engine.device import resolve_device
+from workers.engine.trainer import compute_loss, make_model
 
 from .helpers import run, series, steps
 
@@ -181,6 +183,8 @@ def test_cancellation() -> None:
 
 
 def test_full_batch_uses_every_example_each_step(mnist_data_dir: Path) -> None:
+    """The recorded loss of a full-batch step is the loss over the whole training split,
+    measured independently on the same seeded model; a subset's loss is not."""
     config = RunConfig(
         model=ModelConfig(kind="mlp", hidden_sizes=(10,)),
         dataset=DatasetConfig(name="mnist", split="test", data_dir=str(mnist_data_dir), limit=300),
@@ -188,7 +192,25 @@ def test_full_batch_uses_every_example_each_step(mnist_data_dir: Path) -> None:
     )
     result, batches = run(config)
     loss = series(batches, "loss")
-    assert loss[0] == pytest.approx(loss[1], rel=1e-5)  # same batch, weights barely moved
+    data = load_dataset(config.dataset)
+    assert data.train_x.shape[0] == 300
+    model = make_model(config, data)
+    with torch.no_grad():
+        output = model(data.train_x)
+        whole = float(compute_loss(output, data.train_y, data.task))
+        whole_accuracy = float((output.argmax(-1) == data.train_y).double().mean())
+        halves = [float(compute_loss(model(data.train_x[part]), data.train_y[part], data.task))
+                  for part in (slice(0, 150), slice(150, 300))]
+    # lr 1e-9: the weights barely move, so every step sees (almost) the step-0 model.
+    for recorded in loss:
+        assert recorded == pytest.approx(whole, rel=1e-5)
+    for half in halves:
+        assert abs(half - whole) > 1e-3 * whole, "a subset's loss must be told apart from the whole split's"
+    # The global accuracy series: the fraction of the step's batch classified right.
+    accuracy = series(batches, "accuracy")
+    assert list(steps(batches)) == [0, 1, 2]
+    assert accuracy[0] == pytest.approx(whole_accuracy, abs=1e-6)
+    assert 0 < whole_accuracy < 1 and result.final_accuracy == pytest.approx(accuracy[-1])
     assert result.test_accuracy is not None and result.final_accuracy is not None
 
 
@@ -228,7 +250,10 @@ def test_validation_names_the_field() -> None:
 
 def test_devices() -> None:
     assert resolve_device("cpu") == torch.device("cpu")
-    assert resolve_device("auto").type in ("cpu", "cuda")
-    if not torch.cuda.is_available():
+    # auto picks the GPU exactly when there is one.
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if torch.cuda.is_available():
+        assert resolve_device("cuda").type == "cuda"
+    else:
         with pytest.raises(RuntimeError, match="no CUDA GPU"):
             resolve_device("cuda")

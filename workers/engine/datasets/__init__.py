@@ -13,7 +13,8 @@ def load_dataset(config: DatasetConfig) -> TaskData:
     name = config.name
     if name == "mnist":
         return mnist.load(
-            config.split, config.data_dir, config.download, config.download_timeout_s, config.limit, config.test_size
+            config.split, config.data_dir, config.download, config.download_timeout_s, config.limit, config.test_size,
+            config.download_mirrors or mnist.MIRRORS,
         )
     if name == "sequential_mnist":
         return sequential_mnist.load(
@@ -26,6 +27,7 @@ def load_dataset(config: DatasetConfig) -> TaskData:
             config.pixel_order,
             config.permuted,
             config.seed,
+            config.download_mirrors or mnist.MIRRORS,
         )
     if name == "digits":
         return digits.load(config.limit, config.test_size)

@@ -20,8 +20,9 @@ def load(
     pixel_order: str,
     permuted: bool,
     seed: int,
+    mirrors: tuple[str, ...] = mnist.MIRRORS,
 ) -> TaskData:
-    train_x, train_y, test_x, test_y = mnist.load_images(split, data_dir, download, timeout, limit, test_size)
+    train_x, train_y, test_x, test_y = mnist.load_images(split, data_dir, download, timeout, limit, test_size, mirrors)
     shape = (28, 28) if pixel_order == "rows" else (784, 1)
     train_x, test_x = train_x.reshape(-1, *shape), test_x.reshape(-1, *shape)
     if permuted:
