@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from collections.abc import AsyncIterator
 
 from fastapi import Depends, FastAPI
@@ -44,7 +45,7 @@ log = logging.getLogger("gradwatch.api")
 def reap_once(app: FastAPI) -> list[str]:
     """Fail the running experiments whose worker stopped writing heartbeats."""
     settings: Settings = app.state.settings
-    with app.state.session_factory() as session:
+    with app.state.reaping, app.state.session_factory() as session:
         failed = store.fail_stale_experiments(session, settings.heartbeat_stale_s)
     for experiment_id in failed:
         log.warning(
@@ -73,6 +74,11 @@ async def _reap_forever(app: FastAPI, interval_s: float) -> None:
         await asyncio.sleep(interval_s)
 
 
+def _wait_for_reap(app: FastAPI) -> None:
+    with app.state.reaping:
+        pass
+
+
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     interval_s = app.state.settings.reaper_interval_s
@@ -93,6 +99,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 loop.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await loop
+        if reaper is not None:
+            # A reap already running in the thread pool outlives its task's cancellation:
+            # wait for it, or it would hand its connection back to a disposed pool (leaked).
+            await run_in_threadpool(_wait_for_reap, app)
         app.state.enqueuer.close()
         app.state.engine.dispose()
 
@@ -115,6 +125,7 @@ def create_app(settings: Settings | None = None, enqueuer: Enqueuer | None = Non
         max_overflow=settings.db_max_overflow,
     )
     app.state.session_factory = make_session_factory(app.state.engine)
+    app.state.reaping = threading.Lock()  # held while a reap runs (see lifespan)
     app.state.enqueuer = enqueuer or Enqueuer(settings)
     install_error_handlers(app, settings.db_unavailable_retry_after_s)
     install_openapi(app, settings.limits)

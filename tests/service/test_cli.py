@@ -196,13 +196,13 @@ def test_stored_control_sequences_reach_the_terminal_escaped(api) -> None:
 
     hostile = "\x1b]0;owned\x07\x1b[2Jrun [bold red]x[/]\u202e"
     with api.sessions() as session:
-        record = store.create_experiment(session, name=hostile, tags=["t"], spec=SPEC, queue="cpu")
+        record = store.create_experiment(session, name=hostile, tags=["t"], spec=SPEC, queue="cpu", owner="cli-user")
         assert store.claim_experiment(session, record.id, "test worker") is not None
     chunk = np.arange(0, 10, dtype=np.int64)
     with api.sessions() as session:
         store.write_chunks(session, record.id, [store.SeriesChunk("grad_norm", "\x1b[31mlayer", 0, chunk, chunk * 1.0)], [], 10)
         store.finish_experiment(session, record.id, "failed", None, error="boom \x1b[5mblink\x9b")
-    environment = {"PATH": "/usr/bin:/bin", "COLUMNS": "250", "GRADWATCH_HOME": str(api.settings.home)}
+    environment = {"PATH": "/usr/bin:/bin", "COLUMNS": "250", "GRADWATCH_HOME": str(api.settings.home), "GRADWATCH_TOKEN": api.token}
     for command in (["status", record.id], ["list"], ["series", record.id, "--metric", "grad_norm"]):
         done = subprocess.run(
             [sys.executable, "-m", "service.cli", *command, "--api-url", api.url],
