@@ -34,7 +34,17 @@ SEED = 20261201
 # 422 types of rules between fields (service/schemas/spec.py, service/api/lookups.py,
 # service/analysis/sweeps.py: a grid path into what the base sets to a value), which JSON
 # Schema cannot state as bounds.
-CROSS_FIELD_TYPES = {"not_applicable", "incompatible", "invalid_seq_len", "step_range", "sweep_size", "not_a_section"}
+# A budget (service/budgets/) is an estimate over the whole spec (parameters × optimiser,
+# batch × sequence × width, recorded steps × series): a rule between fields too.
+CROSS_FIELD_TYPES = {
+    "not_applicable",
+    "incompatible",
+    "invalid_seq_len",
+    "step_range",
+    "sweep_size",
+    "not_a_section",
+    "budget_exceeded",
+}
 
 
 def seed_data(session: Session) -> dict[str, str]:
