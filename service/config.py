@@ -39,6 +39,9 @@ class Limits(BaseSettings):
     # Queued + running experiments one owner may have at once (a sweep counts its
     # members): one person's queue must not hold every worker of a shared lab server.
     max_active_per_owner: int = 512
+    # Experiment ids one `GET /experiments?ids=` may name: a pipeline watching hundreds
+    # of runs asks in a few calls, and one query's IN list stays small.
+    max_bulk_ids: int = 500
 
 
 class DiagnosisThresholds(BaseSettings):
@@ -128,6 +131,25 @@ class Settings(BaseSettings):
     # Redis redelivers an unacknowledged task after this long: longer than any run.
     visibility_timeout_s: int = 7 * 24 * 3600
 
+    # How long an `Idempotency-Key` is remembered: a retry within this time returns what
+    # the first request created; after it, the same key creates anew (Stripe keeps 24 h).
+    idempotency_ttl_s: float = 24 * 3600.0
+    # Hosts a callback (`notify.url`) may point at, comma-separated: an exact host name or
+    # IP, or `.example.org` for that domain's subdomains. Loopback only by default, so the
+    # service cannot be made to send requests into a network it sits in.
+    callback_allowed_hosts: str = "127.0.0.1,localhost,::1"
+    # How often the API looks for ended runs to announce and deliveries that are due;
+    # 0 turns callbacks off in this process (the events wait in the database).
+    callback_poll_s: float = 1.0
+    # A failed delivery is tried again after callback_retry_initial_s, doubling each time
+    # up to callback_retry_max_interval_s (with jitter), until callback_retry_for_s after
+    # the run ended; then it is marked failed.
+    callback_retry_initial_s: float = 2.0
+    callback_retry_max_interval_s: float = 600.0
+    callback_retry_for_s: float = 24 * 3600.0
+    # One delivery's connect + read timeout; a receiver should answer at once and work later.
+    callback_timeout_s: float = 10.0
+
     limits: Limits = Field(default_factory=Limits)
     diagnosis: DiagnosisThresholds = Field(default_factory=DiagnosisThresholds)
 
@@ -150,6 +172,10 @@ class Settings(BaseSettings):
     @property
     def cors_origin_list(self) -> list[str]:
         return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
+
+    @property
+    def callback_host_list(self) -> list[str]:
+        return [host.strip().lower() for host in self.callback_allowed_hosts.split(",") if host.strip()]
 
     @property
     def uses_embedded_broker(self) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -21,6 +21,7 @@ from service.api.deps import get_caller
 from service.api.errors import BodySizeLimitMiddleware, install_error_handlers
 from service.api.routes import (
     analysis,
+    callbacks,
     experiments,
     export,
     health,
@@ -29,12 +30,16 @@ from service.api.routes import (
     sweeps,
 )
 from service.auth.guard import AUTH_RESPONSES, check_binding
+from service.callbacks.delivery import deliver_once
 from service.config import Settings
 from service.config import settings as default_settings
 from service.db.engine import make_engine, make_session_factory
 from service.queue import Enqueuer
+from service.store.idempotency import purge_expired_keys
 
 log = logging.getLogger("gradwatch.api")
+# Expired idempotency keys are dead weight only (a reused one is replaced anyway).
+KEY_PURGE_INTERVAL_S = 600.0
 
 
 def reap_once(app: FastAPI) -> list[str]:
@@ -51,26 +56,38 @@ def reap_once(app: FastAPI) -> list[str]:
     return failed
 
 
-async def _reap_forever(app: FastAPI, interval_s: float) -> None:
+def purge_keys_once(app: FastAPI) -> int:
+    with app.state.session_factory() as session:
+        return purge_expired_keys(session)
+
+
+async def _repeat(app: FastAPI, interval_s: float, work: Callable[[FastAPI], object], what: str) -> None:
     while True:
         try:
-            await run_in_threadpool(reap_once, app)
-        except Exception:  # noqa: BLE001 - a database outage must not kill the reaper
-            log.exception("the stale-experiment reaper failed; retrying in %s s", interval_s)
+            await run_in_threadpool(work, app)
+        except Exception:  # noqa: BLE001 - a database outage must not end the loop
+            log.exception("%s failed; retrying in %s s", what, interval_s)
         await asyncio.sleep(interval_s)
 
 
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    interval_s = app.state.settings.reaper_interval_s
-    reaper = asyncio.create_task(_reap_forever(app, interval_s)) if interval_s > 0 else None
+    settings: Settings = app.state.settings
+    tasks = []
+    if settings.reaper_interval_s > 0:
+        tasks.append(_repeat(app, settings.reaper_interval_s, reap_once, "the stale-experiment reaper"))
+        tasks.append(_repeat(app, KEY_PURGE_INTERVAL_S, purge_keys_once, "purging expired idempotency keys"))
+    if settings.callback_poll_s > 0:
+        tasks.append(_repeat(app, settings.callback_poll_s, deliver_once, "the callback delivery loop"))
+    running = [asyncio.create_task(task) for task in tasks]
     try:
         yield
     finally:
-        if reaper is not None:
-            reaper.cancel()
+        for task in running:
+            task.cancel()
+        for task in running:
             with contextlib.suppress(asyncio.CancelledError):
-                await reaper
+                await task
         app.state.enqueuer.close()
         app.state.engine.dispose()
 
@@ -112,6 +129,9 @@ def create_app(settings: Settings | None = None, enqueuer: Enqueuer | None = Non
         series.router,
         analysis.router,
         export.router,
+        callbacks.experiments_router,
+        callbacks.sweeps_router,
+        callbacks.secret_router,
         plots.experiments_router,
         sweeps.router,
         plots.sweeps_router,

@@ -35,6 +35,7 @@ from pydantic_core import PydanticCustomError
 
 from service.schemas.examples import SPEC_EXAMPLES
 from service.schemas.limits import check_at_most
+from service.schemas.notify import NotifySpec
 
 ModelType = Literal["mlp", "rnn", "lstm", "gru"]
 Activation = Literal["sigmoid", "tanh", "relu", "leaky_relu", "elu", "gelu", "softsign", "identity"]
@@ -327,6 +328,9 @@ class ExperimentSpec(_Section):
     logging: LoggingSpec = Field(default_factory=LoggingSpec)
     device: Device = Field(
         "auto", description="`cuda` runs on the `gpu` queue's workers; `auto` and `cpu` on `cpu`."
+    )
+    notify: NotifySpec | None = Field(
+        None, description="POST a signed event to this URL when the run ends (see the README's Callbacks)."
     )
 
     @field_validator("name")

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.schemas.experiments import ExperimentResult, Progress
+from service.schemas.notify import NotifySpec
 
 SWEEP_EXAMPLE = {
     "name": "activations",
@@ -30,6 +31,11 @@ class SweepCreate(BaseModel):
         description="Dotted spec path → values. One experiment per combination, validated as an "
         "ExperimentSpec; at most GRADWATCH_LIMIT_MAX_SWEEP_SIZE of them. `training.seed` is "
         "averaged over by `compare`."
+    )
+    notify: NotifySpec | None = Field(
+        None,
+        description="POST one signed event when every member has ended (a `notify` in `base` "
+        "announces each member instead).",
     )
 
 
