@@ -87,7 +87,11 @@ Port = Annotated[int, typer.Option(help="Port the API listens on.")]
 
 
 def _client(api_url: str | None) -> GradwatchClient:
-    return GradwatchClient(api_url or settings.resolved_api_url, token=configured_token(settings) or "")
+    return GradwatchClient(
+        api_url or settings.resolved_api_url,
+        token=configured_token(settings) or "",
+        retry_for=settings.client_retry_for_s,
+    )
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:

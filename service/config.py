@@ -150,6 +150,10 @@ class Settings(BaseSettings):
     # One delivery's connect + read timeout; a receiver should answer at once and work later.
     callback_timeout_s: float = 10.0
 
+    # Seconds the CLI's client spends retrying an unreachable or 502/503/504-answering API
+    # per call before it gives up (GradwatchClient's `retry_for`).
+    client_retry_for_s: float = 60.0
+
     limits: Limits = Field(default_factory=Limits)
     diagnosis: DiagnosisThresholds = Field(default_factory=DiagnosisThresholds)
 

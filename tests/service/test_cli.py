@@ -167,7 +167,10 @@ def test_malformed_spec_file_is_reported_before_any_request(tmp_path) -> None:
     assert "is not valid JSON" in result.output
 
 
-def test_unreachable_api_says_how_to_fix_it() -> None:
+def test_unreachable_api_says_how_to_fix_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from service import cli
+
+    monkeypatch.setattr(cli.settings, "client_retry_for_s", 0.0)  # GRADWATCH_CLIENT_RETRY_FOR_S=0
     result = runner.invoke(app, ["status", "abc", "--api-url", "http://127.0.0.1:9"])
     assert result.exit_code == 1
     assert "cannot reach the gradwatch API at http://127.0.0.1:9" in result.output

@@ -72,6 +72,7 @@ def create_experiment(
         )
     except KeyTaken:
         assert claim is not None
+        log.info("Idempotency-Key %r of %s: a concurrent request created the experiment", claim.key, claim.owner)
         return _replayed(session, idempotency.winner(session, claim), caller.owner, response)
     # Only after the commit: a worker that picks the task up at once must find the row.
     try:

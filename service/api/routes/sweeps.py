@@ -163,6 +163,7 @@ def create(
         )
     except KeyTaken:
         assert claim is not None
+        log.info("Idempotency-Key %r of %s: a concurrent request created the sweep", claim.key, claim.owner)
         return _replayed(session, idempotency.winner(session, claim), caller.owner, response)
     # Only after the commit: a worker that picks a task up at once must find its row.
     unsent = []
