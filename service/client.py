@@ -283,6 +283,10 @@ class GradwatchClient:
     def sweep(self, sweep_id: str) -> dict[str, Any]:
         return self._request("GET", f"/sweeps/{sweep_id}")
 
+    def sweep_deliveries(self, sweep_id: str) -> dict[str, Any]:
+        """The sweep's own callback (its `notify`) and every delivery attempt."""
+        return self._request("GET", f"/sweeps/{sweep_id}/deliveries")
+
     def compare(
         self, sweep_id: str, metric: str, layer: str | None = None, max_points: int | None = None
     ) -> dict[str, Any]:
