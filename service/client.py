@@ -300,11 +300,13 @@ class GradwatchClient:
 
     # -- plumbing ------------------------------------------------------------------------
 
-    def _send(self, method: str, url: str, **kwargs: Any) -> tuple[httpx.Response, int]:
-        """The first answer not worth retrying, and how many tries it took; raises
-        GradwatchError when the server stays unreachable past `retry_for`."""
+    def _send(self, method: str, url: str, **kwargs: Any) -> tuple[httpx.Response, bool]:
+        """The first answer not worth retrying, and whether an earlier try may have reached
+        the server and lost its answer; raises GradwatchError when the server stays
+        unreachable past `retry_for`."""
         deadline = time.monotonic() + self.retry.retry_for
         attempt = 0
+        lost = False
         while True:
             attempt += 1
             try:
@@ -312,14 +314,15 @@ class GradwatchClient:
             except httpx.TransportError as error:
                 response, reason = None, f"{type(error).__name__}: {error}"
                 failure: Exception = error
+                lost = lost or not isinstance(error, httpx.ConnectError)  # refused: it never arrived
             else:
                 if not should_retry(response):
-                    return response, attempt
+                    return response, lost
                 reason = f"{response.status_code} {response.reason_phrase}"
             delay = self.retry.delay_s(attempt, None if response is None else retry_after_s(response))
             if time.monotonic() + delay > deadline:
                 if response is not None:
-                    return response, attempt
+                    return response, lost
                 raise GradwatchError(
                     f"cannot reach the gradwatch API at {self.base_url} after {attempt} tries in "
                     f"{self.retry.retry_for:g} s ({reason}); is it running (`gradwatch up`), and is "
@@ -330,8 +333,8 @@ class GradwatchClient:
 
     def _request(self, method: str, path: str, raw: bool = False, gone_ok: bool = False, **kwargs: Any) -> Any:
         url = API_PREFIX + path
-        response, attempts = self._send(method, url, **kwargs)
-        if gone_ok and attempts > 1 and response.status_code == 404:
+        response, lost = self._send(method, url, **kwargs)
+        if gone_ok and lost and response.status_code == 404:
             return None  # an earlier try did it; its answer was lost
         if response.is_error:
             try:

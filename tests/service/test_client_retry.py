@@ -83,9 +83,10 @@ def test_only_transient_answers_are_retried() -> None:
 def test_a_delete_whose_answer_was_lost_is_done() -> None:
     client, requests = scripted(httpx.ReadTimeout("timed out"), httpx.Response(404, json={"detail": "no experiment"}))
     assert client.delete("abc") is None and len(requests) == 2
-    client, _ = scripted(httpx.Response(404, json={"detail": "no experiment with id 'abc'"}))
-    with pytest.raises(GradwatchError, match="404"):
-        client.delete("abc")  # never there: still an error
+    for first in (httpx.Response(503), httpx.ConnectError("refused")):  # the first try never reached it
+        client, _ = scripted(first, httpx.Response(404, json={"detail": "no experiment with id 'abc'"}))
+        with pytest.raises(GradwatchError, match="404"):
+            client.delete("abc")  # never there: still an error
 
 
 def test_backoff_grows_with_jitter_and_retry_after_is_a_floor() -> None:

@@ -67,9 +67,12 @@ def test_a_url_outside_the_allow_list_is_refused(client: Client) -> None:
         assert response.status_code == 422, url
         assert response.json()["detail"][0]["loc"] == ["body", "notify", "url"]
         assert "GRADWATCH_CALLBACK_ALLOWED_HOSTS" in response.json()["message"]
-    for body in ({"base": MLP, "grid": {}, "notify": {"url": "http://10.0.0.5/"}},
-                 {"base": MLP | {"notify": {"url": "http://10.0.0.5/"}}, "grid": {"training.seed": [0]}}):
-        assert client.post("/api/v1/sweeps", json=body).status_code == 422
+    sweep_level = {"base": MLP, "grid": {"training.seed": [0]}, "notify": {"url": "http://10.0.0.5/"}}
+    in_base = {"base": MLP | {"notify": {"url": "http://10.0.0.5/"}}, "grid": {"training.seed": [0]}}
+    for body, loc in ((sweep_level, ["body", "notify", "url"]), (in_base, ["body", "base", "notify", "url"])):
+        response = client.post("/api/v1/sweeps", json=body)
+        assert response.status_code == 422 and response.json()["detail"][0]["loc"] == loc
+        assert "'10.0.0.5' is not allowed" in response.json()["message"]
     bad_form = client.post(API, json=MLP | {"notify": {"url": "ftp://127.0.0.1/x", "events": ["succeeded"]}})
     assert bad_form.status_code == 422 and "http:// or https://" in bad_form.json()["message"]
     assert client.get(API).json()["total"] == 0
