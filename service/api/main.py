@@ -120,7 +120,8 @@ def create_app(settings: Settings | None = None, enqueuer: Enqueuer | None = Non
             CORSMiddleware,
             allow_origins=settings.cors_origin_list,
             allow_methods=["GET", "POST", "DELETE"],
-            allow_headers=["Authorization", "Content-Type"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+            expose_headers=["Idempotent-Replayed", "Location"],
             allow_credentials=False,
         )
     app.include_router(health.router)  # the only route without a token: probes need it

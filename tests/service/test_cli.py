@@ -213,3 +213,14 @@ def test_up_stops_everything_when_one_process_dies() -> None:
     assert time.monotonic() - started < 10
     leftover = subprocess.run(["pgrep", "-f", "time.sleep\\(120\\)"], capture_output=True, text=True)
     assert leftover.stdout == ""
+
+
+def test_callbacks_secret_prints_it_and_rotates(api) -> None:
+    first = invoke(api, "callbacks", "secret")
+    assert first.exit_code == 0, first.output
+    secret = first.output.strip()
+    assert secret.startswith("gwcb_") and "\n" not in secret  # only the secret: SECRET=$(…) captures it
+    assert invoke(api, "callbacks", "secret").output.strip() == secret
+    rotated = invoke(api, "callbacks", "secret", "--rotate").output.strip()
+    assert rotated.startswith("gwcb_") and rotated != secret
+    assert invoke(api, "callbacks", "secret").output.strip() == rotated
