@@ -15,6 +15,7 @@ Talking to it (through `service.client`, at --api-url / GRADWATCH_API_URL, sendi
 GRADWATCH_TOKEN or the token in $GRADWATCH_HOME/token):
     gradwatch submit spec.json [--wait]     gradwatch status ID     gradwatch list
     gradwatch series ID --metric NAME [--layer L] [--max-points N]  gradwatch cancel ID
+    gradwatch callbacks secret [--rotate]   the secret your callbacks are signed with
 
 This module never imports torch (nor `workers`, except inside `worker`): `up` starts the
 worker as a process of its own.
@@ -39,6 +40,7 @@ from service.auth import cli as token_cli
 from service.auth.guard import AuthConfigError, check_binding
 from service.auth.token_file import configured_token, ensure_local_token
 from service.terminal import shown
+from service.callbacks import cli as callbacks_cli
 from service.client import GradwatchClient, GradwatchError
 from service.config import settings
 from service.plot_cli import plot_command
@@ -53,6 +55,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(token_cli.app, name="token")
+app.add_typer(callbacks_cli.app, name="callbacks")
 console = Console()
 errors = Console(stderr=True)
 
@@ -88,7 +91,11 @@ Port = Annotated[int, typer.Option(help="Port the API listens on.")]
 
 
 def _client(api_url: str | None) -> GradwatchClient:
-    return GradwatchClient(api_url or settings.resolved_api_url, token=configured_token(settings) or "")
+    return GradwatchClient(
+        api_url or settings.resolved_api_url,
+        token=configured_token(settings) or "",
+        retry_for=settings.client_retry_for_s,
+    )
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:

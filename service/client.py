@@ -14,19 +14,34 @@ was wrong. The client only speaks HTTP: it imports neither torch nor the service
 
 It sends `Authorization: Bearer <token>`: the `token` argument, else GRADWATCH_TOKEN,
 else the token `gradwatch up` wrote to `$GRADWATCH_HOME/token`.
+
+It rides out a flaky network: connection errors, timeouts and 502/503/504 (and a 429
+with `Retry-After`) are retried with jittered exponential backoff, honouring
+`Retry-After`, for at most `retry_for` seconds per call (`service/client_retry.py`).
+That is safe for every call because each create carries an `Idempotency-Key` of its own
+(the same on every retry of that call): a retry whose first try did reach the server
+gets the experiment or sweep that try created, never a second one.
 """
 
 from __future__ import annotations
 
+import logging
 import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import httpx
 
+from service.client_retry import RetryPolicy, retry_after_s, should_retry, sse_data
+
 API_PREFIX = "/api/v1"
 # Statuses after which an experiment never changes again.
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "diverged", "cancelled", "timed_out"})
+# Longest silence on the event stream before the client checks the experiment itself.
+EVENTS_READ_TIMEOUT_S = 30.0
+
+log = logging.getLogger("gradwatch.client")
 
 
 class GradwatchError(Exception):
@@ -68,9 +83,14 @@ class GradwatchClient:
         timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
         token: str | None = None,
+        retry_for: float = 60.0,
     ) -> None:
-        """`token`: None finds the configured one (see the module's docstring); "" sends none."""
+        """`token`: None finds the configured one (see the module's docstring); "" sends none.
+        `timeout`: seconds for one HTTP exchange; `retry_for`: the most seconds one call
+        spends retrying after connection errors and 502/503/504 (0: never retry)."""
         self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.retry = RetryPolicy(retry_for=retry_for)
         if token is None:
             from service.auth.token_file import configured_token
             from service.config import Settings
@@ -90,9 +110,17 @@ class GradwatchClient:
 
     # -- experiments ---------------------------------------------------------------------
 
-    def submit(self, spec: Mapping[str, Any]) -> dict[str, Any]:
-        """Create an experiment from an ExperimentSpec; returns it with `status: "queued"`."""
-        return self._request("POST", "/experiments", json=dict(spec))
+    def submit(self, spec: Mapping[str, Any], idempotency_key: str | None = None) -> dict[str, Any]:
+        """Create an experiment from an ExperimentSpec; returns it with `status: "queued"`.
+
+        `idempotency_key`: yours (e.g. a pipeline's task-run id, so that a re-run of the
+        task finds the experiment it created); by default a new UUID for this call."""
+        return self._request("POST", "/experiments", json=dict(spec), headers=_key_header(idempotency_key))
+
+    def get_many(self, experiment_ids: Iterable[str]) -> dict[str, Any]:
+        """Many experiments in one call (`GET /experiments?ids=…`): `items`, and `missing`
+        for the ids none of yours has. At most the server's max_bulk_ids (500) per call."""
+        return self._request("GET", "/experiments", params={"ids": ",".join(experiment_ids)})
 
     def get(self, experiment_id: str) -> dict[str, Any]:
         return self._request("GET", f"/experiments/{experiment_id}")
@@ -116,7 +144,17 @@ class GradwatchClient:
         return self._request("POST", f"/experiments/{experiment_id}/cancel")
 
     def delete(self, experiment_id: str) -> None:
-        self._request("DELETE", f"/experiments/{experiment_id}")
+        self._request("DELETE", f"/experiments/{experiment_id}", gone_ok=True)
+
+    def deliveries(self, experiment_id: str) -> dict[str, Any]:
+        """The experiment's callback (`notify`) and every delivery attempt."""
+        return self._request("GET", f"/experiments/{experiment_id}/deliveries")
+
+    def callback_secret(self, rotate: bool = False) -> str:
+        """The secret your callbacks are signed with; `rotate` replaces it first."""
+        if rotate:
+            return self._request("POST", "/callbacks/secret/rotate")["secret"]
+        return self._request("GET", "/callbacks/secret")["secret"]
 
     def wait(
         self,
@@ -125,12 +163,17 @@ class GradwatchClient:
         poll: float = 1.0,
         on_update: Callable[[dict[str, Any]], None] | None = None,
     ) -> dict[str, Any]:
-        """Poll until the experiment is finished (any terminal status) and return it.
+        """Follow the experiment until it is finished (any terminal status) and return it.
 
-        `on_update` sees every polled state (the CLI draws its progress bar from it).
-        Raises `TimeoutError` when `timeout` seconds pass first.
+        Follows the API's event stream (`GET /experiments/{id}/events`) where it has one,
+        else (404, or the stream breaks) polls every `poll` seconds. `on_update` sees
+        every state (the CLI draws its progress bar from it). Raises `TimeoutError` when
+        `timeout` seconds pass first.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
+        finished = self._follow_events(experiment_id, deadline, on_update)
+        if finished is not None:
+            return finished
         while True:
             experiment = self.get(experiment_id)
             if on_update is not None:
@@ -142,6 +185,39 @@ class GradwatchClient:
                     f"experiment {experiment_id} is still {experiment['status']} after {timeout:g} s"
                 )
             time.sleep(poll if deadline is None else max(0.0, min(poll, deadline - time.monotonic())))
+
+    def _follow_events(
+        self, experiment_id: str, deadline: float | None, on_update: Callable[[dict[str, Any]], None] | None
+    ) -> dict[str, Any] | None:
+        """The finished experiment, followed on its event stream; None to fall back to
+        polling (no such route, the stream ended or broke, or the deadline is near)."""
+        url = f"{API_PREFIX}/experiments/{experiment_id}/events"
+        while deadline is None or time.monotonic() < deadline:
+            remaining = EVENTS_READ_TIMEOUT_S if deadline is None else deadline - time.monotonic()
+            read_timeout = max(0.1, min(EVENTS_READ_TIMEOUT_S, remaining))
+            try:
+                with self._http.stream(
+                    "GET", url, headers={"Accept": "text/event-stream"},
+                    timeout=httpx.Timeout(self.timeout, read=read_timeout),
+                ) as response:
+                    # 404: an API without the stream (or no such experiment: the first poll says so).
+                    if response.is_error or "text/event-stream" not in response.headers.get("content-type", ""):
+                        return None
+                    for data in sse_data(response.iter_lines()):
+                        full = isinstance(data, dict) and {"id", "status", "progress"} <= data.keys()
+                        experiment = data if full else self.get(experiment_id)
+                        if on_update is not None:
+                            on_update(experiment)
+                        if experiment["status"] in TERMINAL_STATUSES:
+                            return experiment if full and "spec" in experiment else self.get(experiment_id)
+                    return None  # the server closed the stream before the end: poll
+            except httpx.ReadTimeout:
+                experiment = self.get(experiment_id)  # a silent stream: look, then listen again
+                if experiment["status"] in TERMINAL_STATUSES:
+                    return experiment
+            except httpx.TransportError:
+                return None
+        return None
 
     # -- measurements --------------------------------------------------------------------
 
@@ -191,13 +267,25 @@ class GradwatchClient:
 
     # -- sweeps --------------------------------------------------------------------------
 
-    def submit_sweep(self, base: Mapping[str, Any], grid: Mapping[str, list[Any]], name: str | None = None) -> dict[str, Any]:
-        """One experiment per combination of `grid` (dotted spec paths → values)."""
-        body = _without_none({"name": name, "base": dict(base), "grid": dict(grid)})
-        return self._request("POST", "/sweeps", json=body)
+    def submit_sweep(
+        self,
+        base: Mapping[str, Any],
+        grid: Mapping[str, list[Any]],
+        name: str | None = None,
+        notify: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        """One experiment per combination of `grid` (dotted spec paths → values);
+        `notify` ({url, events}) is called once every member has ended."""
+        body = _without_none({"name": name, "base": dict(base), "grid": dict(grid), "notify": notify})
+        return self._request("POST", "/sweeps", json=body, headers=_key_header(idempotency_key))
 
     def sweep(self, sweep_id: str) -> dict[str, Any]:
         return self._request("GET", f"/sweeps/{sweep_id}")
+
+    def sweep_deliveries(self, sweep_id: str) -> dict[str, Any]:
+        """The sweep's own callback (its `notify`) and every delivery attempt."""
+        return self._request("GET", f"/sweeps/{sweep_id}/deliveries")
 
     def compare(
         self, sweep_id: str, metric: str, layer: str | None = None, max_points: int | None = None
@@ -212,15 +300,42 @@ class GradwatchClient:
 
     # -- plumbing ------------------------------------------------------------------------
 
-    def _request(self, method: str, path: str, raw: bool = False, **kwargs: Any) -> Any:
+    def _send(self, method: str, url: str, **kwargs: Any) -> tuple[httpx.Response, bool]:
+        """The first answer not worth retrying, and whether an earlier try may have reached
+        the server and lost its answer; raises GradwatchError when the server stays
+        unreachable past `retry_for`."""
+        deadline = time.monotonic() + self.retry.retry_for
+        attempt = 0
+        lost = False
+        while True:
+            attempt += 1
+            try:
+                response = self._http.request(method, url, **kwargs)
+            except httpx.TransportError as error:
+                response, reason = None, f"{type(error).__name__}: {error}"
+                failure: Exception = error
+                lost = lost or not isinstance(error, httpx.ConnectError)  # refused: it never arrived
+            else:
+                if not should_retry(response):
+                    return response, lost
+                reason = f"{response.status_code} {response.reason_phrase}"
+            delay = self.retry.delay_s(attempt, None if response is None else retry_after_s(response))
+            if time.monotonic() + delay > deadline:
+                if response is not None:
+                    return response, lost
+                raise GradwatchError(
+                    f"cannot reach the gradwatch API at {self.base_url} after {attempt} tries in "
+                    f"{self.retry.retry_for:g} s ({reason}); is it running (`gradwatch up`), and is "
+                    "GRADWATCH_API_URL right?"
+                ) from failure
+            log.warning("%s %s: %s; retry %d in %.1f s", method, url, reason, attempt, delay)
+            time.sleep(delay)
+
+    def _request(self, method: str, path: str, raw: bool = False, gone_ok: bool = False, **kwargs: Any) -> Any:
         url = API_PREFIX + path
-        try:
-            response = self._http.request(method, url, **kwargs)
-        except httpx.HTTPError as error:
-            raise GradwatchError(
-                f"cannot reach the gradwatch API at {self.base_url} ({error}); "
-                "is it running (`gradwatch up`), and is GRADWATCH_API_URL right?"
-            ) from error
+        response, lost = self._send(method, url, **kwargs)
+        if gone_ok and lost and response.status_code == 404:
+            return None  # an earlier try did it; its answer was lost
         if response.is_error:
             try:
                 body = response.json()
@@ -240,6 +355,11 @@ class GradwatchClient:
         if response.status_code == 204 or not response.content:
             return None
         return response.json()
+
+
+def _key_header(key: str | None) -> dict[str, str]:
+    """The Idempotency-Key of one create call: the same on each of its retries."""
+    return {"Idempotency-Key": key or str(uuid.uuid4())}
 
 
 def _without_none(params: Mapping[str, Any]) -> dict[str, Any]:

@@ -55,6 +55,9 @@ class Limits(BaseSettings):
     # The longest wall-clock time one run may train (`training.max_runtime_s`, which
     # defaults to it); a run that reaches its own limit ends `timed_out`.
     max_runtime_s: int = 7 * 24 * 3600
+    # Experiment ids one `GET /experiments?ids=` may name: a pipeline watching hundreds
+    # of runs asks in a few calls, and one query's IN list stays small.
+    max_bulk_ids: int = 500
 
 
 class DiagnosisThresholds(BaseSettings):
@@ -187,6 +190,29 @@ class Settings(BaseSettings):
     supervisor_max_restarts: int = 5
     supervisor_restart_window_s: float = 120.0
 
+    # How long an `Idempotency-Key` is remembered: a retry within this time returns what
+    # the first request created; after it, the same key creates anew (Stripe keeps 24 h).
+    idempotency_ttl_s: float = 24 * 3600.0
+    # Hosts a callback (`notify.url`) may point at, comma-separated: an exact host name or
+    # IP, or `.example.org` for that domain's subdomains. Loopback only by default, so the
+    # service cannot be made to send requests into a network it sits in.
+    callback_allowed_hosts: str = "127.0.0.1,localhost,::1"
+    # How often the API looks for ended runs to announce and deliveries that are due;
+    # 0 turns callbacks off in this process (the events wait in the database).
+    callback_poll_s: float = 1.0
+    # A failed delivery is tried again after callback_retry_initial_s, doubling each time
+    # up to callback_retry_max_interval_s (with jitter), until callback_retry_for_s after
+    # the run ended; then it is marked failed.
+    callback_retry_initial_s: float = 2.0
+    callback_retry_max_interval_s: float = 600.0
+    callback_retry_for_s: float = 24 * 3600.0
+    # One delivery's connect + read timeout; a receiver should answer at once and work later.
+    callback_timeout_s: float = 10.0
+
+    # Seconds the CLI's client spends retrying an unreachable or 502/503/504-answering API
+    # per call before it gives up (GradwatchClient's `retry_for`).
+    client_retry_for_s: float = 60.0
+
     limits: Limits = Field(default_factory=Limits)
     diagnosis: DiagnosisThresholds = Field(default_factory=DiagnosisThresholds)
 
@@ -209,6 +235,10 @@ class Settings(BaseSettings):
     @property
     def cors_origin_list(self) -> list[str]:
         return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
+
+    @property
+    def callback_host_list(self) -> list[str]:
+        return [host.strip().lower() for host in self.callback_allowed_hosts.split(",") if host.strip()]
 
     @property
     def uses_embedded_broker(self) -> bool:

@@ -160,7 +160,8 @@ def stop(children: dict[str, subprocess.Popen[bytes]], grace: float) -> None:
 
 
 def _healthy(url: str) -> bool:
-    with GradwatchClient(url, timeout=1.0, token="") as client:  # /health needs no token
+    # /health needs no token; one look without retries: the caller polls.
+    with GradwatchClient(url, timeout=1.0, token="", retry_for=0) as client:
         try:
             client.health()
             return True

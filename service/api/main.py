@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -24,6 +24,7 @@ from service.api.errors import BodySizeLimitMiddleware, install_error_handlers
 from service.api.openapi import install_openapi
 from service.api.routes import (
     analysis,
+    callbacks,
     experiments,
     export,
     health,
@@ -32,14 +33,18 @@ from service.api.routes import (
     sweeps,
 )
 from service.auth.guard import AUTH_RESPONSES, check_binding
+from service.callbacks.delivery import deliver_once
 from service.config import Settings
 from service.config import settings as default_settings
 from service.db.engine import make_engine, make_session_factory
 from service.db.reachability import DatabaseReachability, probe_write
 from service.dispatch import reconcile_forever
 from service.queue import Enqueuer
+from service.store.idempotency import purge_expired_keys
 
 log = logging.getLogger("gradwatch.api")
+# Expired idempotency keys are dead weight only (a reused one is replaced anyway).
+KEY_PURGE_INTERVAL_S = 600.0
 
 
 def reap_once(app: FastAPI) -> list[str]:
@@ -54,6 +59,20 @@ def reap_once(app: FastAPI) -> list[str]:
             settings.heartbeat_stale_s,
         )
     return failed
+
+
+def purge_keys_once(app: FastAPI) -> int:
+    with app.state.session_factory() as session:
+        return purge_expired_keys(session)
+
+
+async def _repeat(app: FastAPI, interval_s: float, work: Callable[[FastAPI], object], what: str) -> None:
+    while True:
+        try:
+            await run_in_threadpool(work, app)
+        except Exception:  # noqa: BLE001 - a database outage must not end the loop
+            log.exception("%s failed; retrying in %s s", what, interval_s)
+        await asyncio.sleep(interval_s)
 
 
 async def _reap_forever(app: FastAPI, interval_s: float) -> None:
@@ -81,28 +100,27 @@ def _wait_for_reap(app: FastAPI) -> None:
 
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    interval_s = app.state.settings.reaper_interval_s
-    reaper = asyncio.create_task(_reap_forever(app, interval_s)) if interval_s > 0 else None
     settings: Settings = app.state.settings
-    reconciler = (
-        asyncio.create_task(
-            reconcile_forever(app.state.session_factory, app.state.enqueuer, settings)
-        )
-        if settings.dispatch_interval_s > 0
-        else None
-    )
+    loops = []
+    if settings.reaper_interval_s > 0:
+        loops.append(_reap_forever(app, settings.reaper_interval_s))
+        loops.append(_repeat(app, KEY_PURGE_INTERVAL_S, purge_keys_once, "purging expired idempotency keys"))
+    if settings.dispatch_interval_s > 0:
+        loops.append(reconcile_forever(app.state.session_factory, app.state.enqueuer, settings))
+    if settings.callback_poll_s > 0:
+        loops.append(_repeat(app, settings.callback_poll_s, deliver_once, "the callback delivery loop"))
+    running = [asyncio.create_task(loop) for loop in loops]
     try:
         yield
     finally:
-        for loop in (reaper, reconciler):
-            if loop is not None:
-                loop.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await loop
-        if reaper is not None:
-            # A reap already running in the thread pool outlives its task's cancellation:
-            # wait for it, or it would hand its connection back to a disposed pool (leaked).
-            await run_in_threadpool(_wait_for_reap, app)
+        for task in running:
+            task.cancel()
+        for task in running:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        # A reap already running in the thread pool outlives its task's cancellation:
+        # wait for it, or it would hand its connection back to a disposed pool (leaked).
+        await run_in_threadpool(_wait_for_reap, app)
         app.state.enqueuer.close()
         app.state.engine.dispose()
 
@@ -137,7 +155,8 @@ def create_app(settings: Settings | None = None, enqueuer: Enqueuer | None = Non
             CORSMiddleware,
             allow_origins=settings.cors_origin_list,
             allow_methods=["GET", "POST", "DELETE"],
-            allow_headers=["Authorization", "Content-Type"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+            expose_headers=["Idempotent-Replayed", "Location"],
             allow_credentials=False,
         )
     app.include_router(health.router)  # the only route without a token: probes need it
@@ -146,6 +165,9 @@ def create_app(settings: Settings | None = None, enqueuer: Enqueuer | None = Non
         series.router,
         analysis.router,
         export.router,
+        callbacks.experiments_router,
+        callbacks.sweeps_router,
+        callbacks.secret_router,
         plots.experiments_router,
         sweeps.router,
         plots.sweeps_router,

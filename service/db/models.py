@@ -206,3 +206,98 @@ class ApiToken(Base):
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # Revoked tokens are kept (who had access, until when) but never authenticate.
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class IdempotencyKey(Base):
+    """An `Idempotency-Key` an owner sent with a create, and what that request created.
+
+    The primary key `(owner, key)` is what makes one key create one resource: of two
+    requests racing with the same key, the second's INSERT fails on it and rolls back
+    the experiment or sweep it would have created (service/idempotency/).
+    """
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (
+        sa.CheckConstraint("kind IN ('experiment', 'sweep')", name="kind"),
+        # Expired keys are purged, and a late retry's key is found expired, by this.
+        sa.Index("ix_idempotency_keys_expires_at", "expires_at"),
+    )
+
+    owner: Mapped[str] = mapped_column(sa.String(100), primary_key=True)
+    key: Mapped[str] = mapped_column(sa.String(255), primary_key=True)
+    kind: Mapped[str] = mapped_column(sa.String(16))  # experiment | sweep: the route it was used on
+    # Hex SHA-256 of the request's canonical JSON: the same key with another body is refused.
+    request_hash: Mapped[str] = mapped_column(sa.String(64))
+    resource_id: Mapped[str] = mapped_column(sa.String(32))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+CALLBACK_STATES = ("waiting", "pending", "delivered", "failed", "skipped")
+
+
+class Callback(Base):
+    """A promise to POST an event to `url` once an experiment, or every member of a
+    sweep, has ended (service/callbacks/).
+
+    Written in the transaction that creates the experiment or sweep, so it exists before
+    any worker can end the run. `waiting` until then; the API's delivery loop then fixes
+    the event body and moves it to `pending` (or `skipped` when the end status is not in
+    `events`), and sends it until it is `delivered` or, after the retry window, `failed`.
+    """
+
+    __tablename__ = "callbacks"
+    __table_args__ = (
+        sa.CheckConstraint(
+            "state IN ('waiting', 'pending', 'delivered', 'failed', 'skipped')", name="state"
+        ),
+        sa.CheckConstraint("(experiment_id IS NULL) <> (sweep_id IS NULL)", name="one_target"),
+        # The delivery loop's two questions: which are waiting, which pending ones are due.
+        sa.Index("ix_callbacks_state_next_attempt_at", "state", "next_attempt_at"),
+        sa.Index("ix_callbacks_experiment_id", "experiment_id"),
+        sa.Index("ix_callbacks_sweep_id", "sweep_id"),
+    )
+
+    id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    owner: Mapped[str] = mapped_column(sa.String(100))  # whose secret signs it
+    experiment_id: Mapped[str | None] = mapped_column(
+        sa.String(32), sa.ForeignKey("experiments.id", ondelete="CASCADE")
+    )
+    sweep_id: Mapped[str | None] = mapped_column(sa.String(32), sa.ForeignKey("sweeps.id", ondelete="CASCADE"))
+    url: Mapped[str] = mapped_column(sa.String(2048))
+    events: Mapped[list[str]] = mapped_column(sa.JSON)  # end statuses that are announced
+    state: Mapped[str] = mapped_column(sa.String(16))
+    event: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON)  # the body, fixed when the run ended
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    triggered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Due time of the next attempt; while one is in flight, the end of its lease.
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(sa.Integer, default=0)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(sa.Text)
+
+
+class CallbackAttempt(Base):
+    """One try at delivering a callback: what the receiver answered, or why it did not."""
+
+    __tablename__ = "callback_attempts"
+
+    callback_id: Mapped[str] = mapped_column(
+        sa.String(32), sa.ForeignKey("callbacks.id", ondelete="CASCADE"), primary_key=True
+    )
+    attempt: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    duration_ms: Mapped[float] = mapped_column(sa.Float)
+    status_code: Mapped[int | None] = mapped_column(sa.Integer)  # None: no HTTP answer
+    error: Mapped[str | None] = mapped_column(sa.Text)
+
+
+class CallbackSecret(Base):
+    """The key an owner's callbacks are signed with (HMAC-SHA256). Kept in the clear:
+    signing needs it, and its owner reads it back to verify (unlike API tokens)."""
+
+    __tablename__ = "callback_secrets"
+
+    owner: Mapped[str] = mapped_column(sa.String(100), primary_key=True)
+    secret: Mapped[str] = mapped_column(sa.String(100))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)

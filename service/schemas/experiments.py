@@ -76,3 +76,6 @@ class ExperimentList(BaseModel):
     total: int = Field(description="Experiments matching the filters, on every page.")
     offset: int
     limit: int
+    missing: list[str] = Field(
+        default_factory=list, description="With `ids`: the ids that none of your experiments has (in the order asked)."
+    )

@@ -35,6 +35,7 @@ from pydantic_core import PydanticCustomError
 from service.budgets import check_spec_budgets
 from service.schemas.examples import SPEC_EXAMPLES
 from service.schemas.limits import AtMost, current_limits
+from service.schemas.notify import NotifySpec
 from service.schemas.text import SafeStr
 
 ModelType = Literal["mlp", "rnn", "lstm", "gru"]
@@ -331,6 +332,9 @@ class ExperimentSpec(_Section):
     logging: LoggingSpec = Field(default_factory=LoggingSpec)
     device: Device = Field(
         "auto", description="`cuda` runs on the `gpu` queue's workers; `auto` and `cpu` on `cpu`."
+    )
+    notify: NotifySpec | None = Field(
+        None, description="POST a signed event to this URL when the run ends (see the README's Callbacks)."
     )
 
     @field_validator("tags")

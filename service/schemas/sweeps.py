@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 from service.schemas.documents import STORABLE_JSON_REF
 from service.schemas.experiments import ExperimentResult, Progress
 from service.schemas.limits import LIMIT_EXTENSION, AtMost, current_limits
+from service.schemas.notify import NotifySpec
 from service.schemas.spec import ExperimentSpec
 from service.schemas.text import SafeStr
 
@@ -78,6 +79,11 @@ class SweepCreate(BaseModel):
     )
     base: Annotated[dict[str, Any], WithJsonSchema(BASE_SCHEMA)]
     grid: Annotated[dict[str, GridValues], Field(min_length=1), WithJsonSchema(GRID_SCHEMA)]
+    notify: NotifySpec | None = Field(
+        None,
+        description="POST one signed event when every member has ended (a `notify` in `base` "
+        "announces each member instead).",
+    )
 
 
 class SweepMemberPublic(BaseModel):

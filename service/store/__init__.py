@@ -18,9 +18,11 @@ from service.store.experiments import (
     get_experiment,
     is_cancel_requested,
     list_experiments,
+    missing_experiments,
     record_progress,
     request_cancel,
 )
+from service.store.idempotency import forget_key
 from service.store.points import list_metrics, read_series, read_timesteps, write_chunks
 from service.store.records import (
     ActiveLimitExceeded,
@@ -57,6 +59,8 @@ __all__ = [
     "get_experiment",
     "is_cancel_requested",
     "list_experiments",
+    "missing_experiments",
+    "forget_key",
     "list_metrics",
     "list_tokens",
     "mark_dispatched",

@@ -21,6 +21,8 @@ from sqlalchemy.orm import Session
 
 from service.db.base import utcnow
 from service.db.models import FINISHED_STATUSES, LEGACY_OWNER, Experiment, ExperimentTag
+from service.store.callbacks import new_callback
+from service.store.idempotency import KeyClaim, claim_key, commit_claimed
 from service.store.records import ActiveLimitExceeded, ExperimentNotFound, ExperimentRecord
 
 ACTIVE_STATUSES = ("queued", "running")
@@ -93,11 +95,15 @@ def create_experiment(
     progress_total: int | None = None,
     owner: str = LEGACY_OWNER,
     max_active: int | None = None,
+    idempotency: KeyClaim | None = None,
 ) -> ExperimentRecord:
     """Insert a queued experiment and commit (the caller enqueues it after this returns).
 
     `progress_total` defaults to the spec's `training.steps`. With `max_active`, raises
     ActiveLimitExceeded (storing nothing) when the owner already has that many active.
+    With `idempotency`, the key is stored in the same transaction, and KeyTaken (storing
+    nothing) means another request stored it first. The spec's `notify`, if any, becomes
+    a waiting callback in the same transaction too.
     """
     check_active_limit(session, owner, 1, max_active)
     if progress_total is None:
@@ -118,9 +124,21 @@ def create_experiment(
         sweep_params=sweep_params,
         tag_rows=[ExperimentTag(tag=tag, position=i) for i, tag in enumerate(unique_tags)],
     )
+    if idempotency is not None:
+        claim_key(session, idempotency, row.id)
     session.add(row)
-    session.commit()
+    add_callback(session, owner, spec.get("notify"), experiment_id=row.id)
+    commit_claimed(session, idempotency)
     return to_record(row)
+
+
+def add_callback(
+    session: Session, owner: str, notify: dict[str, Any] | None, experiment_id: str | None = None, sweep_id: str | None = None
+) -> None:
+    """In a creating transaction: the callback row of `notify`, after its target's row."""
+    if notify:
+        session.flush()  # the callback's foreign key needs its target first (no ORM relationship orders them)
+        session.add(new_callback(owner, notify, experiment_id=experiment_id, sweep_id=sweep_id))
 
 
 def get_experiment(session: Session, experiment_id: str, owner: str | None = None) -> ExperimentRecord | None:
@@ -149,13 +167,16 @@ def list_experiments(
     offset: int = 0,
     limit: int = 50,
     owner: str | None = None,
+    ids: Sequence[str] | None = None,
 ) -> tuple[list[ExperimentRecord], int]:
     """One page of experiments, newest first, and the total matching the filters.
 
     `name` matches as a case-sensitive substring; `tag` must match a whole tag; `owner`
-    (None: everyone's) must match exactly.
+    (None: everyone's) must match exactly; `ids`, when given, narrows to those.
     """
     conditions: list[sa.ColumnElement[bool]] = _owned(owner)
+    if ids is not None:
+        conditions.append(Experiment.id.in_(list(ids)))
     if status is not None:
         conditions.append(Experiment.status == status)
     if name is not None:
@@ -176,6 +197,15 @@ def list_experiments(
         .execution_options(populate_existing=True)
     ).scalars()
     return [to_record(row) for row in rows], total
+
+
+def missing_experiments(session: Session, ids: Sequence[str], owner: str | None = None) -> list[str]:
+    """The ids in `ids` that no experiment (of `owner`) has, in the order given."""
+    found = set(
+        session.execute(sa.select(Experiment.id).where(Experiment.id.in_(list(ids)), *_owned(owner))).scalars()
+    )
+    session.commit()
+    return [experiment_id for experiment_id in ids if experiment_id not in found]
 
 
 def delete_experiment(

@@ -17,7 +17,8 @@ from sqlalchemy.orm import Session
 
 from service.db.base import utcnow
 from service.db.models import LEGACY_OWNER, Experiment, ExperimentTag, Sweep
-from service.store.experiments import check_active_limit, to_record
+from service.store.experiments import add_callback, check_active_limit, to_record
+from service.store.idempotency import KeyClaim, KeyTaken, claim_key, commit_claimed
 from service.store.records import ExperimentRecord
 
 
@@ -56,14 +57,21 @@ def create_sweep(
     members: Sequence[NewMember],
     owner: str = LEGACY_OWNER,
     max_active: int | None = None,
+    notify: dict[str, Any] | None = None,
+    idempotency: KeyClaim | None = None,
 ) -> tuple[SweepRecord, list[ExperimentRecord]]:
     """Insert the sweep and its queued members (all owned by `owner`) in one transaction
     and commit; with `max_active`, ActiveLimitExceeded when the members would take the
-    owner's queued + running experiments above it (nothing is stored then)."""
+    owner's queued + running experiments above it (nothing is stored then). `notify`
+    (the sweep's) and each member spec's `notify` become waiting callbacks, and
+    `idempotency` is stored, in the same transaction (KeyTaken: another request stored
+    the key first, and nothing was stored)."""
     now = utcnow()
     sweep = Sweep(id=uuid.uuid4().hex, name=name, owner=owner, base_spec=base_spec, grid=grid, created_at=now)
     try:
         check_active_limit(session, owner, len(members), max_active)
+        if idempotency is not None:
+            claim_key(session, idempotency, sweep.id)
         session.add(sweep)
         session.flush()  # the members' foreign key needs the sweep row first (no ORM relationship orders them)
         rows = [
@@ -85,7 +93,12 @@ def create_sweep(
             for member in members
         ]
         session.add_all(rows)
-        session.commit()
+        add_callback(session, owner, notify, sweep_id=sweep.id)
+        for row in rows:
+            add_callback(session, owner, row.spec.get("notify"), experiment_id=row.id)
+        commit_claimed(session, idempotency)
+    except KeyTaken:
+        raise  # already rolled back
     except BaseException:
         session.rollback()
         raise

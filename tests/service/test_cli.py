@@ -167,7 +167,10 @@ def test_malformed_spec_file_is_reported_before_any_request(tmp_path) -> None:
     assert "is not valid JSON" in result.output
 
 
-def test_unreachable_api_says_how_to_fix_it() -> None:
+def test_unreachable_api_says_how_to_fix_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from service import cli
+
+    monkeypatch.setattr(cli.settings, "client_retry_for_s", 0.0)  # GRADWATCH_CLIENT_RETRY_FOR_S=0
     result = runner.invoke(app, ["status", "abc", "--api-url", "http://127.0.0.1:9"])
     assert result.exit_code == 1
     assert "cannot reach the gradwatch API at http://127.0.0.1:9" in result.output
@@ -320,3 +323,14 @@ def test_api_command_serves_from_n_processes_and_stops_on_sigterm(tmp_path: Path
 
             os.killpg(api.pid, signal.SIGKILL)
             api.wait(timeout=10)
+
+
+def test_callbacks_secret_prints_it_and_rotates(api) -> None:
+    first = invoke(api, "callbacks", "secret")
+    assert first.exit_code == 0, first.output
+    secret = first.output.strip()
+    assert secret.startswith("gwcb_") and "\n" not in secret  # only the secret: SECRET=$(…) captures it
+    assert invoke(api, "callbacks", "secret").output.strip() == secret
+    rotated = invoke(api, "callbacks", "secret", "--rotate").output.strip()
+    assert rotated.startswith("gwcb_") and rotated != secret
+    assert invoke(api, "callbacks", "secret").output.strip() == rotated

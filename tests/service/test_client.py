@@ -12,14 +12,17 @@ import pytest
 from service.client import GradwatchClient, GradwatchError
 
 
-def recording_client(handler) -> tuple[GradwatchClient, list[httpx.Request]]:
+def recording_client(handler, retry_for: float = 0) -> tuple[GradwatchClient, list[httpx.Request]]:
     requests: list[httpx.Request] = []
 
     def transport(request: httpx.Request) -> httpx.Response:
         requests.append(request)
+        if request.url.path.endswith("/events"):
+            return httpx.Response(404, json={"detail": "Not Found"})  # an API without the event stream
         return handler(request)
 
-    return GradwatchClient("http://gradwatch.test/", transport=httpx.MockTransport(transport)), requests
+    client = GradwatchClient("http://gradwatch.test/", transport=httpx.MockTransport(transport), retry_for=retry_for)
+    return client, requests
 
 
 def test_submit_posts_the_spec_and_returns_the_experiment() -> None:
@@ -29,6 +32,10 @@ def test_submit_posts_the_spec_and_returns_the_experiment() -> None:
     (request,) = requests
     assert (request.method, str(request.url)) == ("POST", "http://gradwatch.test/api/v1/experiments")
     assert json.loads(request.content) == spec
+    client.submit(spec)
+    client.submit(spec, idempotency_key="etl/2026-12-01/3")
+    keys = [r.headers["Idempotency-Key"] for r in requests]
+    assert len(set(keys)) == 3 and keys[2] == "etl/2026-12-01/3"  # a new key per call unless given
 
 
 def test_series_sends_repeated_layers_and_only_the_given_bounds() -> None:
@@ -72,7 +79,7 @@ def test_a_non_json_error_keeps_its_text() -> None:
 
 
 def test_an_unreachable_api_says_where_it_looked() -> None:
-    with GradwatchClient("http://127.0.0.1:9", timeout=2) as client:  # the discard port: refused
+    with GradwatchClient("http://127.0.0.1:9", timeout=2, retry_for=0) as client:  # the discard port: refused
         with pytest.raises(GradwatchError, match=r"cannot reach the gradwatch API at http://127.0.0.1:9") as raised:
             client.health()
     assert raised.value.status_code is None
@@ -91,7 +98,7 @@ def test_wait_polls_until_a_terminal_status() -> None:
     final = client.wait("abc", timeout=10, poll=0.001, on_update=lambda e: seen.append(e["status"]))
     assert final["status"] == "diverged"
     assert seen == ["queued", "running", "running", "diverged"]
-    assert len(requests) == 4
+    assert [r.url.path for r in requests] == ["/api/v1/experiments/abc/events"] + ["/api/v1/experiments/abc"] * 4
 
 
 def test_wait_gives_up_after_its_timeout() -> None:

@@ -6,18 +6,22 @@ import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Body, HTTPException, Query, Response, status
+from fastapi.exceptions import RequestValidationError
 
-from service import store
+from service import idempotency, store
 from service.api.deps import CurrentOwner, CurrentToken, EnqueuerDep, SessionDep, SettingsDep
 from service.auth.guard import LIMIT_RESPONSES, OWNER_PATTERN
 from service.api.params import ExperimentId
+from service.callbacks.allowlist import check_notify
 from service.dispatch import hand_over
-from service.schemas.limits import INT64_MAX, AtMost
-from service.schemas.text import SafeStr
+from service.idempotency import REPLAY_RESPONSES, IdempotencyKeyHeader
 from service.schemas.errors import ErrorResponse, ValidationErrorResponse
 from service.schemas.examples import SPEC_EXAMPLES
 from service.schemas.experiments import ExperimentList, ExperimentPublic, Status
+from service.schemas.limits import INT64_MAX, AtMost
 from service.schemas.spec import MAX_TAG_LENGTH, ExperimentSpec
+from service.schemas.text import SafeStr
+from service.store.idempotency import KeyTaken
 
 log = logging.getLogger("gradwatch.api")
 
@@ -32,9 +36,11 @@ INVALID = {422: {"model": ValidationErrorResponse, "description": "Invalid input
     status_code=status.HTTP_201_CREATED,
     response_model=ExperimentPublic,
     responses={
+        **REPLAY_RESPONSES,
         **INVALID,
         **LIMIT_RESPONSES,
         400: {"model": ErrorResponse, "description": "The body is not JSON."},
+        409: {"model": ErrorResponse, "description": "The experiment this Idempotency-Key created was deleted."},
         413: {"model": ErrorResponse, "description": "The body is over max_request_bytes."},
         503: {"model": ErrorResponse, "description": "The broker did not take the task."},
     },
@@ -46,22 +52,37 @@ def create_experiment(
     enqueuer: EnqueuerDep,
     caller: CurrentToken,
     response: Response,
+    idempotency_key: IdempotencyKeyHeader = None,
 ) -> ExperimentPublic:
     """Validate the spec, store the experiment as `queued` (owned by the token's owner),
-    then send it to a worker; 429 when the owner is at max_active_per_owner."""
+    then send it to a worker; 429 when the owner is at max_active_per_owner. With an
+    `Idempotency-Key` seen before (same body), 200 with the experiment it created."""
     assert spec.name is not None  # filled in by the spec's validator
-    record = store.create_experiment(
-        session,
-        name=spec.name,
-        tags=spec.tags,
-        spec=spec.model_dump(mode="json"),
-        queue=spec.queue,
-        owner=caller.owner,
-        max_active=settings.limits.max_active_per_owner,
-    )
+    check_notify(spec.notify, settings, ("notify",))
+    stored_spec = spec.model_dump(mode="json")
+    claim, replay = idempotency.begin(session, settings, caller.owner, idempotency_key, "experiment", stored_spec)
+    if replay is not None:
+        return _replayed(session, replay, caller.owner, response)
+    try:
+        record = store.create_experiment(
+            session,
+            name=spec.name,
+            tags=spec.tags,
+            spec=stored_spec,
+            queue=spec.queue,
+            owner=caller.owner,
+            max_active=settings.limits.max_active_per_owner,
+            idempotency=claim,
+        )
+    except KeyTaken:
+        assert claim is not None
+        log.info("Idempotency-Key %r of %s: a concurrent request created the experiment", claim.key, claim.owner)
+        return _replayed(session, idempotency.winner(session, claim), caller.owner, response)
     # Only after the commit: a worker that picks the task up at once must find the row.
     for _, error in hand_over(session, enqueuer, [record], settings):
         log.error("could not send experiment %s to queue %s: %s", record.id, record.queue, error)
+        if claim is not None:  # a retry with this key must create anew, not replay a failure
+            store.forget_key(session, claim.owner, claim.key)
         store.fail_unsent_experiment(
             session, record.id, f"could not send the task to the broker: {error}"
         )
@@ -74,10 +95,44 @@ def create_experiment(
     return ExperimentPublic.from_record(record)
 
 
+def _replayed(session: SessionDep, experiment_id: str, owner: str, response: Response) -> ExperimentPublic:
+    record = store.get_experiment(session, experiment_id, owner)
+    location = f"{router.prefix}/{experiment_id}"
+    return ExperimentPublic.from_record(idempotency.replay(response, record, "experiment", experiment_id, location))
+
+
+def _parse_ids(ids: str | None, settings: SettingsDep) -> list[str] | None:
+    if ids is None:
+        return None
+    wanted = list(dict.fromkeys(part.strip() for part in ids.split(",") if part.strip()))
+    limit = settings.limits.max_bulk_ids
+    problem = None
+    if not wanted:
+        problem = "name at least one experiment id, comma-separated"
+    elif len(wanted) > limit:
+        problem = (
+            f"{len(wanted)} ids is above the limit {limit} (max_bulk_ids; the server's "
+            "GRADWATCH_LIMIT_MAX_BULK_IDS raises it): ask in several calls"
+        )
+    if problem:
+        raise RequestValidationError([{"loc": ("query", "ids"), "msg": problem, "type": "value_error"}])
+    return wanted
+
+
 @router.get("", response_model=ExperimentList, responses=INVALID)
 def list_experiments(
     session: SessionDep,
     sees: CurrentOwner,
+    settings: SettingsDep,
+    ids: Annotated[
+        SafeStr | None,
+        Query(
+            min_length=1,
+            description="Only these experiments: ids separated by commas, at most "
+            "GRADWATCH_LIMIT_MAX_BULK_IDS (500 by default); `limit` then defaults to their "
+            "count, and `missing` lists the ids none of your experiments has.",
+        ),
+    ] = None,
     owner: Annotated[
         str | None,
         Query(
@@ -95,20 +150,27 @@ def list_experiments(
         AtMost("max_name_length", keyword="maxLength"),
     ] = None,
     offset: Annotated[int, Query(ge=0, le=INT64_MAX)] = 0,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    limit: Annotated[int | None, Query(ge=1, le=500, description="Default 50 (with `ids`: their count).")] = None,
 ) -> ExperimentList:
     """Your experiments (an admin's: everyone's), newest first, `limit` at a time from `offset`."""
+    wanted = _parse_ids(ids, settings)
+    limit = limit or (len(wanted) if wanted else 50)
+    missing: list[str] = []
     if sees is not None and owner not in (None, sees):
         records, total = [], 0  # another owner's rows are invisible, not forbidden
+        missing = wanted or []
     else:
         records, total = store.list_experiments(
-            session, status=status, tag=tag, name=name, offset=offset, limit=limit, owner=sees or owner
+            session, status=status, tag=tag, name=name, offset=offset, limit=limit, owner=sees or owner, ids=wanted
         )
+        if wanted:
+            missing = store.missing_experiments(session, wanted, sees or owner)
     return ExperimentList(
         items=[ExperimentPublic.from_record(r) for r in records],
         total=total,
         offset=offset,
         limit=limit,
+        missing=missing,
     )
 
 

@@ -11,12 +11,14 @@ from fastapi import APIRouter, Body, HTTPException, Response, status
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy.orm import Session
 
-from service import store
+from service import idempotency, store
 from service.analysis.compare import Comparison, MemberSeries, compare, varying_paths
 from service.analysis.sweeps import SweepError, expand_grid, member_label
 from service.api.deps import CurrentOwner, CurrentToken, EnqueuerDep, SessionDep, SettingsDep
 from service.auth.guard import LIMIT_RESPONSES
 from service.api.params import Metric, OneLayer, SweepId, max_points_query
+from service.callbacks.allowlist import check_notify
+from service.idempotency import REPLAY_RESPONSES, IdempotencyKeyHeader
 from service.api.responses import JSONBytesResponse
 from service.db.models import FINISHED_STATUSES
 from service.dispatch import hand_over
@@ -28,6 +30,7 @@ from service.schemas.sweeps import (
     SweepCreate,
     SweepPublic,
 )
+from service.store.idempotency import KeyTaken
 from service.store.records import ExperimentRecord
 from service.store.sweeps import (
     NewMember,
@@ -105,8 +108,10 @@ def _public(sweep: SweepRecord, members: list[ExperimentRecord]) -> dict[str, An
     status_code=status.HTTP_201_CREATED,
     response_model=SweepPublic,
     responses={
+        **REPLAY_RESPONSES,
         **INVALID,
         **LIMIT_RESPONSES,
+        409: {"model": ErrorResponse, "description": "The sweep this Idempotency-Key created was deleted."},
         503: {"model": ErrorResponse, "description": "The broker did not take some members."},
     },
 )
@@ -117,33 +122,50 @@ def create(
     enqueuer: EnqueuerDep,
     caller: CurrentToken,
     response: Response,
+    idempotency_key: IdempotencyKeyHeader = None,
 ) -> dict[str, Any]:
     """One experiment per combination of the grid's values, each validated as an
     ExperimentSpec, created together and then queued; 422 above max_sweep_size, 429 when
-    the members would take the owner above max_active_per_owner."""
+    the members would take the owner above max_active_per_owner. With an
+    `Idempotency-Key` seen before (same body), 200 with the sweep it created."""
     try:
         members = expand_grid(body.base, body.grid, settings.limits)
     except SweepError as error:
         raise RequestValidationError(error.errors) from None
-    name = body.name or str(body.base.get("name") or "sweep")
-    sweep, records = create_sweep(
-        session,
-        name=name,
-        base_spec=body.base,
-        grid=body.grid,
-        members=[
-            NewMember(
-                name=str(member.spec.name),
-                tags=member.spec.tags,
-                spec=member.spec.model_dump(mode="json"),
-                queue=member.spec.queue,
-                params=member.params,
-            )
-            for member in members
-        ],
-        owner=caller.owner,
-        max_active=settings.limits.max_active_per_owner,
+    check_notify(body.notify, settings, ("notify",))
+    for member in members:  # the base's notify, or one the grid put in
+        check_notify(member.spec.notify, settings, ("base", "notify"))
+    claim, replay = idempotency.begin(
+        session, settings, caller.owner, idempotency_key, "sweep", body.model_dump(mode="json")
     )
+    if replay is not None:
+        return _replayed(session, replay, caller.owner, response)
+    name = body.name or str(body.base.get("name") or "sweep")
+    try:
+        sweep, records = create_sweep(
+            session,
+            name=name,
+            base_spec=body.base,
+            grid=body.grid,
+            members=[
+                NewMember(
+                    name=str(member.spec.name),
+                    tags=member.spec.tags,
+                    spec=member.spec.model_dump(mode="json"),
+                    queue=member.spec.queue,
+                    params=member.params,
+                )
+                for member in members
+            ],
+            owner=caller.owner,
+            max_active=settings.limits.max_active_per_owner,
+            notify=None if body.notify is None else body.notify.model_dump(mode="json"),
+            idempotency=claim,
+        )
+    except KeyTaken:
+        assert claim is not None
+        log.info("Idempotency-Key %r of %s: a concurrent request created the sweep", claim.key, claim.owner)
+        return _replayed(session, idempotency.winner(session, claim), caller.owner, response)
     # Only after the commit: a worker that picks a task up at once must find its row.
     unsent = []
     for record, error in hand_over(session, enqueuer, records, settings):
@@ -151,6 +173,8 @@ def create(
         store.fail_unsent_experiment(session, record.id, f"could not send the task to the broker: {error}")
         unsent.append(record.id)
     if unsent:
+        if claim is not None:  # a retry with this key must create anew, not replay a failure
+            store.forget_key(session, claim.owner, claim.key)
         raise HTTPException(
             status_code=503,
             detail=f"the broker did not accept {len(unsent)} of {len(records)} members of sweep {sweep.id} "
@@ -159,6 +183,11 @@ def create(
         )
     response.headers["Location"] = f"{router.prefix}/{sweep.id}"
     return _public(sweep, records)
+
+
+def _replayed(session: Session, sweep_id: str, owner: str, response: Response) -> dict[str, Any]:
+    sweep = idempotency.replay(response, get_sweep(session, sweep_id, owner), "sweep", sweep_id, f"{router.prefix}/{sweep_id}")
+    return _public(sweep, sweep_members(session, sweep_id, owner))
 
 
 @router.get("/{sweep_id}", response_model=SweepPublic, responses=NOT_FOUND)

@@ -26,8 +26,11 @@ from service.queue import broker_folders
 
 @pytest.fixture
 def settings(database_url: str, tmp_path: Path) -> Settings:
-    # reaper_interval_s=0: the reaper is tested on its own in test_main.py.
-    return Settings(home=tmp_path / "home", database_url=database_url, broker_url="", reaper_interval_s=0)
+    # reaper_interval_s=0: the reaper is tested on its own in test_main.py; callback_poll_s=0:
+    # the callback tests run the delivery loop's passes themselves.
+    return Settings(
+        home=tmp_path / "home", database_url=database_url, broker_url="", reaper_interval_s=0, callback_poll_s=0
+    )
 
 
 @pytest.fixture
