@@ -21,14 +21,12 @@ the side of sending again.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import signal
 from collections.abc import Callable, Sequence
 
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 
 from service import store
 from service.config import Settings
@@ -93,17 +91,3 @@ def reconcile_once(
         # Both kinds start a new redispatch_after_s: the broker holds their message now.
         store.mark_dispatched(session, still_waiting + sent)
     return sent
-
-
-async def reconcile_forever(
-    session_factory: Callable[[], Session], enqueuer: Enqueuer, settings: Settings
-) -> None:
-    """The API's reconciler loop (started in its lifespan, beside the reaper)."""
-    while True:
-        try:
-            await run_in_threadpool(reconcile_once, session_factory, enqueuer, settings)
-        except Exception:  # noqa: BLE001 - a database outage must not stop the reconciler
-            log.exception(
-                "the dispatch reconciler failed; retrying in %s s", settings.dispatch_interval_s
-            )
-        await asyncio.sleep(settings.dispatch_interval_s)

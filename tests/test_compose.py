@@ -94,8 +94,6 @@ def test_api_listens_where_its_port_is_published(services) -> None:
 
 def test_every_gradwatch_variable_is_a_setting() -> None:
     fields = set(Settings.model_fields) - {"limits"}
-    # GRADWATCH_AUTH is the auth work's setting (service/auth/); compose sets it already.
-    fields |= {"auth"}
     limits = set(Limits.model_fields)
     for path in (COMPOSE, DOCKERFILE):
         names = set(re.findall(r"\bGRADWATCH_[A-Z0-9_]+", path.read_text())) - COMPOSE_VARIABLES

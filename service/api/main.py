@@ -38,7 +38,7 @@ from service.config import Settings
 from service.config import settings as default_settings
 from service.db.engine import make_engine, make_session_factory
 from service.db.reachability import DatabaseReachability, probe_write
-from service.dispatch import reconcile_forever
+from service.dispatch import reconcile_once
 from service.queue import Enqueuer
 from service.store.idempotency import purge_expired_keys
 
@@ -50,7 +50,7 @@ KEY_PURGE_INTERVAL_S = 600.0
 def reap_once(app: FastAPI) -> list[str]:
     """Fail the running experiments whose worker stopped writing heartbeats."""
     settings: Settings = app.state.settings
-    with app.state.reaping, app.state.session_factory() as session:
+    with app.state.session_factory() as session:
         failed = store.fail_stale_experiments(session, settings.heartbeat_stale_s)
     for experiment_id in failed:
         log.warning(
@@ -66,10 +66,22 @@ def purge_keys_once(app: FastAPI) -> int:
         return purge_expired_keys(session)
 
 
+def reconcile_dispatch_once(app: FastAPI) -> object:
+    return reconcile_once(app.state.session_factory, app.state.enqueuer, app.state.settings)
+
+
+def _in_background(work: Callable[[FastAPI], object], app: FastAPI) -> object:
+    """Run one pass of a background loop while holding `app.state.background_work`: a pass
+    already running in the thread pool outlives its task's cancellation, and shutdown
+    waits for it rather than dispose of the engine under it (a leaked connection)."""
+    with app.state.background_work:
+        return work(app)
+
+
 async def _repeat(app: FastAPI, interval_s: float, work: Callable[[FastAPI], object], what: str) -> None:
     while True:
         try:
-            await run_in_threadpool(work, app)
+            await run_in_threadpool(_in_background, work, app)
         except Exception:  # noqa: BLE001 - a database outage must not end the loop
             log.exception("%s failed; retrying in %s s", what, interval_s)
         await asyncio.sleep(interval_s)
@@ -83,18 +95,18 @@ async def _reap_forever(app: FastAPI, interval_s: float) -> None:
     while True:
         try:
             attempt_started = reachability.now()
-            await run_in_threadpool(probe_write, app.state.session_factory)
+            await run_in_threadpool(_in_background, lambda app: probe_write(app.state.session_factory), app)
             reachability.succeeded(attempt_started)
             if reachability.reachable_for() >= stale_s:
-                await run_in_threadpool(reap_once, app)
+                await run_in_threadpool(_in_background, reap_once, app)
         except Exception:  # noqa: BLE001 - a database outage must not kill the reaper
             reachability.failed()
             log.exception("the stale-experiment reaper failed; retrying in %s s", interval_s)
         await asyncio.sleep(interval_s)
 
 
-def _wait_for_reap(app: FastAPI) -> None:
-    with app.state.reaping:
+def _wait_for_background_work(app: FastAPI) -> None:
+    with app.state.background_work:
         pass
 
 
@@ -106,7 +118,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         loops.append(_reap_forever(app, settings.reaper_interval_s))
         loops.append(_repeat(app, KEY_PURGE_INTERVAL_S, purge_keys_once, "purging expired idempotency keys"))
     if settings.dispatch_interval_s > 0:
-        loops.append(reconcile_forever(app.state.session_factory, app.state.enqueuer, settings))
+        loops.append(_repeat(app, settings.dispatch_interval_s, reconcile_dispatch_once, "the dispatch reconciler"))
     if settings.callback_poll_s > 0:
         loops.append(_repeat(app, settings.callback_poll_s, deliver_once, "the callback delivery loop"))
     running = [asyncio.create_task(loop) for loop in loops]
@@ -118,9 +130,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         for task in running:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        # A reap already running in the thread pool outlives its task's cancellation:
-        # wait for it, or it would hand its connection back to a disposed pool (leaked).
-        await run_in_threadpool(_wait_for_reap, app)
+        await run_in_threadpool(_wait_for_background_work, app)
         app.state.enqueuer.close()
         app.state.engine.dispose()
 
@@ -143,7 +153,7 @@ def create_app(settings: Settings | None = None, enqueuer: Enqueuer | None = Non
         max_overflow=settings.db_max_overflow,
     )
     app.state.session_factory = make_session_factory(app.state.engine)
-    app.state.reaping = threading.Lock()  # held while a reap runs (see lifespan)
+    app.state.background_work = threading.Lock()  # held by each pass of a background loop
     app.state.enqueuer = enqueuer or Enqueuer(settings)
     install_error_handlers(app, settings.db_unavailable_retry_after_s)
     install_openapi(app, settings.limits)

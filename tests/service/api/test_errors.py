@@ -177,7 +177,8 @@ def test_chunked_body_over_the_limit_is_413_without_reaching_the_app() -> None:
 def test_the_client_shows_the_message_of_the_one_error_shape(client: Client) -> None:
     from service.client import GradwatchClient, GradwatchError
 
-    gw = GradwatchClient("http://testserver", transport=client._transport)
+    token = client.headers["Authorization"].removeprefix("Bearer ")
+    gw = GradwatchClient("http://testserver", transport=client._transport, token=token, retry_for=0)
     with pytest.raises(GradwatchError) as raised:
         gw.submit(MLP | {"training": {"steps": 2_000_000}})
     assert raised.value.status_code == 422 and raised.value.detail[0]["loc"] == ["body", "training", "steps"]
