@@ -12,6 +12,7 @@ from fastapi import APIRouter, HTTPException
 
 from service import store
 from service.api.deps import CurrentOwner, CurrentToken, SessionDep
+from service.api.params import ExperimentId, SweepId
 from service.api.routes.sweeps import NOT_FOUND as SWEEP_NOT_FOUND
 from service.api.routes.sweeps import SweepNotFound
 from service.auth.tokens import Scope
@@ -29,7 +30,7 @@ READ_SCOPE = {403: {"model": ErrorResponse, "description": "A read token may not
 
 
 @experiments_router.get("/{experiment_id}/deliveries", response_model=DeliveryList, responses=NOT_FOUND)
-def experiment_deliveries(experiment_id: str, session: SessionDep, owner: CurrentOwner) -> DeliveryList:
+def experiment_deliveries(experiment_id: ExperimentId, session: SessionDep, owner: CurrentOwner) -> DeliveryList:
     """The experiment's callback (from its spec's `notify`) with every delivery attempt:
     empty when it has none."""
     if store.get_experiment(session, experiment_id, owner) is None:
@@ -39,7 +40,7 @@ def experiment_deliveries(experiment_id: str, session: SessionDep, owner: Curren
 
 
 @sweeps_router.get("/{sweep_id}/deliveries", response_model=DeliveryList, responses=SWEEP_NOT_FOUND)
-def sweep_deliveries(sweep_id: str, session: SessionDep, owner: CurrentOwner) -> DeliveryList:
+def sweep_deliveries(sweep_id: SweepId, session: SessionDep, owner: CurrentOwner) -> DeliveryList:
     """The sweep's own callback (its `notify`, sent once every member has ended); each
     member's are under its experiment."""
     if get_sweep(session, sweep_id, owner) is None:

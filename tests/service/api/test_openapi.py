@@ -49,6 +49,7 @@ NOT_SCHEMA_BOUNDS = {
     "max_run_memory_bytes",
     "max_points_per_experiment",
     "max_points_per_sweep",
+    "max_bulk_ids",  # a count of comma-separated ids in one string, stated in its description
 }
 
 
