@@ -246,7 +246,8 @@ def test_gradwatch_up_restarts_its_worker_refuses_a_second_instance_and_dies_who
     up, env, up_argv = start_gradwatch_up(up_home, mnist_data_dir, port, log, GRADWATCH_WORKER_TORCH_THREADS="1", GRADWATCH_ALLOW_DOWNLOAD="false")
     try:
         wait_until_healthy(url, up, log)
-        client = GradwatchClient(url)
+        # The admin token `gradwatch up` wrote (this test process has another GRADWATCH_HOME).
+        client = GradwatchClient(url, token=(up_home / "token").read_text().strip())
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
 
         # A second `gradwatch up`: on the same home, then from another home on the same port.

@@ -55,7 +55,7 @@ def test_sigkilled_worker_its_run_fails_nothing_is_duplicated_and_redelivery_doe
     # The API keeps serving while the run is orphaned.
     states = []
     while True:
-        assert client.health() == {"status": "ok", "database": "ok", "broker": "ok"}
+        assert client.health() == {"status": "ok", "database": "ok", "broker": "ok", "message": ""}
         current = client.get(experiment_id)
         states.append(current["status"])
         if current["status"] != "running":
