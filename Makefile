@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install up test lint bench worker
+.PHONY: install up test lint bench worker wheelhouse compose-test
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -40,3 +40,18 @@ test: install
 bench: install .venv-bench/bin/python
 	$(BIN)/pip install -q -e ".[test,bench]"
 	$(BIN)/python -m bench.run_all
+
+# Every wheel the gradwatch image needs, for `docker build --build-arg OFFLINE=1 .` without
+# an index (torch first, as above: TORCH_SPEC picks the build; a CUDA one for a GPU image).
+# Flower and Celery too, for the stand-in Flower image of the compose test. The project's
+# own wheel is left out: the image installs the source it is built from.
+WHEELHOUSE ?= wheelhouse
+wheelhouse: install
+	$(BIN)/pip wheel -q --wheel-dir $(WHEELHOUSE) $(TORCH_SPEC)
+	$(BIN)/pip wheel -q --wheel-dir $(WHEELHOUSE) . "setuptools>=69" wheel flower
+	rm -f $(WHEELHOUSE)/gradwatch-*.whl
+
+# The deployment run for real: its own dockerd, images built offline, the compose stack
+# brought up and put through the essay's experiments, kills and restarts (tests/compose/).
+compose-test: wheelhouse
+	tests/compose/run.sh

@@ -22,7 +22,10 @@ COMPOSE = REPO_ROOT / "docker-compose.yml"
 DOCKERFILE = REPO_ROOT / "Dockerfile"
 ENV_EXAMPLE = REPO_ROOT / ".env.example"
 # Read by compose itself (interpolation), never passed to gradwatch.
-COMPOSE_VARIABLES = {"GRADWATCH_API_BIND"}
+COMPOSE_VARIABLES = {
+    "GRADWATCH_API_BIND", "GRADWATCH_API_PUBLISHED_PORT", "GRADWATCH_FLOWER_PUBLISHED_PORT",
+    "GRADWATCH_IMAGE", "GRADWATCH_GPU_IMAGE", "GRADWATCH_POSTGRES_IMAGE", "GRADWATCH_REDIS_IMAGE", "GRADWATCH_FLOWER_IMAGE",
+}  # fmt: skip
 SECRETS = ("POSTGRES_PASSWORD", "FLOWER_BASIC_AUTH")
 
 
@@ -88,7 +91,7 @@ def test_api_listens_where_its_port_is_published(services) -> None:
     api = services["api"]
     port = option_value(api["command"], "--port")
     assert option_value(api["command"], "--host") == "0.0.0.0"  # inside its container
-    assert api["ports"] == [f"${{GRADWATCH_API_BIND:-127.0.0.1}}:{port}:{port}"]
+    assert api["ports"] == [f"${{GRADWATCH_API_BIND:-127.0.0.1}}:${{GRADWATCH_API_PUBLISHED_PORT:-8000}}:{port}"]
     assert "/api/v1/health" in " ".join(api["healthcheck"]["test"])
 
 
@@ -113,7 +116,36 @@ def test_gradwatch_services_share_postgres_and_redis(services) -> None:
         assert environment["GRADWATCH_DATABASE_URL"].split("@")[1].startswith("postgres:5432/"), name
         assert environment["GRADWATCH_BROKER_URL"].startswith("redis://redis:6379"), name
         # Settings must parse what compose passes (a typo'd boolean would fail here).
-        Settings(**{k.removeprefix("GRADWATCH_").lower(): v for k, v in environment.items()})
+        # (with each `${NAME:-default}` as compose resolves it when `.env` leaves NAME out).
+        resolved = {k: re.sub(r"\$\{[A-Z0-9_]+:-([^}]*)\}", r"\1", str(v)) for k, v in environment.items()}
+        Settings(**{k.removeprefix("GRADWATCH_").lower(): v for k, v in resolved.items()})
+
+
+def test_every_image_name_can_be_overridden_from_the_environment(services) -> None:
+    images = {name: service["image"] for name, service in services.items()}
+    assert images == {
+        "postgres": "${GRADWATCH_POSTGRES_IMAGE:-postgres:16}",
+        "redis": "${GRADWATCH_REDIS_IMAGE:-redis:7}",
+        "migrate": "${GRADWATCH_IMAGE:-gradwatch:latest}",
+        "api": "${GRADWATCH_IMAGE:-gradwatch:latest}",
+        "worker": "${GRADWATCH_IMAGE:-gradwatch:latest}",
+        "worker-gpu": "${GRADWATCH_GPU_IMAGE:-gradwatch:gpu}",
+        "flower": "${GRADWATCH_FLOWER_IMAGE:-mher/flower:2.0}",
+    }
+
+
+def test_each_tunable_defaults_to_the_settings_own_default(services) -> None:
+    """A tunable compose passes as `${GRADWATCH_X:-default}` gets gradwatch's own default
+    when `.env` leaves it out, never a second opinion on it."""
+    for name, value in services["worker"]["environment"].items():
+        matched = re.fullmatch(r"\$\{(GRADWATCH_[A-Z0-9_]+):-(.*)\}", str(value))
+        if matched is None:
+            continue
+        assert matched.group(1) == name, name
+        field = name.removeprefix("GRADWATCH_").lower()
+        default = Settings.model_fields[field].default
+        parsed = Settings(**{field: matched.group(2)})
+        assert getattr(parsed, field) == default, (name, matched.group(2), default)
 
 
 def test_dockerfile_installs_torch_before_the_project() -> None:
@@ -121,7 +153,8 @@ def test_dockerfile_installs_torch_before_the_project() -> None:
     torch_at = next(i for i, line in enumerate(lines) if "pip install" in line and "torch==" in line)
     project_at = next(i for i, line in enumerate(lines) if re.search(r"pip install (-e )?\.", line))
     assert torch_at < project_at
-    for copied in re.findall(r"^COPY (.+) \S+$", DOCKERFILE.read_text(), flags=re.MULTILINE):
+    # From the build context only: `COPY --from=build` copies between the Dockerfile's stages.
+    for copied in re.findall(r"^COPY (?!--from)(.+) \S+$", DOCKERFILE.read_text(), flags=re.MULTILINE):
         for source in copied.split():
             assert (REPO_ROOT / source).exists(), f"the Dockerfile copies {source}, which does not exist"
 
