@@ -12,7 +12,7 @@ FROM ${BASE_IMAGE} AS build
 # torch is installed first, so that the project's `torch>=2.2` is already met and pip never
 # pulls the multi-GB CUDA build into a CPU image. OFFLINE=1 installs from wheelhouse/ only
 # (`make wheelhouse` fills it on a machine with an index; a CUDA torch wheel goes there too:
-# `make wheelhouse TORCH_WHEEL=torch==2.13.0+cu128 WHEEL_INDEX=https://download.pytorch.org/whl/cu128`).
+# `make wheelhouse TORCH_SPEC="torch==2.13.0 --extra-index-url https://download.pytorch.org/whl/cu128"`).
 ARG TORCH_VERSION=2.13.0
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 ARG OFFLINE=0

@@ -42,14 +42,20 @@ bench: install .venv-bench/bin/python
 	$(BIN)/python -m bench.run_all
 
 # Every wheel the gradwatch image needs, for `docker build --build-arg OFFLINE=1 .` without
-# an index (torch first, as above: TORCH_SPEC picks the build; a CUDA one for a GPU image).
+# an index. TORCH_SPEC pins torch in the same resolution, so that the project's `torch>=2.2`
+# never pulls the newest CUDA build beside it; for a GPU image, e.g.
+# `make wheelhouse TORCH_SPEC="torch==2.13.0 --extra-index-url https://download.pytorch.org/whl/cu128"`.
 # Flower and Celery too, for the stand-in Flower image of the compose test. The project's
-# own wheel is left out: the image installs the source it is built from.
+# own wheel is left out: the image installs the source it is built from. async-timeout is
+# what redis needs on a Python older than 3.11.3 (Debian bookworm's 3.11.2), which the
+# host's resolution may not have needed.
 WHEELHOUSE ?= wheelhouse
-wheelhouse: install
-	$(BIN)/pip wheel -q --wheel-dir $(WHEELHOUSE) $(TORCH_SPEC)
-	$(BIN)/pip wheel -q --wheel-dir $(WHEELHOUSE) . "setuptools>=69" wheel flower
+$(WHEELHOUSE)/.complete: pyproject.toml | $(VENV)/.installed
+	$(BIN)/pip wheel -q --wheel-dir $(WHEELHOUSE) $(TORCH_SPEC) . "setuptools>=69" wheel flower async-timeout
 	rm -f $(WHEELHOUSE)/gradwatch-*.whl
+	touch $@
+
+wheelhouse: $(WHEELHOUSE)/.complete
 
 # The deployment run for real: its own dockerd, images built offline, the compose stack
 # brought up and put through the essay's experiments, kills and restarts (tests/compose/).

@@ -11,8 +11,9 @@ cache_dir=${2:-}
 suite=bookworm
 packages=python3,python3-venv,postgresql,redis-server,ca-certificates
 
-key=$(cat "$0" /etc/apt/sources.list /etc/apt/sources.list.d/*.sources /etc/apt/sources.list.d/*.list 2>/dev/null \
-      | sha256sum | cut -c1-16)
+sources=$(ls /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources 2>/dev/null || true)
+# shellcheck disable=SC2086  # one word per file
+key=$(cat "$0" $sources | sha256sum | cut -c1-16)
 tarball=${cache_dir:+$cache_dir/base-$key.tar}
 if [ -z "$tarball" ] || [ ! -s "$tarball" ]; then
   out=${tarball:-$(mktemp --suffix=.tar)}
@@ -23,8 +24,8 @@ if [ -z "$tarball" ] || [ ! -s "$tarball" ]; then
     --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
     --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/locale/*' \
     --essential-hook='mkdir -p "$1/etc/postgresql-common/createcluster.d" && echo "create_main_cluster = false" > "$1/etc/postgresql-common/createcluster.d/no-main-cluster.conf"' \
-    "$suite" "$out.partial"
-  mv "$out.partial" "$out"
+    "$suite" "${out%.tar}.partial.tar"
+  mv "${out%.tar}.partial.tar" "$out"
   tarball=$out
 fi
 docker import --change 'CMD ["bash"]' --change 'ENV LANG=C.UTF-8' "$tarball" "$image" >/dev/null

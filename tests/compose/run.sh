@@ -48,8 +48,10 @@ cleanup() {
   fi
   # Anything the engine left mounted under its state folder, deepest first.
   awk -v root="$state" 'index($2, root) == 1 {print $2}' /proc/mounts | sort -r | xargs -r umount -l
-  # dockerd adds its chains and turns forwarding on; put back what was there before it.
-  if [ -s "$state/iptables.before" ] && ! grep -q DOCKER "$state/iptables.before"; then
+  # dockerd adds its chains and rules and turns forwarding on: put back the rules as they
+  # were before it started, unless another Docker engine (whose rules they may now hold)
+  # runs on this machine.
+  if [ -s "$state/iptables.before" ] && ! pgrep -x dockerd >/dev/null; then
     iptables-restore < "$state/iptables.before"
   fi
   echo "$forwarding_before" > /proc/sys/net/ipv4/ip_forward
@@ -77,7 +79,8 @@ timed() {
 build() {  # build IMAGE DOCKERFILE [ARGS...]: no network, the repository as the context
   local image=$1 dockerfile=$2
   shift 2
-  docker build --quiet --network none -t "$image" -f "$dockerfile" "$@" . >/dev/null
+  docker build --network none -t "$image" -f "$dockerfile" "$@" . > "$state/build.log" 2>&1 \
+    || { cat "$state/build.log"; return 1; }
 }
 
 base=gradwatch-compose-base:$tag
@@ -87,7 +90,7 @@ images=(
   "gradwatch gradwatch:$tag Dockerfile"
   "flower gradwatch-compose-flower:$tag docker/flower/Dockerfile"
 )
-if [ -s "$cache_dir/base-"*.tar ] 2>/dev/null; then base_kind=warm; else base_kind=cold; fi
+if compgen -G "$cache_dir/base-*.tar" >/dev/null; then base_kind=warm; else base_kind=cold; fi
 timed "build base ($base_kind: mmdebstrap | docker import)" docker/base.sh "$base" "$cache_dir"
 for pass in cold warm; do
   for entry in "${images[@]}"; do
