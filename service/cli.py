@@ -136,7 +136,10 @@ def api(
     if workers > 1:
         # uvicorn's supervisor starts each process from the import string and handles the
         # signals itself.
-        uvicorn.run("service.api.main:app", host=host, port=port, workers=workers, log_level="info")
+        uvicorn.run(
+            "service.api.main:app", host=host, port=port, workers=workers, log_level="info",
+            timeout_worker_healthcheck=settings.api_worker_healthcheck_s,
+        )  # fmt: skip
         return
     from service.api.main import create_app
 

@@ -117,6 +117,11 @@ class Settings(BaseSettings):
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    # `gradwatch api --workers N` (N > 1): seconds uvicorn's supervisor gives a process to
+    # answer its health ping before it kills and replaces it. uvicorn's own 5 s is too short
+    # on a busy host, where a process still importing the app misses it, is killed, and the
+    # next one too, so that the API never starts (seen under compose on a loaded machine).
+    api_worker_healthcheck_s: int = Field(60, ge=1, le=3600)
     # Where the CLI and the client find the API; empty means http://<api_host>:<api_port>.
     api_url: str = ""
 
