@@ -133,8 +133,18 @@ class Settings(BaseSettings):
     # (no Access-Control-* header is ever sent).
     cors_origins: str = ""
 
-    # A running experiment whose worker has not written for this long is marked failed.
+    # A running experiment whose worker has not written for this long is lost: queued
+    # again to resume from its last checkpoint, or failed past max_attempts.
     heartbeat_stale_s: float = 120.0
+    # Attempts of one experiment that may lose their worker (killed, out of memory, machine
+    # gone) before it ends `failed` instead of resuming; a warm shutdown's hand-back does
+    # not count.
+    max_attempts: int = Field(3, ge=1, le=100)
+    # Keep a run's last checkpoint after it ended (by default it is deleted then).
+    keep_checkpoints: bool = False
+    # `logging.checkpoint_every: "auto"`: a checkpoint every this many flushes at most
+    # (and a few per run at least; README, "Failure handling").
+    checkpoint_every_flushes: int = Field(20, ge=1, le=1_000_000)
     # How often the API looks for stale experiments.
     reaper_interval_s: float = 10.0
     # How often a worker's writer reports progress and checks for a cancel request.

@@ -179,15 +179,19 @@ def get_experiment(experiment_id: ExperimentId, session: SessionDep, owner: Curr
     record = store.get_experiment(session, experiment_id, owner)
     if record is None:
         raise store.ExperimentNotFound(experiment_id)
-    return ExperimentPublic.from_record(record)
+    return ExperimentPublic.from_record(record, store.list_attempts(session, experiment_id))
 
 
 @router.post("/{experiment_id}/cancel", response_model=ExperimentPublic, responses=NOT_FOUND)
-def cancel_experiment(experiment_id: ExperimentId, session: SessionDep, owner: CurrentOwner) -> ExperimentPublic:
-    """A queued experiment is cancelled at once; a running one stops within a few steps
+def cancel_experiment(
+    experiment_id: ExperimentId, session: SessionDep, owner: CurrentOwner, settings: SettingsDep
+) -> ExperimentPublic:
+    """A queued experiment (new, or waiting to resume) is cancelled at once; a running one stops within a few steps
     (its worker polls the flag) and keeps the points it measured; a finished one is
     returned unchanged."""
-    return ExperimentPublic.from_record(store.request_cancel(session, experiment_id, owner))
+    return ExperimentPublic.from_record(
+        store.request_cancel(session, experiment_id, owner, keep_checkpoint=settings.keep_checkpoints)
+    )
 
 
 @router.delete(
