@@ -81,10 +81,11 @@ def save_checkpoint(session: Session, experiment_id: str, step: int, payload: by
     """Replace the run's checkpoint with this one, if the run is still `running` (a
     deleted, cancelled-and-ended or reaped run gets none); True when it was stored.
     Called only after every point up to `step` is stored (the writer's ordered path)."""
+    running = sa.exists().where(Experiment.id == experiment_id, Experiment.status == "running")
     session.execute(
-        sa.delete(Checkpoint).where(Checkpoint.experiment_id == experiment_id, Checkpoint.step <= step)
+        sa.delete(Checkpoint).where(Checkpoint.experiment_id == experiment_id, Checkpoint.step <= step, running)
     )
-    inserted = session.execute(
+    session.execute(
         sa.insert(Checkpoint).from_select(
             ["experiment_id", "step", "payload", "created_at"],
             sa.select(
@@ -99,8 +100,10 @@ def save_checkpoint(session: Session, experiment_id: str, step: int, payload: by
             ),
         )
     )
+    # Read back rather than trust the INSERT … SELECT's rowcount, which drivers differ on.
+    stored = session.execute(sa.select(Checkpoint.step).where(Checkpoint.experiment_id == experiment_id)).scalar_one_or_none()
     session.commit()
-    return inserted.rowcount == 1
+    return stored == step
 
 
 def load_checkpoint(session: Session, experiment_id: str) -> StoredCheckpoint | None:
