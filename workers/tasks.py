@@ -114,7 +114,7 @@ def run_experiment(
             status, note = "cancelled", None
     except DatabaseUnreachable as error:
         logger.error("experiment %s failed: %s", experiment_id, error)
-        _finish(session_factory, experiment_id, "failed", None, error=str(error), config=config)
+        _finish(session_factory, experiment_id, "failed", None, error=str(error), config=config, worker=worker)
         return "failed"
     except Exception as error:  # noqa: BLE001 - any failure ends the run as failed
         logger.exception("experiment %s failed", experiment_id)
@@ -128,14 +128,14 @@ def run_experiment(
         # fail it only if a cancel was asked for.
         stopped = f"the worker stopped during training ({type(error).__name__})"
         if not _hand_back(experiment, worker, stopped, config, session_factory):
-            _finish(session_factory, experiment_id, "cancelled", None, error=stopped, config=config)
+            _finish(session_factory, experiment_id, "cancelled", None, error=stopped, config=config, worker=worker)
         raise
     if failure is not None:
         # Outside the except block: the error's traceback, which holds the run's tensors,
         # is gone, so a run that ran out of memory has freed it before the next one.
-        _finish(session_factory, experiment_id, "failed", None, error=failure, config=config)
+        _finish(session_factory, experiment_id, "failed", None, error=failure, config=config, worker=worker)
         return "failed"
-    _finish(session_factory, experiment_id, status, result, error=note, config=config)
+    _finish(session_factory, experiment_id, status, result, error=note, config=config, worker=worker)
     logger.info("experiment %s ended %s: %s", experiment_id, status, result)
     return status
 
@@ -277,8 +277,9 @@ def _finish(
     result: dict[str, Any] | None,
     error: str | None = None,
     config: Settings = settings,
+    worker: str | None = None,
 ) -> None:
-    """finish_experiment, retried until the database takes it however long it is down:
+    """finish_experiment (of this worker's run), retried until the database takes it however long it is down:
     a run must not stay `running`, nor have the reaper's "no heartbeat" replace the
     real reason it ended (the reaper waits heartbeat_stale_s after an outage, and this
     retries at least every db_retry_max_backoff_s)."""
@@ -286,7 +287,7 @@ def _finish(
     def finish() -> None:
         with session_factory() as session:
             finished = store.finish_experiment(
-                session, experiment_id, status, result, error, keep_checkpoint=config.keep_checkpoints
+                session, experiment_id, status, result, error, keep_checkpoint=config.keep_checkpoints, worker=worker
             )
         if finished is None:
             logger.warning(

@@ -302,16 +302,20 @@ def finish_experiment(
     result: dict[str, Any] | None,
     error: str | None = None,
     keep_checkpoint: bool = False,
+    worker: str | None = None,
 ) -> ExperimentRecord | None:
     """End a running experiment with `status`, and its attempt; None if it was no longer
     running (e.g. the reaper failed it meanwhile), in which case nothing changes. Its
-    checkpoint goes too, unless `keep_checkpoint` (GRADWATCH_KEEP_CHECKPOINTS)."""
+    checkpoint goes too, unless `keep_checkpoint` (GRADWATCH_KEEP_CHECKPOINTS). With
+    `worker`, only that worker's run: one the reaper requeued while its worker was merely
+    slow, and another worker has claimed since, is not the slow one's to end."""
     if status not in FINISHED_STATUSES:
         raise ValueError(f"finish status must be one of {FINISHED_STATUSES}, got {status!r}")
     now = utcnow()
+    mine = [] if worker is None else [Experiment.worker == worker]
     finished = session.execute(
         sa.update(Experiment)
-        .where(Experiment.id == experiment_id, Experiment.status == "running")
+        .where(Experiment.id == experiment_id, Experiment.status == "running", *mine)
         .values(status=status, result=result, error=error, finished_at=now, heartbeat_at=now)
     )
     if finished.rowcount == 1:
