@@ -78,7 +78,7 @@ class ExperimentPublic(BaseModel):
     sweep_params: dict[str, Any] | None
     attempts: list[AttemptPublic] | None = Field(
         None,
-        description="`GET /experiments/{id}` only (null in lists): every worker's attempt at this run, "
+        description="Every worker's attempt at this run (null in lists; in the answers about one experiment), "
         "oldest first; a run resumed after its worker died or shut down has several.",
     )
 

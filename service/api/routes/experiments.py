@@ -92,13 +92,14 @@ def create_experiment(
             "submit it again once the broker is up (GET /api/v1/health says whether it is)",
         ) from error
     response.headers["Location"] = f"{router.prefix}/{record.id}"
-    return ExperimentPublic.from_record(record)
+    return ExperimentPublic.from_record(record, [])  # no worker has claimed it yet
 
 
 def _replayed(session: SessionDep, experiment_id: str, owner: str, response: Response) -> ExperimentPublic:
     record = store.get_experiment(session, experiment_id, owner)
     location = f"{router.prefix}/{experiment_id}"
-    return ExperimentPublic.from_record(idempotency.replay(response, record, "experiment", experiment_id, location))
+    replayed = idempotency.replay(response, record, "experiment", experiment_id, location)
+    return ExperimentPublic.from_record(replayed, store.list_attempts(session, experiment_id))
 
 
 def _parse_ids(ids: str | None, settings: SettingsDep) -> list[str] | None:
@@ -189,9 +190,8 @@ def cancel_experiment(
     """A queued experiment (new, or waiting to resume) is cancelled at once; a running one stops within a few steps
     (its worker polls the flag) and keeps the points it measured; a finished one is
     returned unchanged."""
-    return ExperimentPublic.from_record(
-        store.request_cancel(session, experiment_id, owner, keep_checkpoint=settings.keep_checkpoints)
-    )
+    record = store.request_cancel(session, experiment_id, owner, keep_checkpoint=settings.keep_checkpoints)
+    return ExperimentPublic.from_record(record, store.list_attempts(session, experiment_id))
 
 
 @router.delete(
