@@ -97,7 +97,7 @@ def test_a_sigkilled_worker_s_run_resumes_on_the_other_from_its_checkpoint(stack
     victim.kill(signal.SIGKILL)  # the worker and its pool child, without warning
     victim.popen.wait(timeout=10)
     killed_at = time.monotonic()
-    while stack.client.get(experiment["id"])["attempts"][-1]["ending"] is None or len(stack.client.get(experiment["id"])["attempts"]) < 2:
+    while len(stack.client.get(experiment["id"])["attempts"]) < 2:  # the reaper requeued it and a worker claimed it
         assert stack.client.health()["status"] == "ok"
         assert time.monotonic() - killed_at < STALE_S + 60, stack.logs()
         time.sleep(0.25)
