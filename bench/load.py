@@ -34,6 +34,7 @@ import contextlib
 import random
 import time
 from collections import Counter
+from pathlib import Path
 
 import httpx
 
@@ -153,6 +154,9 @@ def main() -> None:
                         help="second phase: each client pauses this long after each request, the CLI's poll "
                              "interval (0: closed loop only)")
     parser.add_argument("--profile", action="store_true", help="sample the server with py-spy during the load")
+    parser.add_argument("--baseline", metavar="CHECKOUT",
+                        help="another gradwatch working tree (e.g. `git worktree add /tmp/base main`) to load "
+                             "first in each phase, for a side-by-side comparison")  # fmt: skip
     parser.add_argument("--api-workers", type=int, default=1, help="uvicorn worker processes serving the API")
     args = parser.parse_args()
 
@@ -165,16 +169,28 @@ def main() -> None:
         env = service_env(url, REDIS_URL, GRADWATCH_REAPER_INTERVAL_S="10")
         # One write token shared by every client: each request pays the token lookup.
         headers = bench_headers(url)
-        with api_server(env, ready_path="/api/v1/health", workers=args.api_workers) as server:
-            asyncio.run(run_load(server.url, experiment_ids, min(args.clients, 5), 3.0, 0.0, headers))  # warm-up
-            phases = [("closed loop", 0.0)] + ([("paced", args.poll_ms / 1000)] if args.poll_ms > 0 else [])
-            results = []
-            for name, think_s in phases:
-                with profile(server.pid, args.duration) if args.profile and not think_s else contextlib.nullcontext():
-                    results.append((name, think_s, *asyncio.run(
-                        run_load(server.url, experiment_ids, args.clients, args.duration, think_s, headers))))
+        phases = [("closed loop", 0.0)] + ([("paced", args.poll_ms / 1000)] if args.poll_ms > 0 else [])
+        versions: list[tuple[str, Path | None]] = [("this checkout", None)]
+        if args.baseline:
+            # Side by side: each phase runs on the baseline, then on this checkout, on the
+            # same database and the same (shared, loaded) machine, a minute apart.
+            versions.insert(0, (f"baseline {args.baseline}", Path(args.baseline)))
+        results = []
+        for think_s_name, think_s in phases:
+            for version, checkout in versions:
+                with api_server(env, ready_path="/api/v1/health", workers=args.api_workers, checkout=checkout) as server:
+                    asyncio.run(run_load(server.url, experiment_ids, min(args.clients, 5), 3.0, 0.0, headers))  # warm-up
+                    profiled = args.profile and not think_s
+                    with profile(server.pid, args.duration) if profiled else contextlib.nullcontext():
+                        results.append((f"{think_s_name}, {version}", think_s, *asyncio.run(
+                            run_load(server.url, experiment_ids, args.clients, args.duration, think_s, headers))))
     for name, think_s, timings, errors, elapsed in results:
         report(name, think_s, timings, errors, elapsed)
+    if args.baseline:
+        for index in range(0, len(results), 2):
+            (_, _, base_t, _, base_s), (name, _, t, _, s) = results[index], results[index + 1]
+            print(ratio_line(f"load {name}: requests/s over the baseline's", (len(t["all"]) / s) / (len(base_t["all"]) / base_s), 1))
+            print(ratio_line(f"load {name}: baseline p99 / this p99", latency(base_t["all"]).p99_ms / latency(t["all"]).p99_ms, 1))
 
 
 def report(name: str, think_s: float, timings: dict[str, list[float]], errors: Counter[str], elapsed: float) -> None:

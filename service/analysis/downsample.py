@@ -116,6 +116,22 @@ def _must_keep(
     return must_keep, len(set(candidates[4:]) - set(extremes))
 
 
+def must_keep_points(steps: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The `(steps, values)` every aggregation keeps, in order of priority.
+
+    Equal for a series and for any subset of it that holds each of those points and no
+    earlier point matching the same rule, such as its chunks' representatives
+    (service/store/summaries.py)."""
+    values = np.asarray(values, dtype=np.float64)
+    if not len(values):
+        return np.asarray(steps)[:0], values
+    finite = np.isfinite(values)
+    all_finite = bool(finite.all())
+    key = values if all_finite else np.where(np.isnan(values), np.inf, values)
+    index, _ = _must_keep(values, finite, all_finite, key, key)
+    return np.asarray(steps)[index], values[index]
+
+
 def _m4_finite(values: np.ndarray, max_points: int) -> np.ndarray | None:
     """M4 by tsdownsample (SIMD, several times numpy's speed) for an all-finite series.
 
@@ -135,7 +151,7 @@ def _m4_finite(values: np.ndarray, max_points: int) -> np.ndarray | None:
     return index if len(index) <= max_points else None
 
 
-def _bucket_starts(n: int, buckets: int) -> np.ndarray:
+def bucket_starts(n: int, buckets: int) -> np.ndarray:
     """Start index of each of `buckets` runs of consecutive points of near-equal size."""
     return np.linspace(0, n, buckets + 1)[:-1].astype(np.int64)
 
@@ -154,7 +170,7 @@ def _minmax_index(max_key: np.ndarray, min_key: np.ndarray, max_points: int) -> 
     """M4 in numpy: the first, last, argmin and argmax of each bucket (ties: first one)."""
     n = len(max_key)
     buckets = max_points // 4
-    starts = _bucket_starts(n, buckets)
+    starts = bucket_starts(n, buckets)
     bucket_of = np.repeat(np.arange(buckets), np.diff(np.append(starts, n)))
     bucket_max = np.maximum.reduceat(max_key, starts)
     bucket_min = np.minimum.reduceat(min_key, starts)
@@ -202,7 +218,7 @@ def _mean(
     """One averaged point per bucket, at the bucket's middle step, plus the must-keep points."""
     n = len(values)
     buckets = max_points - len(must_keep)
-    starts = _bucket_starts(n, buckets)
+    starts = bucket_starts(n, buckets)
     sizes = np.diff(np.append(starts, n))
     # Non-finite values propagate into their bucket's mean (Inf stays Inf, NaN stays NaN),
     # which keeps a divergence visible at the resolution of one bucket.
