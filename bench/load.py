@@ -37,6 +37,7 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
+import sqlalchemy as sa
 
 from bench.common import (
     BENCH_OWNER,
@@ -131,6 +132,19 @@ async def client_loop(
     return done
 
 
+def sessions_opened(url: str) -> int:
+    """Connections ever opened to this database (PostgreSQL >= 14 counts them)."""
+    engine = make_engine(url)
+    try:
+        with engine.connect() as connection:
+            connection.execute(sa.text("SELECT pg_stat_clear_snapshot()"))
+            return int(connection.execute(sa.text(
+                "SELECT sessions FROM pg_stat_database WHERE datname = current_database()"
+            )).scalar_one())  # fmt: skip
+    finally:
+        engine.dispose()
+
+
 async def run_load(
     base: str, experiment_ids: list[str], clients: int, duration_s: float, think_s: float, headers: dict[str, str]
 ) -> tuple[dict[str, list[float]], Counter[str], float]:
@@ -176,16 +190,24 @@ def main() -> None:
             # same database and the same (shared, loaded) machine, a minute apart.
             versions.insert(0, (f"baseline {args.baseline}", Path(args.baseline)))
         results = []
+        connections: list[int] = []
         for think_s_name, think_s in phases:
             for version, checkout in versions:
                 with api_server(env, ready_path="/api/v1/health", workers=args.api_workers, checkout=checkout) as server:
                     asyncio.run(run_load(server.url, experiment_ids, min(args.clients, 5), 3.0, 0.0, headers))  # warm-up
                     profiled = args.profile and not think_s
+                    sessions_before = sessions_opened(url)
                     with profile(server.pid, args.duration) if profiled else contextlib.nullcontext():
-                        results.append((f"{think_s_name}, {version}", think_s, *asyncio.run(
-                            run_load(server.url, experiment_ids, args.clients, args.duration, think_s, headers))))
-    for name, think_s, timings, errors, elapsed in results:
+                        outcome = asyncio.run(
+                            run_load(server.url, experiment_ids, args.clients, args.duration, think_s, headers))  # fmt: skip
+                    results.append((f"{think_s_name}, {version}", think_s, *outcome))
+                    connections.append(sessions_opened(url) - sessions_before - 1)  # less its own
+    for (name, think_s, timings, errors, elapsed), opened in zip(results, connections, strict=True):
         report(name, think_s, timings, errors, elapsed)
+        # Each new connection is a PostgreSQL backend started and authenticated inside some
+        # request: the load-independent trace of a pool that closes and reopens connections.
+        print(f"   new PostgreSQL connections during the phase: {opened} "
+              f"({100 * opened / max(1, len(timings['all'])):.1f} per 100 requests)")  # fmt: skip
     if args.baseline:
         for index in range(0, len(results), 2):
             (_, _, base_t, _, base_s), (name, _, t, _, s) = results[index], results[index + 1]
