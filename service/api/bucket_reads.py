@@ -2,9 +2,10 @@
 
 Glue between the store's chunk tables (service/store/aggregates.py) and the bucket
 arithmetic (service/analysis/chunk_buckets.py): a series whose chunks carry aggregates and
-do not overlap is answered from them, reading only the few chunks that bucket edges cut;
-any other series is read point by point, as before. Either way the answer is what
-`downsample(…, "mean")` or `depth_profile` give over every point.
+do not overlap, with at least as many chunks as buckets, is answered from them in buckets
+of whole chunks; any other series is read point by point, as before. Either way the
+answer is what `downsample(…, "mean", edges)` or `depth_profile(…, edges)` give over every
+point (service/analysis/chunk_buckets.py).
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def read_profile(
     tables = store.read_chunk_tables(session, [ref.id for ref in found], step_min, step_max)
     if not found or any(ref.id not in tables for ref in found):
         return None
-    rows = profile_rows_from_chunks([tables[ref.id] for ref in found], max_points, _reader(session))
+    rows = profile_rows_from_chunks([tables[ref.id] for ref in found], max_points)
     session.commit()
     if rows is None:
         return None

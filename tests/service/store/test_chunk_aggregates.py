@@ -1,6 +1,7 @@
 """`agg=mean` and the depth profile from chunk aggregates equal the full computation, on
 SQLite and PostgreSQL: property tests over random chunkings, budgets, step ranges and
-values with NaN and ±Inf, against `downsample(…, "mean")` and `depth_profile` of every point.
+values with NaN and ±Inf, against `downsample(…, "mean", edges)` and
+`depth_profile(…, edges)` of every point, with buckets of whole chunks.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from hypothesis import strategies as st
 from sqlalchemy.orm import Session
 
 from service import store
-from service.analysis.downsample import downsample
+from service.analysis.chunk_buckets import chunk_edges, mean_from_chunks
+from service.analysis.downsample import downsample, must_keep_points
 from service.analysis.profile import depth_profile
 from service.api.bucket_reads import read_mean_thinned, read_profile
 from service.store.aggregates import AGGREGATE_DTYPE, aggregate_record
@@ -64,60 +66,69 @@ def _assert_same(got: tuple[np.ndarray, np.ndarray], expected: tuple[np.ndarray,
     np.testing.assert_allclose(got[1], expected[1], rtol=1e-9, atol=0)
 
 
+def _tables(session: Session, experiment_id: str, step_range: tuple[int | None, int | None]) -> list[store.ChunkTable]:
+    refs = store.find_series(session, experiment_id, "grad_norm")
+    tables = store.read_chunk_tables(session, [ref.id for ref in refs], *step_range)
+    return [tables[ref.id] for ref in refs]
+
+
 @PROPERTY
 @given(run=stored_runs())
 def test_mean_from_aggregates_equals_the_full_mean(session: Session, run: dict) -> None:
     experiment_id = _store(session, run)
-    step_min, step_max = run["step_range"]
+    step_min, step_max = step_range = run["step_range"]
+    max_points = run["max_points"]
     full = store.read_series(session, experiment_id, "grad_norm", None, step_min, step_max)
-    thinned = read_mean_thinned(session, experiment_id, "grad_norm", None, step_min, step_max, run["max_points"])
+    tables = _tables(session, experiment_id, step_range)
+    thinned = read_mean_thinned(session, experiment_id, "grad_norm", None, step_min, step_max, max_points)
     assert [s.layer for s in thinned] == LAYERS
-    for got, every in zip(thinned, full, strict=True):
-        _assert_same((got.steps, got.values), downsample(every.steps, every.values, run["max_points"], "mean"))
+    for got, every, table in zip(thinned, full, tables, strict=True):
+        assert table.n_points == len(every.steps)
+        buckets = max_points - len(must_keep_points(every.steps, every.values)[0])
+        # Buckets of whole chunks wherever the chunks outnumber the buckets.
+        edges = chunk_edges(table) if len(table.chunks) >= buckets else None
+        _assert_same((got.steps, got.values), downsample(every.steps, every.values, max_points, "mean", edges))
 
 
 @PROPERTY
 @given(run=stored_runs())
 def test_profile_from_aggregates_equals_the_full_profile(session: Session, run: dict) -> None:
     experiment_id = _store(session, run)
-    step_min, step_max = run["step_range"]
+    step_min, step_max = step_range = run["step_range"]
+    max_points = run["max_points"]
     full = store.read_series(session, experiment_id, "grad_norm", None, step_min, step_max)
-    expected = depth_profile("grad_norm", full, run["max_points"])
-    got = read_profile(session, experiment_id, "grad_norm", step_min, step_max, run["max_points"])
+    got = read_profile(session, experiment_id, "grad_norm", step_min, step_max, max_points)
+    [table, *_] = _tables(session, experiment_id, step_range)
     if got is None:
-        # Only when nothing needs thinning, or the chunks' steps are uneven.
-        assert not expected.downsampled or not np.all(np.diff(run["steps"]) == np.diff(run["steps"])[0])
+        # Only when the chunks do not outnumber the rows, or their steps are uneven.
+        even = bool(np.all(np.diff(run["steps"]) == np.diff(run["steps"])[0]))
+        assert len(table.chunks) < max_points or not even or table.n_points <= max_points
         return
+    expected = depth_profile("grad_norm", full, max_points, chunk_edges(table))
     assert got.layers == expected.layers and got.positions == expected.positions
     assert got.downsampled == expected.downsampled
     np.testing.assert_array_equal(got.steps, expected.steps)
     np.testing.assert_allclose(got.values, expected.values, rtol=1e-9, atol=0)
 
 
-def test_a_regular_run_decodes_only_the_chunks_bucket_edges_cut(session: Session) -> None:
-    """100,000 points in 50-point chunks, thinned to 200: at most one chunk per bucket edge
-    is read in full, the rest come from their 40-byte aggregates."""
+def test_a_regular_run_decodes_no_chunk(session: Session) -> None:
+    """100,000 points in 50-point chunks, thinned to 1,000 by mean: every bucket is whole
+    chunks, read from their 40-byte aggregates; not one chunk is decoded."""
     n, flush = 100_000, 50
     steps = np.arange(n, dtype=np.int64)
     values = np.sin(steps / 300.0) + 2
     run = {"steps": steps, "values": np.repeat(values[:, None], len(LAYERS), axis=1),
            "bounds": np.arange(0, n + 1, flush)}  # fmt: skip
     experiment_id = _store(session, run)
-    [ref] = store.find_series(session, experiment_id, "grad_norm", [LAYERS[0]])
-    table = store.read_chunk_tables(session, [ref.id], None, None)[ref.id]
-    decoded: list[int] = []
+    [table, *_] = _tables(session, experiment_id, (None, None))
 
-    def counting_reader(t: store.ChunkTable, positions: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-        decoded.extend(positions.tolist())
-        return store.read_chunk_points(session, t.series_id, t.chunks["first_step"][positions].tolist())
+    def no_reads(t: store.ChunkTable, positions: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        raise AssertionError(f"decoded chunks {positions.tolist()}")
 
-    from service.analysis.chunk_buckets import mean_from_chunks
-
-    got = mean_from_chunks(table, 200, counting_reader)
-    assert got is not None
-    _assert_same(got, downsample(steps, values, 200, "mean"))
+    got = mean_from_chunks(table, 1000, no_reads)
+    assert got is not None and len(got[0]) <= 1000
+    _assert_same(got, downsample(steps, values, 1000, "mean", chunk_edges(table)))
     assert len(table.chunks) == n // flush
-    assert len(decoded) <= 200  # of 2,000 chunks
 
 
 def test_aggregate_record_of_a_chunk() -> None:
