@@ -162,7 +162,8 @@ def api_server(
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_http(base + ready_path, server, timeout_s=60)
+        # Generous: on a shared 2-core machine at load 15-20 the API took 30 s to start.
+        wait_http(base + ready_path, server, timeout_s=180)
         yield Server(base, server.pid)
     finally:
         stop(server)

@@ -132,6 +132,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100_000)
     parser.add_argument("--layers", type=int, default=10)
     parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--aggregated-requests", type=int, default=50,
+                        help="requests per aggregated read (mean, profile, LTTB; summary: at most 10)")
     parser.add_argument("--baseline", metavar="CHECKOUT",
                         help="a checkout of another gradwatch version (e.g. `git worktree add /tmp/base main`): "
                              "its API serves the same database beside this one, for side-by-side timings of the "
@@ -194,19 +196,20 @@ def main() -> None:
             _report(f"series full, one layer ({args.steps:,} points)",
                     _time(client, series, {"metric": "grad_mean_abs", "layer": "layers.0.weight"}, 30, full), 100)
             analysis = f"/api/v1/experiments/{experiment_id}"
+            n = args.aggregated_requests
             aggregated = [
                 ("series max_points=1000 agg=mean, all layers", series,
-                 {"metric": "grad_mean_abs", "max_points": 1000, "agg": "mean"}, 50, thinned),
+                 {"metric": "grad_mean_abs", "max_points": 1000, "agg": "mean"}, n, thinned),
                 ("series max_points=1000 agg=mean, all layers, step range", series,
                  {"metric": "grad_mean_abs", "max_points": 1000, "agg": "mean", "step_min": 1234, "step_max": 98765},
-                 50, thinned),
+                 n, thinned),
                 ("series max_points=1000 agg=mean, one layer", series,
-                 {"metric": "grad_mean_abs", "layer": "layers.0.weight", "max_points": 1000, "agg": "mean"}, 50,
+                 {"metric": "grad_mean_abs", "layer": "layers.0.weight", "max_points": 1000, "agg": "mean"}, n,
                  one_thinned),
+                ("profile max_points=500", f"{analysis}/profile", {"max_points": 500}, n, ok),
                 ("series max_points=1000 agg=lttb, all layers", series,
-                 {"metric": "grad_mean_abs", "max_points": 1000, "agg": "lttb"}, 50, thinned),
-                ("profile max_points=500", f"{analysis}/profile", {"max_points": 500}, 50, ok),
-                ("summary", f"{analysis}/summary", {}, 10, ok),
+                 {"metric": "grad_mean_abs", "max_points": 1000, "agg": "lttb"}, n, thinned),
+                ("summary", f"{analysis}/summary", {}, min(n, 10), ok),
             ]  # fmt: skip
             with _baseline_client(args.baseline, env, experiment_id, bench_headers(url)) as baseline:
                 for label, path, params, n, check in aggregated:
