@@ -1,7 +1,7 @@
 """Checkpoints and attempts: runs that resume where they stopped.
 
 Revision ID: 0005
-Revises: 0007
+Revises: 0008
 Create Date: 2026-12-01
 
 `checkpoints` holds the latest checkpoint of each run (a blob, so every worker reads it
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0005"
-down_revision: str | None = "0007"
+down_revision: str | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
