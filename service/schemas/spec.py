@@ -26,6 +26,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictInt,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -301,7 +302,7 @@ class LoggingSpec(_Section):
         description="Recorded steps the engine gathers before handing a batch to the store "
         "(default: the worker's GRADWATCH_FLUSH_EVERY).",
     )
-    checkpoint_every: Literal["auto"] | Annotated[int, Field(ge=0), _limited("max_steps")] | None = Field(
+    checkpoint_every: Literal["auto"] | Annotated[StrictInt, Field(ge=0), _limited("max_steps")] | None = Field(
         "auto",
         description="Training steps between two checkpoints of the run, from which it resumes on "
         "another worker if its worker dies or shuts down (README, \"Failure handling\"). `auto`: a "
