@@ -114,15 +114,20 @@ def test_essay_lstm_carries_the_gradient_through_time_where_the_rnn_loses_it(sta
 def test_a_killed_worker_container_its_run_resumes_on_the_other(stack: ComposeStack) -> None:
     client = stack.client
     experiment = client.submit(long_run("compose-killed-worker"))
-    running = stack.wait_for_step(experiment["id"], MID_RUN_STEP, timeout=240)
+    stack.wait_for_step(experiment["id"], MID_RUN_STEP, timeout=240)
     doomed = stack.worker_running(experiment["id"])
     stack.docker("kill", doomed)
     killed_at = time.monotonic()
-    at_kill = running["progress"]["step"]
-    # Moving again: running, with progress that is no longer what the dead worker left.
+    # Moving again: a second attempt (on another worker) that has trained past the step it
+    # resumed from.
     while True:
         current = client.get(experiment["id"])
-        if current["status"] == "running" and current["progress"]["step"] != at_kill:
+        attempts = sorted(current.get("attempts") or [], key=lambda attempt: attempt["number"])
+        if (
+            current["status"] == "running"
+            and len(attempts) >= 2
+            and current["progress"]["step"] > (attempts[-1]["resumed_from_step"] or 0)
+        ):
             break
         assert current["status"] in ("queued", "running"), current
         assert time.monotonic() - killed_at < 180, f"not moving again\n{stack.logs()}"
