@@ -25,6 +25,7 @@ from service.api.openapi import install_openapi
 from service.api.routes import (
     analysis,
     callbacks,
+    compare,
     experiments,
     export,
     health,
@@ -166,7 +167,7 @@ def create_app(settings: Settings | None = None, enqueuer: Enqueuer | None = Non
             allow_origins=settings.cors_origin_list,
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
-            expose_headers=["Idempotent-Replayed", "Location"],
+            expose_headers=["Idempotent-Replayed", "Location", "X-Gradwatch-Metric", "X-Gradwatch-Layer"],
             allow_credentials=False,
         )
     app.include_router(health.router)  # the only route without a token: probes need it
@@ -181,6 +182,7 @@ def create_app(settings: Settings | None = None, enqueuer: Enqueuer | None = Non
         plots.experiments_router,
         sweeps.router,
         plots.sweeps_router,
+        compare.router,
     ):
         app.include_router(router, dependencies=[Depends(get_caller)], responses=AUTH_RESPONSES)
     return app
