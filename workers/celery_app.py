@@ -18,7 +18,7 @@ from service.config import settings
 from service.lifeline import die_with_parent
 from service.queue import celery_config, ensure_broker_folders
 
-app = Celery("gradwatch", include=["workers.tasks"])
+app = Celery("gradwatch", include=["workers.tasks", "workers.handback"])
 # Imported by the worker's main process before it forks its pool: the children's parent.
 _WORKER_PID = os.getpid()
 app.conf.update(celery_config(settings))

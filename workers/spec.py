@@ -132,3 +132,20 @@ def _training_config(training: dict[str, Any]) -> TrainingConfig:
     if training.get("lr_step_size") is not None:
         config.step_size = training["lr_step_size"]
     return config
+
+
+def checkpoint_interval(spec: dict[str, Any], settings: Settings, flush_every: int) -> int:
+    """Training steps between checkpoints (0: none) for the spec's `logging.checkpoint_every`.
+
+    `auto` (also for specs stored before the field existed): about four per run, rounded
+    to whole flushes (a checkpoint then costs no extra flush), and at most
+    `checkpoint_every_flushes` flushes apart, so a long run never loses more than that."""
+    logging = spec.get("logging") or {}
+    every = logging.get("checkpoint_every", "auto")
+    if every is None:
+        return 0
+    if every != "auto":
+        return int(every)
+    steps = int((spec.get("training") or {}).get("steps", 1_000))
+    few_per_run = max(1, round(steps / 4 / flush_every)) * flush_every
+    return min(settings.checkpoint_every_flushes * flush_every, few_per_run)

@@ -21,6 +21,11 @@ is back. Past `outage_tolerance_s` of continuous failure the writer gives up wit
 gets one more tolerance period to be stored, and the task records that cause as the
 run's error once the database takes it.
 
+Checkpoints (workers/engine/checkpoint.py) take the same ordered path: `on_checkpoint`
+puts one in the buffer after the batches handed out before it, and it is stored only
+after them, so a checkpoint at step s is never in the database before every point up to
+s. Of several waiting at once only the latest is stored.
+
 Why retries are safe: chunks are keyed by (series, first step) and inserted with ON
 CONFLICT DO NOTHING, so writing a batch twice (a retry after a lost commit
 acknowledgement, a redelivered task) never duplicates a point.
@@ -33,6 +38,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from itertools import islice
 from typing import Any, Protocol
 
@@ -60,6 +66,14 @@ class ProbeBatchLike(Protocol):
     values: dict[tuple[str, str | None], np.ndarray]  # (metric, layer) → float64 (S,)
     layers: tuple[str, ...]  # input → output
     timesteps: TimestepBatchLike | None
+
+
+@dataclass(frozen=True)
+class PendingCheckpoint:
+    """A checkpoint in the writer's buffer, behind the batches it follows."""
+
+    step: int  # steps done when it was taken
+    payload: bytes
 
 
 class WriterError(RuntimeError):
@@ -155,7 +169,8 @@ class ProbeWriter:
         self._outage = Outage(outage_tolerance_s, max_backoff_s, retry_backoff_s)
         # Batches not yet stored, with their sizes; a batch leaves only once it is stored,
         # so `_buffered_bytes` counts the ones being written too.
-        self._buffer: deque[tuple[ProbeBatchLike, int]] = deque()
+        self._buffer: deque[tuple[ProbeBatchLike | PendingCheckpoint, int]] = deque()
+        self.checkpoint_step: int | None = None  # the step of the latest checkpoint stored
         self._buffered_bytes = 0
         self._closing = False
         self._changed = threading.Condition()
@@ -174,7 +189,14 @@ class ProbeWriter:
         """The engine's `on_flush`: buffer the batch; blocks (training pauses) only while
         the buffer is full, e.g. through a database outage. A batch larger than the whole
         buffer is still taken, alone, rather than never."""
-        size = batch_nbytes(batch)
+        self._put(batch, batch_nbytes(batch))
+
+    def on_checkpoint(self, step: int, payload: bytes) -> None:
+        """The engine's `Checkpointing.save`: store this checkpoint once every batch handed
+        out before it is stored; buffered (and bounded) like a batch."""
+        self._put(PendingCheckpoint(step, payload), len(payload))
+
+    def _put(self, entry: ProbeBatchLike | PendingCheckpoint, size: int) -> None:
         with self._changed:
             paused = False
             while True:
@@ -189,7 +211,7 @@ class ProbeWriter:
                         self.experiment_id, self._buffered_bytes, self._max_buffer_bytes,
                     )
                 self._changed.wait(0.1)
-            self._buffer.append((batch, size))
+            self._buffer.append((entry, size))
             self._buffered_bytes += size
             self._changed.notify_all()
 
@@ -282,9 +304,10 @@ class ProbeWriter:
             with self._changed:
                 self._changed.notify_all()
 
-    def _store(self, batches: list[ProbeBatchLike]) -> None:
-        batches = [batch for batch in batches if len(batch.steps)]
-        if not batches:
+    def _store(self, entries: list[ProbeBatchLike | PendingCheckpoint]) -> None:
+        checkpoints = [entry for entry in entries if isinstance(entry, PendingCheckpoint)]
+        batches = [entry for entry in entries if not isinstance(entry, PendingCheckpoint) and len(entry.steps)]
+        if not batches and not checkpoints:
             return
         series: list[SeriesChunk] = []
         timesteps: list[TimestepChunk] = []
@@ -292,19 +315,34 @@ class ProbeWriter:
             batch_series, batch_timesteps = to_chunks(batch)
             series += batch_series
             timesteps += batch_timesteps
-        first_step = int(batches[0].steps[0])
-        progress_step = max(int(batch.steps[-1]) for batch in batches) + 1
+        latest = checkpoints[-1] if checkpoints else None
+        if batches:
+            first_step = int(batches[0].steps[0])
+            progress_step = max(int(batch.steps[-1]) for batch in batches) + 1
+            what = f"storing steps {first_step}–{progress_step - 1}"
+        else:
+            progress_step, what = self.progress_step, ""
+        if latest is not None:
+            what = f"{what} and " if what else ""
+            what += f"the checkpoint at step {latest.step}"
 
         def write() -> None:
             if self._outage.failures:
                 # The database just failed us: the heartbeat goes first, in a transaction
                 # of its own, so the reaper sees this run alive before the backlog lands.
                 self._heartbeat()
-            with self._session_factory() as session:
-                self._write_chunks(session, self.experiment_id, series, timesteps, progress_step)
+            if batches:
+                with self._session_factory() as session:
+                    self._write_chunks(session, self.experiment_id, series, timesteps, progress_step)
+            if latest is not None:
+                # After the points above: a checkpoint never runs ahead of what is stored.
+                with self._session_factory() as session:
+                    store.save_checkpoint(session, self.experiment_id, latest.step, latest.payload)
 
-        ride_out(write, f"storing steps {first_step}–{progress_step - 1}", self._outage)
+        ride_out(write, what, self._outage)
         self.progress_step = max(self.progress_step, progress_step)
+        if latest is not None:
+            self.checkpoint_step = latest.step
 
     def _heartbeat(self) -> None:
         with self._session_factory() as session:

@@ -14,6 +14,7 @@ import logging
 import threading
 from collections.abc import AsyncIterator, Callable
 
+import anyio.to_thread
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.concurrency import run_in_threadpool
@@ -39,7 +40,7 @@ from service.config import Settings
 from service.config import settings as default_settings
 from service.db.engine import make_engine, make_session_factory
 from service.db.reachability import DatabaseReachability, probe_write
-from service.dispatch import reconcile_once
+from service.dispatch import reconcile_once, send_requeued
 from service.queue import Enqueuer
 from service.store.idempotency import purge_expired_keys
 
@@ -49,17 +50,24 @@ KEY_PURGE_INTERVAL_S = 600.0
 
 
 def reap_once(app: FastAPI) -> list[str]:
-    """Fail the running experiments whose worker stopped writing heartbeats."""
+    """Requeue (to resume from their checkpoint) or, past GRADWATCH_MAX_ATTEMPTS, fail the
+    running experiments whose worker stopped writing heartbeats; returns the ids of both."""
     settings: Settings = app.state.settings
     with app.state.session_factory() as session:
-        failed = store.fail_stale_experiments(session, settings.heartbeat_stale_s)
-    for experiment_id in failed:
+        outcome = store.reap_stale_experiments(
+            session, settings.heartbeat_stale_s, settings.max_attempts, settings.keep_checkpoints
+        )
+        if outcome.requeued:
+            send_requeued(session, app.state.enqueuer, outcome.requeued)
+    for experiment_id in outcome.requeued:
         log.warning(
-            "experiment %s failed: no heartbeat for %s s (worker lost)",
+            "experiment %s: no heartbeat for %s s (worker lost): queued again to resume from its checkpoint",
             experiment_id,
             settings.heartbeat_stale_s,
         )
-    return failed
+    for experiment_id in outcome.failed:
+        log.warning("experiment %s ended: worker lost and not resumed again", experiment_id)
+    return outcome.requeued + outcome.failed
 
 
 def purge_keys_once(app: FastAPI) -> int:
@@ -114,6 +122,9 @@ def _wait_for_background_work(app: FastAPI) -> None:
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
+    # The pool that sync routes and dependencies run in; the database pool holds one
+    # connection per thread (db_pool_size).
+    anyio.to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
     loops = []
     if settings.reaper_interval_s > 0:
         loops.append(_reap_forever(app, settings.reaper_interval_s))

@@ -26,6 +26,9 @@ EXPERIMENT_STATUSES = ("queued", "running", "succeeded", "failed", "diverged", "
 # `timed_out`: stopped by its training.max_runtime_s (migration 0003), points kept.
 FINISHED_STATUSES = ("succeeded", "failed", "diverged", "cancelled", "timed_out")
 TOKEN_SCOPES = ("read", "write", "admin")
+# How a worker's attempt at an experiment ended: the run ended there (`finished`), the
+# worker died or went silent (`lost`), or it shut down and gave the run back (`handed_back`).
+ATTEMPT_ENDINGS = ("finished", "lost", "handed_back")
 # The owner of rows stored before ownership existed (migration 0002) and of rows a
 # caller outside the API creates without naming one (tests, scripts using the store).
 LEGACY_OWNER = "legacy"
@@ -142,6 +145,7 @@ class PointChunk(Base):
             "last_step",
             "summary_steps",
             "summary_values",
+            "aggregates",
         ),
     )
 
@@ -160,6 +164,11 @@ class PointChunk(Base):
     # minmax-thinned query reads these small columns instead of every point.
     summary_steps: Mapped[bytes] = mapped_column(sa.LargeBinary)
     summary_values: Mapped[bytes] = mapped_column(sa.LargeBinary)
+    # The chunk's aggregates (service/store/aggregates.py): first and last step, point
+    # count, step spacing and the sum of its values, from which bucket means are read
+    # without decoding the chunk. NULL only for a chunk written before revision 0008 and
+    # not yet backfilled; such a series is read in full.
+    aggregates: Mapped[bytes | None] = mapped_column(sa.LargeBinary, nullable=True)
 
 
 class TimestepChunk(Base):
@@ -301,3 +310,38 @@ class CallbackSecret(Base):
     owner: Mapped[str] = mapped_column(sa.String(100), primary_key=True)
     secret: Mapped[str] = mapped_column(sa.String(100))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Checkpoint(Base):
+    """The latest checkpoint of a run (workers/engine/checkpoint.py), kept in the database so
+    that every worker of a deployment can resume it without a shared volume. One row per
+    experiment, replaced by each newer one; deleted with the experiment and cleared when
+    the run ends (unless GRADWATCH_KEEP_CHECKPOINTS)."""
+
+    __tablename__ = "checkpoints"
+
+    experiment_id: Mapped[str] = mapped_column(
+        sa.String(32), sa.ForeignKey("experiments.id", ondelete="CASCADE"), primary_key=True
+    )
+    step: Mapped[int] = mapped_column(sa.BigInteger)  # steps done when it was taken
+    payload: Mapped[bytes] = mapped_column(sa.LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Attempt(Base):
+    """One claim of an experiment by a worker: who, when, until when, and why it ended."""
+
+    __tablename__ = "attempts"
+
+    experiment_id: Mapped[str] = mapped_column(
+        sa.String(32), sa.ForeignKey("experiments.id", ondelete="CASCADE"), primary_key=True
+    )
+    number: Mapped[int] = mapped_column(sa.Integer, primary_key=True)  # 1, 2, …
+    worker: Mapped[str] = mapped_column(sa.String(200))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    resumed_from_step: Mapped[int | None] = mapped_column(sa.BigInteger)  # None: from the start
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # How it ended (ATTEMPT_ENDINGS), None while it runs; only `lost` ones count against
+    # GRADWATCH_MAX_ATTEMPTS, so a scale-down never uses up a run's retries.
+    ending: Mapped[str | None] = mapped_column(sa.String(16))
+    why: Mapped[str | None] = mapped_column(sa.Text)

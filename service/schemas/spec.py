@@ -26,6 +26,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictInt,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -305,6 +306,13 @@ class LoggingSpec(_Section):
         le=100_000,
         description="Recorded steps the engine gathers before handing a batch to the store "
         "(default: the worker's GRADWATCH_FLUSH_EVERY).",
+    )
+    checkpoint_every: Literal["auto"] | Annotated[StrictInt, Field(ge=0), _limited("max_steps")] | None = Field(
+        "auto",
+        description="Training steps between two checkpoints of the run, from which it resumes on "
+        "another worker if its worker dies or shuts down (README, \"Failure handling\"). `auto`: a "
+        "few per run, on flushes, and at least every GRADWATCH_CHECKPOINT_EVERY_FLUSHES flushes; "
+        "0 or null: none (a lost run then starts again from step 0).",
     )
     timesteps_every: Annotated[int, Field(ge=1), _limited("max_steps")] = Field(
         10,

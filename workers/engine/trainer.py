@@ -10,12 +10,14 @@ including that step handed out.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
+from .batches import BatchStream
+from .checkpoint import Checkpointing, RunState, capture_rng, from_bytes, restore_rng, to_bytes
 from .clipping import clip_by_norm_, clip_by_value_
 from .config import RunConfig
 from .datasets import TaskData, load_dataset
@@ -49,19 +51,9 @@ def make_model(config: RunConfig, data: TaskData) -> torch.nn.Module:
     return model
 
 
-def batches(data: TaskData, batch_size: int | None, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def batches(data: TaskData, batch_size: int | None, seed: int) -> BatchStream:
     """Endless minibatches: a seeded shuffle per epoch, then contiguous slices (views)."""
-    count = data.train_x.shape[0]
-    if batch_size is None or batch_size >= count:  # full batch, as in the seed's notebook
-        while True:
-            yield data.train_x, data.train_y
-    generator = torch.Generator().manual_seed(seed)
-    device = data.train_x.device
-    while True:
-        order = torch.randperm(count, generator=generator).to(device)  # host → device, once per epoch
-        x, y = data.train_x[order], data.train_y[order]
-        for start in range(0, count - batch_size + 1, batch_size):
-            yield x[start : start + batch_size], y[start : start + batch_size]
+    return BatchStream(data, batch_size, seed)
 
 
 def compute_loss(output: torch.Tensor, target: torch.Tensor, task: str) -> torch.Tensor:
@@ -129,8 +121,13 @@ def train(
     config: RunConfig,
     on_flush: Callable[[ProbeBatch], None],
     should_stop: Callable[[], bool] = lambda: False,
+    checkpointing: Checkpointing | None = None,
 ) -> RunResult:
-    """Train as configured, handing probe records to `on_flush`; see docs/architecture.md."""
+    """Train as configured, handing probe records to `on_flush`; see docs/architecture.md.
+
+    With `checkpointing`, a checkpoint is handed to its `save` every `every` steps, right
+    after the flush of the steps before it (so a checkpoint never runs ahead of the stored
+    points), and the run continues from `resume_from` when given (workers/engine/checkpoint.py)."""
     config.validate()
     device = resolve_device(config.device)
     data = load_dataset(config.dataset).to(device)
@@ -166,10 +163,39 @@ def train(
     stream = batches(data, training.batch_size, config.seed)
     status, diverged_at, steps_done, recorded = "succeeded", None, 0, 0
     last_step = training.steps - 1
+    checkpoint_every = checkpointing.every if checkpointing is not None else 0
 
-    for step in range(training.steps):
+    def take_checkpoint(steps_taken: int) -> None:
+        assert checkpointing is not None
+        state = RunState(
+            step=steps_taken,
+            model=model.state_dict(),
+            optimizer=optimizer.state_dict(),
+            data_order=stream.state(),
+            recorder={**recorder.state(), "recorded": recorded},
+            rng=capture_rng(),
+        )
+        checkpointing.save(steps_taken, to_bytes(state))
+
+    if checkpointing is not None and checkpointing.resume_from is not None:
+        resumed = from_bytes(checkpointing.resume_from)
+        # In place: the parameters are views of the flat buffer, which must stay theirs.
+        model.load_state_dict(resumed.model)
+        optimizer.load_state_dict(resumed.optimizer)
+        stream.load_state(resumed.data_order)
+        recorder.load_state(resumed.recorder)
+        recorded = int(resumed.recorder["recorded"])
+        restore_rng(resumed.rng)
+        steps_done = resumed.step
+
+    for step in range(steps_done, training.steps):
         if should_stop():
             status = "cancelled"
+            if checkpointing is not None and checkpointing.on_stop():
+                # Hand out what is recorded first: the checkpoint must not run ahead of it.
+                diverged_at = recorder.sync(final=True)
+                if diverged_at is None:
+                    take_checkpoint(step)
             break
         lr = learning_rate(training, step)
         set_learning_rate(optimizer, lr)
@@ -225,10 +251,14 @@ def train(
                 recorder.record_timesteps(step, timestep_norms)
             recorded += 1
         steps_done = step + 1
-        if steps_done % probes.flush_every == 0 or recorder.pending >= probes.flush_every:
-            diverged_at = recorder.sync()
+        checkpoint_due = checkpoint_every > 0 and steps_done % checkpoint_every == 0 and steps_done < training.steps
+        if checkpoint_due or steps_done % probes.flush_every == 0 or recorder.pending >= probes.flush_every:
+            # A checkpoint flushes even a partial batch: it holds no recorded step.
+            diverged_at = recorder.sync(final=checkpoint_due)
             if diverged_at is not None:
                 break
+            if checkpoint_due:
+                take_checkpoint(steps_done)
 
     if diverged_at is None:
         diverged_at = recorder.sync(final=True)

@@ -12,6 +12,7 @@ from service.api.deps import CurrentOwner, CurrentToken, EnqueuerDep, SessionDep
 from service.auth.guard import LIMIT_RESPONSES, OWNER_PATTERN
 from service.api.lookups import parse_id_list
 from service.api.params import ExperimentId, NameContains, Offset
+from service.api.responses import JSONBytesResponse
 from service.callbacks.allowlist import check_notify
 from service.dispatch import hand_over
 from service.idempotency import REPLAY_RESPONSES, IdempotencyKeyHeader
@@ -91,13 +92,14 @@ def create_experiment(
             "submit it again once the broker is up (GET /api/v1/health says whether it is)",
         ) from error
     response.headers["Location"] = f"{router.prefix}/{record.id}"
-    return ExperimentPublic.from_record(record)
+    return ExperimentPublic.from_record(record, [])  # no worker has claimed it yet
 
 
 def _replayed(session: SessionDep, experiment_id: str, owner: str, response: Response) -> ExperimentPublic:
     record = store.get_experiment(session, experiment_id, owner)
     location = f"{router.prefix}/{experiment_id}"
-    return ExperimentPublic.from_record(idempotency.replay(response, record, "experiment", experiment_id, location))
+    replayed = idempotency.replay(response, record, "experiment", experiment_id, location)
+    return ExperimentPublic.from_record(replayed, store.list_attempts(session, experiment_id))
 
 
 def _parse_ids(ids: str | None, settings: SettingsDep) -> list[str] | None:
@@ -156,19 +158,26 @@ def list_experiments(
 
 
 @router.get("/{experiment_id}", response_model=ExperimentPublic, responses=NOT_FOUND)
-def get_experiment(experiment_id: ExperimentId, session: SessionDep, owner: CurrentOwner) -> ExperimentPublic:
+def get_experiment(experiment_id: ExperimentId, session: SessionDep, owner: CurrentOwner) -> Response:
     record = store.get_experiment(session, experiment_id, owner)
     if record is None:
         raise store.ExperimentNotFound(experiment_id)
-    return ExperimentPublic.from_record(record)
+    # The status poll, the API's most frequent request: serialised here, in the thread
+    # that built it, rather than validated again against the response model and then
+    # serialised in another hand-off to the thread pool (the model is the schema either way).
+    attempts = store.list_attempts(session, experiment_id)
+    return JSONBytesResponse(ExperimentPublic.from_record(record, attempts).model_dump(mode="json"))
 
 
 @router.post("/{experiment_id}/cancel", response_model=ExperimentPublic, responses=NOT_FOUND)
-def cancel_experiment(experiment_id: ExperimentId, session: SessionDep, owner: CurrentOwner) -> ExperimentPublic:
-    """A queued experiment is cancelled at once; a running one stops within a few steps
+def cancel_experiment(
+    experiment_id: ExperimentId, session: SessionDep, owner: CurrentOwner, settings: SettingsDep
+) -> ExperimentPublic:
+    """A queued experiment (new, or waiting to resume) is cancelled at once; a running one stops within a few steps
     (its worker polls the flag) and keeps the points it measured; a finished one is
     returned unchanged."""
-    return ExperimentPublic.from_record(store.request_cancel(session, experiment_id, owner))
+    record = store.request_cancel(session, experiment_id, owner, keep_checkpoint=settings.keep_checkpoints)
+    return ExperimentPublic.from_record(record, store.list_attempts(session, experiment_id))
 
 
 @router.delete(
