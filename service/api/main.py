@@ -28,6 +28,7 @@ from service.api.routes import (
     experiments,
     export,
     health,
+    histograms,
     plots,
     series,
     sweeps,
@@ -179,6 +180,7 @@ def create_app(settings: Settings | None = None, enqueuer: Enqueuer | None = Non
         callbacks.sweeps_router,
         callbacks.secret_router,
         plots.experiments_router,
+        histograms.router,
         sweeps.router,
         plots.sweeps_router,
     ):
