@@ -132,7 +132,7 @@ def read_histograms(session: Session, experiment_id: str, metric: str, layer: st
             layer=name,
             steps=steps,
             edges=np.linspace(first.first_edge, first.last_edge, first.bins + 1),
-            counts=counts[:, 2:-2],
-            special=dict(zip(SPECIAL_COLUMNS, (counts[:, 0], counts[:, 1], counts[:, -2], counts[:, -1]))),
+            counts=np.ascontiguousarray(counts[:, 2:-2]),
+            special={name: np.ascontiguousarray(counts[:, column]) for name, column in zip(SPECIAL_COLUMNS, (0, 1, -2, -1))},
         ))
     return found

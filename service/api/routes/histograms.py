@@ -14,8 +14,7 @@ from fastapi.responses import Response
 
 from service.api.deps import CurrentOwner, SessionDep, SettingsDep
 from service.api.lookups import ACTIVE, check_step_range, invalid_query, require_experiment
-from service.api.params import OneLayer, StepMax, StepMin
-from service.api.params import ExperimentId
+from service.api.params import ExperimentId, OneLayer, StepMax, StepMin
 from service.api.responses import JSONBytesResponse
 from service.api.routes.plots import PNG, Log, _png
 from service.plots.histograms import render_histograms
@@ -68,7 +67,7 @@ def _require_histograms(
         keep = (item.steps >= low) & (item.steps <= high)
         trimmed.append(HistogramData(
             item.metric, item.layer, item.steps[keep], item.edges, item.counts[keep],
-            {name: column[keep] for name, column in item.special.items()},
+            {name: np.ascontiguousarray(column[keep]) for name, column in item.special.items()},
         ))  # fmt: skip
     return trimmed
 
@@ -79,7 +78,7 @@ def get_histograms(
     session: SessionDep,
     owner: CurrentOwner,
     settings: SettingsDep,
-    metric: MetricQuery,
+    metric: MetricQuery = "grad_log10_abs",
     layer: LayerQuery = None,
     step_min: StepMin = None,
     step_max: StepMax = None,
