@@ -11,7 +11,19 @@ import torch
 from workers.engine import DatasetConfig, InitConfig, ModelConfig, ProbeConfig, RunConfig, TrainingConfig
 from workers.engine.activations import saturation_bound
 from workers.engine.datasets import load_dataset
-from workers.engine.histograms import ABOVE, ACTIVATION_EDGES, BELOW, BINS, GRADIENT_EDGES, NONFINITE, ZERO, HistogramProbe, bin_counts
+from workers.engine.histograms import (
+    ABOVE,
+    ACTIVATION_EDGES,
+    BELOW,
+    BINS,
+    GRADIENT_EDGES,
+    NONFINITE,
+    ZERO,
+    HistogramProbe,
+    LogMagnitudeColumns,
+    log_magnitude_counts,
+    value_counts,
+)
 from workers.engine.probes import FlatParameters
 from workers.engine.records import HistogramBatch
 from workers.engine.trainer import compute_loss, make_model
@@ -73,13 +85,21 @@ def test_gradient_histograms_equal_numpys_of_the_same_gradients_and_sum_to_each_
     assert {layer for metric, layer in table.keys if metric == "grad_log10_abs"} == set(sizes)
 
 
-def test_zeros_and_non_finite_values_are_counted_exactly() -> None:
-    values = torch.tensor([0.0, -0.0, 1e-20, 3e-5, -2.0, 5e5, math.nan, math.inf, -math.inf, 1e-3])
-    edges = torch.as_tensor(GRADIENT_EDGES, dtype=values.dtype)
-    counts = bin_counts(values, None, 1, edges, log_magnitude=True)[0].numpy()
-    assert counts[ZERO] == 2 and counts[NONFINITE] == 3 and counts[BELOW] == 1 and counts[ABOVE] == 1
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_zeros_and_non_finite_values_are_counted_exactly(dtype: torch.dtype) -> None:
+    tiny, huge = torch.finfo(dtype).tiny * torch.finfo(dtype).eps, torch.finfo(dtype).max  # the extremes of the dtype
+    values = torch.tensor([0.0, -0.0, 1e-20, tiny, 3e-5, -2.0, 5e5, huge, math.nan, math.inf, -math.inf, 1e-3], dtype=dtype)
+    counts = log_magnitude_counts(values, None, 1, LogMagnitudeColumns(dtype))[0].numpy()
+    assert counts[ZERO] == 2 and counts[NONFINITE] == 3 and counts[BELOW] == 2 and counts[ABOVE] == 2
     assert counts.sum() == values.numel()
     np.testing.assert_array_equal(counts, numpy_columns(values.double().numpy(), GRADIENT_EDGES, True))
+
+    generator = torch.Generator().manual_seed(0)
+    activations = torch.randn(4000, generator=generator, dtype=dtype) * 5
+    activations[:7] = torch.tensor([0.0, math.nan, math.inf, -math.inf, -8.0, 8.0, 7.999])
+    counts = value_counts(activations).numpy()
+    np.testing.assert_array_equal(counts, numpy_columns(activations.double().numpy(), ACTIVATION_EDGES, False))
+    assert counts[ZERO] == 1 and counts[NONFINITE] == 3 and counts.sum() == 4000
 
     # Through the flat buffer, whose zero padding must not count as zero gradients.
     params = [torch.nn.Parameter(torch.zeros(3, 5)), torch.nn.Parameter(torch.zeros(7))]
