@@ -248,6 +248,11 @@ class GradwatchClient:
         params = {} if step is None else {"step": step}
         return self._request("GET", f"/experiments/{experiment_id}/timesteps", params=params)
 
+    def histograms(self, experiment_id: str, metric: str = "grad_log10_abs", layer: str | None = None) -> dict[str, Any]:
+        """`{"metric", "edges", "histograms": [{"layer", "steps", "counts", "zero", …}]}`: step × bin counts."""
+        params = _without_none({"metric": metric, "layer": layer})
+        return self._request("GET", f"/experiments/{experiment_id}/histograms", params=params)
+
     def summary(self, experiment_id: str) -> dict[str, Any]:
         """The diagnosis: verdict (`vanishing`, `exploding`, `healthy`), evidence, remedies."""
         return self._request("GET", f"/experiments/{experiment_id}/summary")

@@ -61,6 +61,10 @@ class Limits(BaseSettings):
     # Experiments one `GET /compare?ids=` may overlay: each is read whole and diagnosed,
     # and a chart of more curves than this is no longer readable.
     max_compare_ids: int = 20
+    # Curvature (`logging.curvature_*`): each power-iteration step and each Hutchinson probe
+    # is one Hessian-vector product, about two backward passes over the curvature batch.
+    max_curvature_iterations: int = 1_000
+    max_curvature_trace_samples: int = 1_000
 
 
 class DiagnosisThresholds(BaseSettings):
