@@ -226,7 +226,7 @@ class ForwardTaps:
         self._vectors: list[torch.Tensor] = []  # 1-d, keyed after the scalars
         self._vector_keys: list[tuple[str, str]] = []
         self._retained: list[tuple[str, torch.Tensor]] = []  # (layer, tensor whose .grad is the signal)
-        self._recurrent: dict[int, tuple[RecurrentLayer, Preactivations, torch.Tensor]] = {}
+        self._recurrent: dict[int, tuple[RecurrentLayer, torch.Tensor, torch.Tensor]] = {}
 
     # --- called by the models during the forward pass -------------------------------------
 
@@ -247,16 +247,16 @@ class ForwardTaps:
         if self.timesteps is None and not self.layers:
             return
         out.retain_grad()  # ∂L/∂y for backprop_norm, and the from-above part of ∂L/∂h_t
-        with torch.no_grad():  # one pair of GEMMs, shared by the gate statistics and the recursion
-            pre = preactivations(layer, x.detach(), out.detach())
         if self.timesteps is not None:
-            self._recurrent[index] = (layer, pre, out)
+            # The gates are recomputed after backward rather than kept through it, so that they
+            # never add to the step's peak memory (autograd's saved tensors are freed by then).
+            self._recurrent[index] = (layer, x, out)
         if not self.layers:
             return
         name = f"layers.{index}"
         self._retained.append((name, out))
         with torch.no_grad():
-            self._recurrent_stats(name, layer, pre, out.detach())
+            self._recurrent_stats(name, layer, preactivations(layer, x.detach(), out.detach()), out.detach())
 
     # --- statistics --------------------------------------------------------------------------
 
@@ -375,8 +375,9 @@ class ForwardTaps:
         ends = torch.as_tensor(self.timesteps, device=next(iter(self._recurrent.values()))[2].device)
         hidden_norms, cell_norms = [], []
         for index in sorted(self._recurrent):
-            layer, pre, out = self._recurrent[index]
-            hidden, cell = state_gradients(layer, pre, out, _grad(out))  # (T, B, H) each
+            layer, x, out = self._recurrent[index]
+            pre = preactivations(layer, x.detach(), out.detach())
+            hidden, cell = state_gradients(layer, pre, _grad(out))  # (T, B, H) each
             hidden_norms.append(torch.linalg.vector_norm(hidden.index_select(0, ends), dim=(1, 2)))
             if cell is not None:
                 cell_norms.append(torch.linalg.vector_norm(cell.index_select(0, ends), dim=(1, 2)))

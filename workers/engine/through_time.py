@@ -9,7 +9,7 @@ through the recurrence, and it follows from the chain rule once the gates are kn
 
 (Werbos 1990, backpropagation through time; the LSTM and GRU gate derivatives are those of
 PyTorch's nn.LSTM / nn.GRU equations). The gates are recomputed from the output sequence in one
-batched GEMM (h_{t−1} is y_{t−1}), shared with the gate statistics; every coefficient of the
+batched GEMM pair (h_{t−1} is y_{t−1}), as the gate statistics do; every coefficient of the
 recursion that does not depend on the gradient is formed for all timesteps at once; the loop
 over timesteps is left with 2 (RNN), 3 (GRU) or 5 (LSTM) small kernels a step, written with
 `out=` into preallocated (T, B, H) buffers. Exact up to float rounding: the tests compare it
@@ -61,9 +61,7 @@ def preactivations(layer: RecurrentLayer, x: torch.Tensor, out: torch.Tensor) ->
 
 
 @torch.no_grad()
-def state_gradients(
-    layer: RecurrentLayer, pre: Preactivations, out: torch.Tensor, from_above: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor | None]:
+def state_gradients(layer: RecurrentLayer, pre: Preactivations, from_above: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The total ∂L/∂h_t, and ∂L/∂c_t for an LSTM, at every timestep: (T, B, H) each.
 
     `from_above` is ∂L/∂y (B, T, H), the retained gradient of the layer's output sequence."""
@@ -71,7 +69,7 @@ def state_gradients(
     if layer.kind == "lstm":
         return _lstm(layer, pre, above)
     if layer.kind == "gru":
-        return _gru(layer, pre, out, above), None
+        return _gru(layer, pre, above), None
     return _rnn(layer, pre, above), None
 
 
@@ -95,7 +93,7 @@ def _rnn(layer: RecurrentLayer, pre: Preactivations, above: torch.Tensor) -> tor
     return hidden
 
 
-def _gru(layer: RecurrentLayer, pre: Preactivations, out: torch.Tensor, above: torch.Tensor) -> torch.Tensor:
+def _gru(layer: RecurrentLayer, pre: Preactivations, above: torch.Tensor) -> torch.Tensor:
     """PyTorch's GRU: r, z = σ(·), n = tanh(a_n + r ⊙ (W_hn h + b_hn)), h_t = (1 − z) n + z h_{t−1}.
 
     ∂L/∂h_{t−1} = ∂L/∂y_{t−1} + z_t ⊙ ∂L/∂h_t + W_hhᵀ (∂L/∂h_t ⊙ K_t), with K_t the three
