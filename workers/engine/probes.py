@@ -247,16 +247,12 @@ class ForwardTaps:
         if self.timesteps is None and not self.layers:
             return
         out.retain_grad()  # ∂L/∂y for backprop_norm, and the from-above part of ∂L/∂h_t
-        if self.timesteps is not None:
-            # The gates are recomputed after backward rather than kept through it, so that they
-            # never add to the step's peak memory (autograd's saved tensors are freed by then).
-            self._recurrent[index] = (layer, x, out)
-        if not self.layers:
-            return
-        name = f"layers.{index}"
-        self._retained.append((name, out))
-        with torch.no_grad():
-            self._recurrent_stats(name, layer, preactivations(layer, x.detach(), out.detach()), out.detach())
+        # The gates are recomputed after backward, once for the gate statistics and the
+        # recursion together, rather than kept through it: they never add to the step's peak
+        # memory (autograd's saved tensors are freed by then).
+        self._recurrent[index] = (layer, x, out)
+        if self.layers:
+            self._retained.append((f"layers.{index}", out))
 
     # --- statistics --------------------------------------------------------------------------
 
@@ -328,7 +324,7 @@ class ForwardTaps:
             grads = [tensor.grad if tensor.grad is not None else torch.zeros_like(tensor) for _, tensor in self._retained]
             self._scalars.extend(torch._foreach_norm(grads))
             self._scalar_keys.extend(("backprop_norm", name) for name, _ in self._retained)
-        timestep_norms = self._timestep_norms() if self.timesteps is not None and self._recurrent else None
+        timestep_norms = self._recurrent_probes()
         self.keys = self._scalar_keys + self._vector_keys
         parts = ([torch.stack(self._scalars)] if self._scalars else []) + self._vectors
         values = (torch.cat(parts) if len(parts) > 1 else parts[0]) if parts else None
@@ -370,18 +366,23 @@ class ForwardTaps:
                 values[(f"gate_{block}", name)] = raw
 
     @torch.no_grad()
-    def _timestep_norms(self) -> torch.Tensor:
-        """(L·T' hidden norms, then L·T' cell norms for LSTMs), 1-d."""
-        ends = torch.as_tensor(self.timesteps, device=next(iter(self._recurrent.values()))[2].device)
+    def _recurrent_probes(self) -> torch.Tensor | None:
+        """The recurrent layers' gate statistics (when `layers`), and their timestep norms
+        (when `timesteps`): L·T' hidden norms, then L·T' cell norms for LSTMs, 1-d."""
         hidden_norms, cell_norms = [], []
         for index in sorted(self._recurrent):
             layer, x, out = self._recurrent[index]
             pre = preactivations(layer, x.detach(), out.detach())
+            if self.layers:
+                self._recurrent_stats(f"layers.{index}", layer, pre, out.detach())
+            if self.timesteps is None:
+                continue
+            ends = torch.as_tensor(self.timesteps, device=out.device)
             hidden, cell = state_gradients(layer, pre, _grad(out))  # (T, B, H) each
             hidden_norms.append(torch.linalg.vector_norm(hidden.index_select(0, ends), dim=(1, 2)))
             if cell is not None:
                 cell_norms.append(torch.linalg.vector_norm(cell.index_select(0, ends), dim=(1, 2)))
-        return torch.cat(hidden_norms + cell_norms)
+        return torch.cat(hidden_norms + cell_norms) if hidden_norms else None
 
 
 def _count_above(values: torch.Tensor, bound: float) -> torch.Tensor:

@@ -87,9 +87,11 @@ def _rnn(layer: RecurrentLayer, pre: Preactivations, above: torch.Tensor) -> tor
     into_state = torch.empty(batch, size, dtype=above.dtype, device=above.device)  # ∂L/∂s_{t+1}
     weight = layer.weight_hh  # (H, H)
     hidden[-1].copy_(above[-1])  # the last state is handed nowhere: only the output path
+    # Per-timestep views made once by unbind (in C++), not by T Python indexings per tensor.
+    hidden_t, slope_t, above_t = hidden.unbind(0), slope.unbind(0), above.unbind(0)
     for t in range(steps - 1, 0, -1):
-        torch.mul(hidden[t], slope[t], out=into_state)
-        torch.addmm(above[t - 1], into_state, weight, out=hidden[t - 1])
+        torch.mul(hidden_t[t], slope_t[t], out=into_state)
+        torch.addmm(above_t[t - 1], into_state, weight, out=hidden_t[t - 1])
     return hidden
 
 
@@ -121,10 +123,12 @@ def _gru(layer: RecurrentLayer, pre: Preactivations, above: torch.Tensor) -> tor
     direct = torch.empty(batch, size, dtype=above.dtype, device=above.device)
     weight = layer.weight_hh  # (3H, H)
     hidden[-1].copy_(above[-1])
+    hidden_t, above_t = hidden.unbind(0), above.unbind(0)
+    coefficients_t, update_t = coefficients.unbind(0), update.unbind(0)
     for t in range(steps - 1, 0, -1):
-        torch.mul(hidden[t].unsqueeze(1), coefficients[t], out=into_state)
-        torch.addcmul(above[t - 1], hidden[t], update[t], out=direct)
-        torch.addmm(direct, flat_into_state, weight, out=hidden[t - 1])
+        torch.mul(hidden_t[t].unsqueeze(1), coefficients_t[t], out=into_state)
+        torch.addcmul(above_t[t - 1], hidden_t[t], update_t[t], out=direct)
+        torch.addmm(direct, flat_into_state, weight, out=hidden_t[t - 1])
     return hidden
 
 
@@ -144,8 +148,9 @@ def _lstm(layer: RecurrentLayer, pre: Preactivations, above: torch.Tensor) -> tu
     written = input_gate * candidate  # (T, B, H)
     cell = torch.empty_like(written)
     cell[0].copy_(written[0])
+    cell_t, written_t, forget_t = cell.unbind(0), written.unbind(0), forget_gate.unbind(0)
     for t in range(1, steps):
-        torch.addcmul(written[t], forget_gate[t], cell[t - 1], out=cell[t])
+        torch.addcmul(written_t[t], forget_t[t], cell_t[t - 1], out=cell_t[t])
     squashed = torch.tanh(cell)
     previous_cell = torch.cat([torch.zeros_like(cell[:1]), cell[:-1]], 0)
     into_cell = output_gate * (1.0 - squashed * squashed)  # ∂h_t/∂c_t
@@ -164,10 +169,13 @@ def _lstm(layer: RecurrentLayer, pre: Preactivations, above: torch.Tensor) -> tu
     weight = layer.weight_hh  # (4H, H)
     hidden[-1].copy_(above[-1])
     torch.mul(hidden[-1], into_cell[-1], out=cell_grad[-1])
+    hidden_t, cell_grad_t, above_t = hidden.unbind(0), cell_grad.unbind(0), above.unbind(0)
+    from_cell_t, from_hidden_t, into_cell_t = from_cell.unbind(0), from_hidden.unbind(0), into_cell.unbind(0)
+    cell_gates, output_gate_grad = into_gates[:, :3], into_gates[:, 3]
     for t in range(steps - 1, 0, -1):
-        torch.mul(cell_grad[t].unsqueeze(1), from_cell[t], out=into_gates[:, :3])
-        torch.mul(hidden[t], from_hidden[t], out=into_gates[:, 3])
-        torch.addmm(above[t - 1], flat_gates, weight, out=hidden[t - 1])
-        torch.mul(cell_grad[t], forget_gate[t], out=cell_grad[t - 1])
-        cell_grad[t - 1].addcmul_(hidden[t - 1], into_cell[t - 1])
+        torch.mul(cell_grad_t[t].unsqueeze(1), from_cell_t[t], out=cell_gates)
+        torch.mul(hidden_t[t], from_hidden_t[t], out=output_gate_grad)
+        torch.addmm(above_t[t - 1], flat_gates, weight, out=hidden_t[t - 1])
+        torch.mul(cell_grad_t[t], forget_t[t], out=cell_grad_t[t - 1])
+        cell_grad_t[t - 1].addcmul_(hidden_t[t - 1], into_cell_t[t - 1])
     return hidden, cell_grad
