@@ -325,9 +325,9 @@ class LoggingSpec(_Section):
     timesteps_every: Annotated[int, Field(ge=1), _limited("max_steps")] = Field(
         10,
         description="Recurrent models: record the gradient through time on every this many "
-        "recorded steps. Each recorded timestep costs one more call of the fused recurrent "
-        "kernel, so the default keeps through-time probes to about a tenth of a step's cost; "
-        "1 records it on every recorded step.",
+        "recorded steps. Recording it costs about one more backward pass of the recurrence "
+        "(the fused kernel itself always runs whole), so the default keeps through-time "
+        "probes to about a tenth of that; 1 records it on every recorded step.",
     )
     max_timesteps: Annotated[int, Field(ge=2), _limited("max_seq_len")] = Field(
         100,

@@ -112,9 +112,8 @@ class ProbeConfig:
     layers: bool = True  # per layer back-propagated signal, activation and gate statistics
     timesteps: bool = True  # recurrent models: ‖∂L/∂h_t‖ (and ‖∂L/∂c_t‖) through time
     timesteps_every: int = 1  # record the timestep gradients on every n-th recorded step
-    # Recorded timesteps, evenly spaced, first and last included. Each recorded timestep splits
-    # the fused recurrent kernel into one more call (see models.py), so this trades resolution
-    # against speed.
+    # Recorded timesteps, evenly spaced, first and last included. The recurrence runs as one
+    # fused call however many there are (through_time.py); more cost only their norms.
     max_timesteps: int = 16
     # A σ/tanh/softsign unit is saturated when its derivative is below this fraction of the
     # activation's largest derivative (σ: outside [0.013, 0.987]; tanh: |a| > 0.975).
@@ -122,6 +121,9 @@ class ProbeConfig:
     # Histograms of log10|g| per parameter tensor and of each layer's pre-activation and
     # output on every n-th recorded step (workers/engine/histograms.py); 0 = never.
     histogram_every: int = 0
+    # The parameter statistics from one kernel compiled by torch.compile, warmed in a background
+    # thread (row_statistics.py); the plain PyTorch path serves until then, and when False.
+    fused: bool = True
 
 
 @dataclass

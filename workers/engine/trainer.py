@@ -26,7 +26,7 @@ from .init import initialize
 from .losses import compute_loss, resolve_loss
 from .models import RecurrentNet, build_model
 from .optim import learning_rate, make_optimizer, set_learning_rate
-from .probes import FlatParameters, ForwardTaps, ParameterProbe, parameter_order, timestep_indices
+from .probes import DerivedUpdate, FlatParameters, ForwardTaps, ParameterProbe, parameter_order, timestep_indices
 from .recorder import Recorder
 from .records import ProbeBatch, RunResult
 from .scheduled import attach
@@ -116,13 +116,22 @@ class _Finisher:
                 clipped = vectors[:, 2] > clipping.max_value
         values[("clipped", None)] = clipped.astype(np.float64)
         if self._parameter_probe is not None:
-            values.update(self._parameter_probe.finish(vectors[:, GLOBAL_COLUMNS:]))
+            values.update(self._parameter_probe.finish(vectors[:, GLOBAL_COLUMNS:], values[("lr", None)], before))
         if self._taps is not None:
             self._taps.finish(values)
         return {key: value for key, value in values.items() if not key[0].startswith("_")}
 
 
 GLOBAL_COLUMNS = 3  # grad_norm_total, grad_norm_total_clipped, max |g| (value clipping)
+
+
+def derived_update(config: RunConfig) -> DerivedUpdate | None:
+    """How ‖Δw‖ follows from the row statistics, where it does: plain SGD without value clipping
+    (which changes g element by element, so the clipped gradient's statistics are not at hand)."""
+    if config.training.optimizer != "sgd" or config.clipping.mode == "value":
+        return None
+    max_norm = config.clipping.max_norm if config.clipping.mode == "norm" else None
+    return DerivedUpdate(weight_decay=config.training.weight_decay, max_norm=max_norm)
 
 
 def train(
@@ -153,7 +162,7 @@ def train(
     if probes.histogram_every:
         histograms = HistogramProbe(list(names), flat, config.model.activation, config.model.negative_slope)
 
-    parameter_probe = ParameterProbe(list(names), flat) if probes.parameters else None
+    parameter_probe = ParameterProbe(list(names), flat, derived_update(config), probes.fused) if probes.parameters else None
     timesteps = timestep_indices(data.train_x.shape[1], probes.max_timesteps) if recurrent and probes.timesteps else None
     activation = config.model.activation if (config.model.kind in ("mlp", "rnn")) else "tanh"
     taps = None
@@ -245,9 +254,10 @@ def train(
             if parameter_probe is not None:
                 views = parameter_probe.views(row[GLOBAL_COLUMNS:])
                 parameter_probe.gradients(views)
-                torch.linalg.vector_norm(views[0], out=before)  # from the per-row norms
+                statistics = views[0]  # (7, R): row 0 the per-row norms, row 4 the per-row max |g|
+                torch.linalg.vector_norm(statistics[0], out=before)
                 if value_clip:
-                    torch.amax(views[2], out=row[2])
+                    torch.amax(statistics[4], out=row[2])
             else:
                 torch.linalg.vector_norm(grad, out=before)
                 if value_clip:
