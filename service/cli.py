@@ -16,6 +16,7 @@ GRADWATCH_TOKEN or the token in $GRADWATCH_HOME/token):
     gradwatch submit spec.json [--wait]     gradwatch status ID     gradwatch list
     gradwatch series ID --metric NAME [--layer L] [--max-points N]  gradwatch cancel ID
     gradwatch callbacks secret [--rotate]   the secret your callbacks are signed with
+    gradwatch reproduce NAME [--wait]       run a catalogued study, print its claims
 
 This module never imports torch (nor `workers`, except inside `worker`): `up` starts the
 worker as a process of its own.
@@ -44,6 +45,7 @@ from service.callbacks import cli as callbacks_cli
 from service.client import GradwatchClient, GradwatchError
 from service.config import settings
 from service.plot_cli import plot_command
+from service.reproduce_cli import reproduce_command
 from service.instance import AlreadyRunning, claim_instance
 from service.supervisor import RestartPolicy, supervise
 
@@ -320,6 +322,25 @@ def cancel(experiment_id: ExperimentId, api_url: ApiUrl = None) -> None:
             raise _fail(str(error)) from None
     now = (experiment or {}).get("status", "unknown")
     console.print(f"cancel requested for {shown(experiment_id)} (now {shown(now)})")
+
+
+@app.command()
+def reproduce(
+    name: Annotated[str, typer.Argument(help="A study of the catalogue (GET /api/v1/reproductions).")],
+    wait: Annotated[bool, typer.Option("--wait", help="Follow it to the end, then print each claim.")] = False,
+    timeout: Annotated[float | None, typer.Option(help="Give up waiting after this many seconds.")] = None,
+    poll: Annotated[float, typer.Option(help="Seconds between polls while waiting.")] = 2.0,
+    api_url: ApiUrl = None,
+) -> None:
+    """Run a catalogued study; with --wait, print each claim's expected and measured numbers
+    (exit status 1 when a claim did not reproduce)."""
+    with _client(api_url) as client:
+        try:
+            report = reproduce_command(client, console, name, wait, timeout, poll)
+        except (GradwatchError, TimeoutError) as error:
+            raise _fail(str(error)) from None
+    if wait and report["reproduced"] is not True:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -29,6 +29,8 @@ from service.api.routes import (
     export,
     health,
     plots,
+    reproduction_runs,
+    reproductions,
     series,
     sweeps,
 )
@@ -181,6 +183,8 @@ def create_app(settings: Settings | None = None, enqueuer: Enqueuer | None = Non
         plots.experiments_router,
         sweeps.router,
         plots.sweeps_router,
+        reproductions.router,
+        reproduction_runs.router,
     ):
         app.include_router(router, dependencies=[Depends(get_caller)], responses=AUTH_RESPONSES)
     return app

@@ -18,6 +18,7 @@ from torch.nn import functional as F
 
 from .clipping import clip_by_norm_, clip_by_value_
 from .config import RunConfig
+from .baselines import trivial_baseline
 from .datasets import TaskData, load_dataset
 from .device import resolve_device
 from .init import initialize
@@ -133,7 +134,9 @@ def train(
     """Train as configured, handing probe records to `on_flush`; see docs/architecture.md."""
     config.validate()
     device = resolve_device(config.device)
-    data = load_dataset(config.dataset).to(device)
+    loaded = load_dataset(config.dataset)
+    baseline = trivial_baseline(loaded)  # on the host, before the data moves to the device
+    data = loaded.to(device)
     model = make_model(config, data).to(device)
     names, params = zip(*model.named_parameters())
     params = list(params)
@@ -245,4 +248,5 @@ def train(
         diverged_at_step=diverged_at,
         test_loss=test_loss,
         test_accuracy=test_accuracy,
+        baseline=baseline,
     )
