@@ -97,6 +97,10 @@ class DiagnosisThresholds(BaseSettings):
     # problem with test MSE 0.159 against the constant predictor's 0.167 is at 0.95, one that
     # learned (0.003) at 0.02.
     not_learning_loss_ratio: float = 0.9
+    # λ_max after training within this relative distance of the stability limit 2/η
+    # (2(1 + β)/η with momentum) is the edge of stability (Cohen et al. 2021 see it hover
+    # within a few per cent above 2/η; the tolerance also covers the power iteration's error).
+    edge_of_stability_tolerance: float = 0.1
     # Fractions of the recorded steps that count as "early" and as "after training".
     early_fraction: float = 0.1
     late_fraction: float = 0.1

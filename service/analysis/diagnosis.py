@@ -55,6 +55,7 @@ from service.analysis.gradient_stats import (
 from service.analysis.diagnosis_time import vanishing_time
 from service.analysis.diagnosis_verdict import has_data, headline, no_data, train_longer
 from service.analysis.learning import learning_summary, not_learning_finding
+from service.analysis.sharpness import edge_of_stability_finding, sharpness_summary
 from service.analysis.references import (
     GLOROT_2010,
     HE_2015,
@@ -65,7 +66,7 @@ from service.config import DiagnosisThresholds
 # Global metrics the diagnosis reads.
 GLOBAL_METRICS = ("loss", "grad_norm_total", "grad_norm_total_clipped", "clipped")
 # Every metric `diagnose` uses; the route reads exactly these.
-DIAGNOSIS_METRICS = (*LAYER_METRICS, *GLOBAL_METRICS, "grad_nonfinite")
+DIAGNOSIS_METRICS = (*LAYER_METRICS, *GLOBAL_METRICS, "grad_nonfinite", "hessian_max_eig", "lr")
 
 # Pascanu, Mikolov & Bengio (2013), Section 3.2, set the clipping threshold from the
 # average gradient norm seen over many updates and report that anything from half to ten
@@ -110,6 +111,10 @@ def diagnose(data: DiagnosisInput, thresholds: DiagnosisThresholds, max_points: 
         findings.insert(0, not_learning_finding(learning, thresholds, (data.result or {}).get("steps_done")))
         if not (exploding or vanishing):
             remedies.append(train_longer(data.spec))
+    sharpness = sharpness_summary(data, thresholds)
+    at_edge = edge_of_stability_finding(sharpness, thresholds) if sharpness is not None else None
+    if at_edge is not None:
+        findings.append(at_edge)
     verdict: Verdict = (
         "exploding" if exploding else "vanishing" if vanishing else "not_learning" if not_learning else "healthy"
     )
@@ -126,6 +131,7 @@ def diagnose(data: DiagnosisInput, thresholds: DiagnosisThresholds, max_points: 
         nonfinite=nonfinite,
         horizon=horizons,
         learning=learning,
+        sharpness=sharpness,
     )
 
 

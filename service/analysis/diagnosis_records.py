@@ -124,6 +124,20 @@ class LearningSummary:
 
 
 @dataclass(frozen=True)
+class SharpnessSummary:
+    """λ_max of the training loss (series `hessian_max_eig`) against c/η (service/analysis/sharpness.py)."""
+
+    measurements: int
+    stability_factor: float | None  # c: 2 for SGD, 2 + 2β with momentum β; None for adaptive optimisers
+    at_start: float
+    maximum: float | None
+    final: float | None  # median over the last `late_fraction` of measurements
+    final_limit: float | None  # c/η at the last measurement
+    final_ratio: float | None  # median over the same measurements of λ_max / (c/η)
+    first_step_at_limit: int | None  # first measurement within the tolerance of the limit (or above it)
+
+
+@dataclass(frozen=True)
 class Finding:
     kind: str  # vanishing_depth | vanishing_time | exploding | clipping_controls | nonfinite | …
     message: str
@@ -153,3 +167,4 @@ class Diagnosis:
     nonfinite: NonFiniteSummary
     horizon: list[HorizonSummary]
     learning: LearningSummary | None  # final losses against the task's trivial baseline
+    sharpness: SharpnessSummary | None = None  # with logging.curvature_every

@@ -124,10 +124,21 @@ class LearningSummary(BaseModel):
     )
 
 
+class SharpnessSummary(BaseModel):
+    measurements: int
+    stability_factor: float | None = Field(description="c in the limit c/η: 2 for SGD, 2 + 2β with momentum β.")
+    at_start: float | None
+    maximum: float | None
+    final: float | None = Field(description="λ_max, median over the last measurements.")
+    final_limit: float | None = Field(description="c/η at the last measurement.")
+    final_ratio: float | None = Field(description="λ_max / (c/η), median over the last measurements.")
+    first_step_at_limit: int | None
+
+
 class Finding(BaseModel):
     kind: str = Field(
         description="vanishing_depth | vanishing_time | exploding | clipping_controls | small_first_layer_gradient "
-        "| not_learning | no_data"
+        "| not_learning | no_data | edge_of_stability"
     )
     message: str
     evidence: dict[str, Any]
@@ -160,3 +171,6 @@ class SummaryResponse(BaseModel):
     nonfinite: NonFiniteSummary
     horizon: list[HorizonSummary]
     learning: LearningSummary | None = Field(description="Final losses against the task's trivial baseline.")
+    sharpness: SharpnessSummary | None = Field(
+        None, description="λ_max of the training loss against 2/η (runs with logging.curvature_every)."
+    )

@@ -91,8 +91,9 @@ def _cross_entropy(labels: np.ndarray, frequencies: np.ndarray, floor: float) ->
 
 
 def _one_hot_mse(labels: np.ndarray, frequencies: np.ndarray) -> float:
-    # mean over examples, positions and classes of (onehot − p)²
-    #   = mean over examples and positions of (Σ_k p_k² − 2 p_y + 1) / K
+    # The trainer's square loss on one-hot targets, ½‖p − e_y‖² summed over the classes and
+    # averaged over the examples (Cohen et al. 2021, App. B; workers/engine/losses.py):
+    #   ½ (Σ_k p_k² − 2 p_y + 1) per example and position.
     squares = (frequencies**2).sum(axis=-1)  # () or (T,)
     per_example = squares - 2 * _probabilities_of(labels, frequencies) + 1.0
-    return float(np.mean(per_example) / frequencies.shape[-1])
+    return float(0.5 * np.mean(per_example))

@@ -44,7 +44,7 @@ def test_classification_baseline_is_the_class_prior_entropy_and_chance() -> None
     # Under MSE on one-hot targets, the same frequencies scored as the trainer scores them.
     mse = trivial_baseline(data, loss="mse")
     one_hot = torch.nn.functional.one_hot(torch.as_tensor(labels), 3).double()
-    expected = torch.mean((one_hot - torch.as_tensor(prior)) ** 2).item()
+    expected = (0.5 * ((one_hot - torch.as_tensor(prior)) ** 2).sum(-1)).mean().item()
     assert mse.loss == "mse" and mse.train_loss == pytest.approx(expected)
 
 
