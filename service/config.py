@@ -58,6 +58,10 @@ class Limits(BaseSettings):
     # Experiment ids one `GET /experiments?ids=` may name: a pipeline watching hundreds
     # of runs asks in a few calls, and one query's IN list stays small.
     max_bulk_ids: int = 500
+    # Curvature (`logging.curvature_*`): each power-iteration step and each Hutchinson probe
+    # is one Hessian-vector product, about two backward passes over the curvature batch.
+    max_curvature_iterations: int = 1_000
+    max_curvature_trace_samples: int = 1_000
 
 
 class DiagnosisThresholds(BaseSettings):
