@@ -71,6 +71,27 @@ def _log10_abs(measure: Callable[[MemberFacts], Any]) -> Callable[[MemberFacts],
     return read
 
 
+def _sharpness_over_limit(field: str) -> Callable[[MemberFacts], Any]:
+    """λ_max (at the start, its peak) over the stability limit c/η at the last measurement."""
+
+    def read(facts: MemberFacts) -> Any:
+        sharpness = facts.diagnosis.sharpness
+        if sharpness is None or not sharpness.final_limit:
+            return None
+        value = getattr(sharpness, field)
+        return None if value is None else value / sharpness.final_limit
+
+    return read
+
+
+def _sharpness_final_ratio(facts: MemberFacts) -> float | None:
+    return None if facts.diagnosis.sharpness is None else facts.diagnosis.sharpness.final_ratio
+
+
+def _has_finding(kind: str) -> Callable[[MemberFacts], Any]:
+    return lambda facts: any(finding.kind == kind for finding in facts.diagnosis.findings)
+
+
 # name → (what it is, how to read it)
 MEASURES: dict[str, tuple[str, Callable[[MemberFacts], Any]]] = {
     "status": ("the member's final status", lambda facts: facts.record.status),
@@ -97,4 +118,8 @@ MEASURES: dict[str, tuple[str, Callable[[MemberFacts], Any]]] = {
     "horizon": ("memory horizon after training (timesteps back, first recurrent layer)", _horizon("final")),
     "first_to_last": ("‖∂L/∂h_1‖ / ‖∂L/∂h_T‖ after training (median of the last records)", _horizon("final_first_to_last")),
     "first_to_last_at_start": ("‖∂L/∂h_1‖ / ‖∂L/∂h_T‖ at the first recorded step", _first_to_last_at_start),
+    "sharpness_start_over_limit": ("λ_max at the first measurement over 2/η", _sharpness_over_limit("at_start")),
+    "sharpness_peak_over_limit": ("the largest λ_max measured over 2/η", _sharpness_over_limit("maximum")),
+    "sharpness_final_over_limit": ("λ_max after training over 2/η (median of the last measurements)", _sharpness_final_ratio),
+    "edge_of_stability_found": ("the summary has an edge_of_stability finding", _has_finding("edge_of_stability")),
 }

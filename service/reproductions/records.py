@@ -66,6 +66,6 @@ class Study:
     reference: str  # the paper (authors, year, title) or the essay
     protocol: dict[str, Any]  # a sweep: {"base": ExperimentSpec JSON, "grid": {path: [values]}}
     claims: tuple[Claim, ...]
-    minutes_here: float  # wall time of one run on the reference machine, through one worker
+    minutes_here: float  # wall time of one run here (2 shared cores, loaded), through one worker
     in_ci: bool = False  # run end to end by the test suite (the rest by `make reproduce-all`)
     requires: tuple[str, ...] = field(default=())  # series the protocol needs the engine to record

@@ -27,6 +27,10 @@ PLOTS: dict[str, tuple[tuple[str, str], ...]] = {
     "test_loss": (("loss", "plot.png?metric=loss"),),
     "test_over_baseline": (("loss", "plot.png?metric=loss"),),
     "baseline_test_loss": (("loss", "plot.png?metric=loss"),),
+    "sharpness_start_over_limit": (("sharpness", "sharpness.png"),),
+    "sharpness_peak_over_limit": (("sharpness", "sharpness.png"),),
+    "sharpness_final_over_limit": (("sharpness", "sharpness.png"),),
+    "edge_of_stability_found": (("sharpness", "sharpness.png"),),
 }
 
 

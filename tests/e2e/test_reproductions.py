@@ -75,3 +75,26 @@ def test_the_lstm_claim_fails_when_a_tanh_rnn_stands_in_for_the_lstm(stack: Stac
     lstm = checks["lstm: memory horizon after training (of 49)"]
     assert lstm["passed"] is False and lstm["measured"] < 49
     assert checks["rnn: memory horizon after training (of 49)"]["passed"] is True
+
+
+def test_an_lstm_that_has_not_learned_the_adding_problem_is_not_healthy(stack: Stack) -> None:
+    """Adam at 1e-4 for 150 steps leaves the LSTM at the constant predictor's MSE while its
+    gradient reaches the whole sequence back: the gradient alone would call it healthy."""
+    assert stack.client is not None
+    spec = {
+        "name": "adding-lstm-unlearned",
+        "model": {"type": "lstm", "hidden_size": 64, "num_layers": 1},
+        "dataset": {"name": "adding", "seq_len": 50},
+        "training": {"optimizer": "adam", "lr": 1e-4, "batch_size": 64, "steps": 150, "seed": 0},
+        "clipping": {"mode": "norm", "threshold": 1.0},
+        "logging": {"every": 10, "timesteps_every": 1},
+    }
+    finished = stack.wait(stack.client.submit(spec)["id"], timeout=600)
+    assert finished["status"] == "succeeded", finished
+    baseline = finished["result"]["baseline"]
+    assert baseline["predictor"] == "mean target" and abs(baseline["test_loss"] - 1 / 6) < 0.02
+    summary = stack.client.summary(finished["id"])
+    print("unlearned LSTM:", summary["headline"], summary["learning"])
+    assert summary["verdict"] == "not_learning", summary["headline"]
+    assert summary["learning"]["test_ratio"] >= 0.9 and summary["learning"]["learned"] is False
+    assert summary["horizon"][0]["final"] == 49

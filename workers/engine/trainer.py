@@ -14,19 +14,21 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
-from torch.nn import functional as F
-
 from .clipping import clip_by_norm_, clip_by_value_
 from .config import RunConfig
 from .baselines import trivial_baseline
+from .curvature import CurvatureProbe, curvature_subset
 from .datasets import TaskData, load_dataset
 from .device import resolve_device
+from .histograms import HistogramProbe
 from .init import initialize
+from .losses import compute_loss, resolve_loss
 from .models import RecurrentNet, build_model
 from .optim import learning_rate, make_optimizer, set_learning_rate
 from .probes import FlatParameters, ForwardTaps, ParameterProbe, parameter_order, timestep_indices
 from .recorder import Recorder
 from .records import ProbeBatch, RunResult
+from .scheduled import attach
 
 EVAL_BATCH = 1_000
 
@@ -65,18 +67,12 @@ def batches(data: TaskData, batch_size: int | None, seed: int) -> Iterator[tuple
             yield x[start : start + batch_size], y[start : start + batch_size]
 
 
-def compute_loss(output: torch.Tensor, target: torch.Tensor, task: str) -> torch.Tensor:
-    if task == "regression":
-        return F.mse_loss(output.squeeze(-1), target)
-    return F.cross_entropy(output.reshape(-1, output.shape[-1]), target.reshape(-1))
-
-
 def compute_accuracy(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return torch.mean(output.argmax(-1) == target, dtype=output.dtype)
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, data: TaskData) -> tuple[float, float | None]:
+def evaluate(model: torch.nn.Module, data: TaskData, loss: str = "cross_entropy") -> tuple[float, float | None]:
     """Mean loss (and accuracy) on the held-out split."""
     count = data.test_x.shape[0]
     loss_sum = torch.zeros((), device=data.test_x.device, dtype=torch.float64)
@@ -84,12 +80,24 @@ def evaluate(model: torch.nn.Module, data: TaskData) -> tuple[float, float | Non
     for start in range(0, count, EVAL_BATCH):
         x, y = data.test_x[start : start + EVAL_BATCH], data.test_y[start : start + EVAL_BATCH]
         output = model(x)
-        loss_sum += compute_loss(output, y, data.task).double() * x.shape[0]
+        loss_sum += compute_loss(output, y, data.task, loss).double() * x.shape[0]
         if data.task == "classification":
             correct += (output.argmax(-1) == y).double().mean() * x.shape[0]
     loss = float(loss_sum) / count  # sync: once, after training
     accuracy = float(correct) / count if data.task == "classification" else None  # sync
     return loss, accuracy
+
+
+def make_curvature_probe(config: RunConfig, model: torch.nn.Module, params: list, data: TaskData, loss: str) -> CurvatureProbe:
+    """λ_max (and tr(H)) of the training loss on a fixed subset of the training set."""
+    subset = curvature_subset(data.train_x.shape[0], config.curvature.batch, config.seed).to(data.train_x.device)
+    x, y = data.train_x[subset], data.train_y[subset]  # one copy, kept for the whole run
+
+    def loss_at() -> torch.Tensor:
+        return compute_loss(model(x), y, data.task, loss)
+
+    cudnn = isinstance(model, RecurrentNet) and x.device.type == "cuda"
+    return CurvatureProbe(config.curvature, params, loss_at, config.seed, cudnn)
 
 
 class _Finisher:
@@ -135,7 +143,8 @@ def train(
     config.validate()
     device = resolve_device(config.device)
     loaded = load_dataset(config.dataset)
-    baseline = trivial_baseline(loaded)  # on the host, before the data moves to the device
+    # On the host, before the data moves to the device, scored with the run's own loss.
+    baseline = trivial_baseline(loaded, resolve_loss(config.training.loss, loaded.task))
     data = loaded.to(device)
     model = make_model(config, data).to(device)
     names, params = zip(*model.named_parameters())
@@ -145,6 +154,11 @@ def train(
     flat = FlatParameters(params, scratch=probes.parameters)
     optimizer = make_optimizer(params, config.training)
     recurrent = isinstance(model, RecurrentNet)
+    loss_name = resolve_loss(training.loss, data.task)
+    curvature = make_curvature_probe(config, model, params, data, loss_name) if config.curvature.every else None
+    histograms = None
+    if probes.histogram_every:
+        histograms = HistogramProbe(list(names), flat, config.model.activation, config.model.negative_slope)
 
     parameter_probe = ParameterProbe(list(names), flat) if probes.parameters else None
     timesteps = timestep_indices(data.train_x.shape[1], probes.max_timesteps) if recurrent and probes.timesteps else None
@@ -154,7 +168,7 @@ def train(
         taps = ForwardTaps(activation, probes.saturation_threshold, probes.layers, timesteps)
     classification = data.task == "classification"
     recorder = Recorder(
-        on_flush,
+        attach(on_flush, curvature, histograms),
         probes.flush_every,
         parameter_order(model),
         _Finisher(config, parameter_probe, taps),
@@ -174,6 +188,8 @@ def train(
         if should_stop():
             status = "cancelled"
             break
+        if curvature is not None and curvature.due(step):
+            curvature.measure(step)  # at w_t, before this step's update
         lr = learning_rate(training, step)
         set_learning_rate(optimizer, lr)
         x, y = next(stream)
@@ -184,11 +200,16 @@ def train(
             if probes.layers or with_timesteps:
                 taps.start(with_timesteps)
                 tapped = taps
+        histogram_step = histograms is not None and logged and recorded % probes.histogram_every == 0
+        if histogram_step:
+            histograms.watch(model)
         output = model(x, tapped)
-        loss = compute_loss(output, y, data.task)
+        loss = compute_loss(output, y, data.task, loss_name)
         flat.zero_grad()
         loss.backward()
         recorder.loss(loss)
+        if histogram_step:
+            histograms.record(step)  # the raw gradient, before clipping
 
         if not logged:
             if norm_clip:
@@ -239,7 +260,7 @@ def train(
         status, steps_done = "diverged", diverged_at + 1
     test_loss = test_accuracy = None
     if status == "succeeded":
-        test_loss, test_accuracy = evaluate(model, data)
+        test_loss, test_accuracy = evaluate(model, data, loss_name)
     return RunResult(
         status=status,
         steps_done=steps_done,
