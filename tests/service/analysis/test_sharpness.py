@@ -35,7 +35,8 @@ def test_sharpness_that_rises_to_two_over_eta_is_at_the_edge_of_stability() -> N
     summary = diagnosis.sharpness
     assert summary is not None and summary.stability_factor == 2.0 and summary.final_limit == pytest.approx(20.0)
     assert summary.final_ratio == pytest.approx(np.median(sharpness[-6:]) / 20.0)
-    assert summary.at_start == 5.0 and summary.first_step_at_limit == 10 * int(np.argmax(sharpness >= 18.0))
+    at_limit = (1 - THRESHOLDS.edge_of_stability_tolerance) * 20.0
+    assert summary.at_start == 5.0 and summary.first_step_at_limit == 10 * int(np.argmax(sharpness >= at_limit))
     [finding] = [f for f in diagnosis.findings if f.kind == "edge_of_stability"]
     assert finding.evidence["ratio"] == pytest.approx(summary.final_ratio) and "2/η" in finding.message
 
