@@ -32,6 +32,8 @@ from service.api.routes import (
     health,
     histograms,
     plots,
+    reproduction_runs,
+    reproductions,
     series,
     sweeps,
 )
@@ -196,6 +198,8 @@ def create_app(settings: Settings | None = None, enqueuer: Enqueuer | None = Non
         sweeps.router,
         plots.sweeps_router,
         compare.router,
+        reproductions.router,
+        reproduction_runs.router,
     ):
         app.include_router(router, dependencies=[Depends(get_caller)], responses=AUTH_RESPONSES)
     return app

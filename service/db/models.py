@@ -48,6 +48,22 @@ class Sweep(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class ReproductionRun(Base):
+    """One run of a catalogued study (service/reproductions/): the sweep its protocol became."""
+
+    __tablename__ = "reproduction_runs"
+    __table_args__ = (sa.Index("ix_reproduction_runs_owner", "owner"),)
+
+    id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    study: Mapped[str] = mapped_column(sa.String(100))
+    owner: Mapped[str] = mapped_column(sa.String(100))
+    sweep_id: Mapped[str] = mapped_column(sa.String(32), sa.ForeignKey("sweeps.id", ondelete="CASCADE"))
+    # Spec changes applied to every member after the grid ({} for the protocol as catalogued):
+    # a variant that tests whether the claim survives them.
+    overrides: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class Experiment(Base):
     __tablename__ = "experiments"
     __table_args__ = (

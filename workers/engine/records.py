@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .baselines import TrivialBaseline
 
 MetricKey = tuple[str, "str | None"]  # (metric, layer); layer None for global metrics
 
@@ -58,3 +62,4 @@ class RunResult:
     diverged_at_step: int | None  # the first step whose loss was not finite
     test_loss: float | None  # on the held-out split after training; None unless succeeded
     test_accuracy: float | None  # ditto; None for regression
+    baseline: TrivialBaseline | None = None  # the input-blind predictor's losses on this run's data

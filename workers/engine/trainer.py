@@ -18,6 +18,7 @@ from .batches import BatchStream
 from .checkpoint import Checkpointing, RunState, capture_rng, from_bytes, restore_rng, to_bytes
 from .clipping import clip_by_norm_, clip_by_value_
 from .config import RunConfig
+from .baselines import trivial_baseline
 from .curvature import CurvatureProbe, curvature_subset
 from .datasets import TaskData, load_dataset
 from .device import resolve_device
@@ -147,7 +148,10 @@ def train(
     points), and the run continues from `resume_from` when given (workers/engine/checkpoint.py)."""
     config.validate()
     device = resolve_device(config.device)
-    data = load_dataset(config.dataset).to(device)
+    loaded = load_dataset(config.dataset)
+    # On the host, before the data moves to the device, scored with the run's own loss.
+    baseline = trivial_baseline(loaded, resolve_loss(config.training.loss, loaded.task))
+    data = loaded.to(device)
     model = make_model(config, data).to(device)
     names, params = zip(*model.named_parameters())
     params = list(params)
@@ -305,4 +309,5 @@ def train(
         diverged_at_step=diverged_at,
         test_loss=test_loss,
         test_accuracy=test_accuracy,
+        baseline=baseline,
     )
