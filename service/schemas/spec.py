@@ -334,30 +334,30 @@ class LoggingSpec(_Section):
         description="Recurrent models: record ‖∂L/∂h_t‖ at most at this many timesteps, "
         "evenly spaced, the first and the last always included.",
     )
-    histogram_every: Annotated[int, Field(ge=1), _limited("max_steps")] | None = Field(
+    histogram_every: Annotated[StrictInt, Field(ge=1), _limited("max_steps")] | None = Field(
         None,
         description="Histograms of log10|∂L/∂θ| per parameter tensor and of each layer's "
         "pre-activation and output on every this many recorded steps "
         "(`GET /experiments/{id}/histograms`). Off by default.",
     )
-    curvature_every: Annotated[int, Field(ge=1), _limited("max_steps")] | None = Field(
+    curvature_every: Annotated[StrictInt, Field(ge=1), _limited("max_steps")] | None = Field(
         None,
         description="Measure the sharpness λ_max of the training loss (series `hessian_max_eig`) "
         "every this many training steps, by power iteration on Hessian-vector products. Off by "
         "default: one measurement costs about 2·curvature_iterations backward passes over "
         "curvature_batch examples.",
     )
-    curvature_iterations: Annotated[int, Field(ge=1), _limited("max_curvature_iterations")] = Field(
+    curvature_iterations: Annotated[StrictInt, Field(ge=1), _limited("max_curvature_iterations")] = Field(
         20,
         description="Power-iteration steps per measurement; each starts from the previous "
         "measurement's eigenvector.",
     )
-    curvature_batch: Annotated[int, Field(ge=1), _limited("max_batch_size")] = Field(
+    curvature_batch: Annotated[StrictInt, Field(ge=1), _limited("max_batch_size")] = Field(
         1000,
         description="The curvature is measured on a fixed, seeded subset of this many training "
         "examples (all of them, if fewer), the same at every measurement.",
     )
-    curvature_trace_samples: Annotated[int, Field(ge=0), _limited("max_curvature_trace_samples")] = Field(
+    curvature_trace_samples: Annotated[StrictInt, Field(ge=0), _limited("max_curvature_trace_samples")] = Field(
         0,
         description="Rademacher probes of Hutchinson's estimator of the Hessian trace per "
         "measurement (series `hessian_trace`); 0 measures no trace.",
