@@ -16,7 +16,7 @@ from service.api.deps import CurrentOwner, SessionDep, SettingsDep
 from service.api.lookups import ACTIVE, check_step_range, invalid_query, require_experiment
 from service.api.params import ExperimentId, OneLayer, StepMax, StepMin
 from service.api.responses import JSONBytesResponse
-from service.api.routes.plots import PNG, Log, _png
+from service.api.routes.plots import PNG, Log, png_response
 from service.plots.histograms import render_histograms
 from service.schemas.errors import ErrorResponse, ValidationErrorResponse
 from service.schemas.histograms import HISTOGRAM_SCALES, HistogramMetric, HistogramsResponse
@@ -125,4 +125,4 @@ def plot_histograms(
     check_step_range(step_min, step_max)
     record = require_experiment(session, experiment_id, owner)
     found = _require_histograms(session, record, metric, layer, step_min, step_max)
-    return _png(render_histograms(found[0] if found else None, metric, HISTOGRAM_SCALES[metric], record.name, log))
+    return png_response(render_histograms(found[0] if found else None, metric, HISTOGRAM_SCALES[metric], record.name, log))
