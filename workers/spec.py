@@ -15,6 +15,7 @@ from typing import Any
 from service.config import Settings
 from workers.engine.config import (
     ClippingConfig,
+    CurvatureConfig,
     DatasetConfig,
     InitConfig,
     ModelConfig,
@@ -55,6 +56,13 @@ def to_run_config(spec: dict[str, Any], settings: Settings) -> RunConfig:
             flush_every=logging.get("flush_every") or settings.flush_every,
             timesteps_every=logging.get("timesteps_every", ProbeConfig.timesteps_every),
             max_timesteps=logging.get("max_timesteps", ProbeConfig.max_timesteps),
+            histogram_every=logging.get("histogram_every") or 0,
+        ),
+        curvature=CurvatureConfig(
+            every=logging.get("curvature_every") or 0,
+            iterations=logging.get("curvature_iterations", CurvatureConfig.iterations),
+            batch=logging.get("curvature_batch", CurvatureConfig.batch),
+            trace_samples=logging.get("curvature_trace_samples", CurvatureConfig.trace_samples),
         ),
         seed=training.get("seed", 0),
         device=spec.get("device", "auto"),
@@ -92,7 +100,7 @@ def _dataset_config(dataset: dict[str, Any], settings: Settings) -> DatasetConfi
     seq_len = dataset.get("seq_len")
     config = DatasetConfig(
         name=name,
-        split=dataset.get("split", "train"),
+        split=dataset.get("split", "auto"),
         data_dir=str(settings.resolved_data_dir),
         download=settings.allow_download,
         download_timeout_s=settings.download_timeout_s,
@@ -126,6 +134,7 @@ def _training_config(training: dict[str, Any]) -> TrainingConfig:
         weight_decay=training.get("weight_decay", 0.0),
         schedule=training.get("schedule", "constant"),
         gamma=training.get("lr_gamma", 0.1),
+        loss=training.get("loss"),
     )
     if momentum is not None:
         config.momentum = momentum

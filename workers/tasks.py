@@ -37,6 +37,7 @@ is imported inside the task, in the pool child.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -223,6 +224,8 @@ def _train(
         "test_loss": _finite_or_none(outcome.test_loss),
         "test_accuracy": _finite_or_none(outcome.test_accuracy),
         "steps_done": int(outcome.steps_done),
+        # What a model must beat to have learned anything (service/analysis/learning.py).
+        "baseline": None if outcome.baseline is None else dataclasses.asdict(outcome.baseline),
     }
     if outcome.status == "cancelled" and handing_back and not writer.should_stop():
         at = writer.checkpoint_step

@@ -47,6 +47,7 @@ from sqlalchemy.orm import Session
 
 from service import store
 from service.store import SeriesChunk, TimestepChunk
+from service.store.histograms import HistogramChunk
 from workers.outage import TRANSIENT_DB_ERRORS, DatabaseUnreachable, Outage, ride_out
 
 logger = logging.getLogger(__name__)
@@ -66,6 +67,9 @@ class ProbeBatchLike(Protocol):
     values: dict[tuple[str, str | None], np.ndarray]  # (metric, layer) → float64 (S,)
     layers: tuple[str, ...]  # input → output
     timesteps: TimestepBatchLike | None
+    # (metric, layer) → (steps int64 (K,), values float64 (K,)): series on their own schedule
+    sparse_values: dict[tuple[str, str | None], tuple[np.ndarray, np.ndarray]]
+    histograms: Any  # the engine's HistogramBatch or None: steps (S,), keys (K,), counts (S, K, B+4), edges
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,9 @@ class WriterError(RuntimeError):
 def batch_nbytes(batch: ProbeBatchLike) -> int:
     """The memory one batch holds: its steps, values and gradients through time."""
     size = batch.steps.nbytes + sum(values.nbytes for values in batch.values.values())
+    size += sum(steps.nbytes + values.nbytes for steps, values in batch.sparse_values.values())
+    if getattr(batch, "histograms", None) is not None:
+        size += batch.histograms.counts.nbytes
     through_time = batch.timesteps
     if through_time is not None:
         size += through_time.hidden_grad_norm.nbytes
@@ -96,8 +103,10 @@ def to_chunks(batch: ProbeBatchLike) -> tuple[list[SeriesChunk], list[TimestepCh
     per recurrent layer."""
     positions = {layer: index for index, layer in enumerate(batch.layers)}
     steps = np.ascontiguousarray(batch.steps, dtype=np.int64)
+    columns = [(key, steps, values) for key, values in batch.values.items()]
+    columns += [(key, np.ascontiguousarray(own, dtype=np.int64), values) for key, (own, values) in batch.sparse_values.items() if len(own)]
     series = []
-    for (metric, layer), values in batch.values.items():
+    for (metric, layer), steps, values in columns:
         if layer is not None and layer not in positions:
             raise WriterError(
                 f"the engine reported metric {metric!r} for layer {layer!r}, "
@@ -131,6 +140,25 @@ def to_chunks(batch: ProbeBatchLike) -> tuple[list[SeriesChunk], list[TimestepCh
                 )
             )
     return series, timesteps
+
+
+def to_histogram_chunks(batch: ProbeBatchLike) -> list[HistogramChunk]:
+    """A HistogramChunk per (metric, layer) of the batch's histograms."""
+    histograms = getattr(batch, "histograms", None)
+    if histograms is None or not len(histograms.steps):
+        return []
+    steps = np.ascontiguousarray(histograms.steps, dtype=np.int64)
+    return [
+        HistogramChunk(
+            metric=metric,
+            layer=layer,
+            position=position,
+            steps=steps,
+            counts=np.ascontiguousarray(histograms.counts[:, position], dtype=np.int64),  # (S, B + 4)
+            edges=np.asarray(histograms.edges[metric], dtype=np.float64),
+        )
+        for position, (metric, layer) in enumerate(histograms.keys)
+    ]
 
 
 class ProbeWriter:
@@ -311,10 +339,14 @@ class ProbeWriter:
             return
         series: list[SeriesChunk] = []
         timesteps: list[TimestepChunk] = []
+        histograms: list[HistogramChunk] = []
         for batch in batches:
             batch_series, batch_timesteps = to_chunks(batch)
             series += batch_series
             timesteps += batch_timesteps
+            histograms += to_histogram_chunks(batch)
+        # Only a run that measures histograms passes them (the writer's store is injectable).
+        extra = {"histograms": histograms} if histograms else {}
         latest = checkpoints[-1] if checkpoints else None
         if batches:
             first_step = int(batches[0].steps[0])
@@ -333,7 +365,7 @@ class ProbeWriter:
                 self._heartbeat()
             if batches:
                 with self._session_factory() as session:
-                    self._write_chunks(session, self.experiment_id, series, timesteps, progress_step)
+                    self._write_chunks(session, self.experiment_id, series, timesteps, progress_step, **extra)
             if latest is not None:
                 # After the points above: a checkpoint never runs ahead of what is stored.
                 with self._session_factory() as session:

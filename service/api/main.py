@@ -26,10 +26,14 @@ from service.api.openapi import install_openapi
 from service.api.routes import (
     analysis,
     callbacks,
+    compare,
     experiments,
     export,
     health,
+    histograms,
     plots,
+    reproduction_runs,
+    reproductions,
     series,
     sweeps,
 )
@@ -177,7 +181,7 @@ def create_app(settings: Settings | None = None, enqueuer: Enqueuer | None = Non
             allow_origins=settings.cors_origin_list,
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
-            expose_headers=["Idempotent-Replayed", "Location"],
+            expose_headers=["Idempotent-Replayed", "Location", "X-Gradwatch-Metric", "X-Gradwatch-Layer"],
             allow_credentials=False,
         )
     app.include_router(health.router)  # the only route without a token: probes need it
@@ -190,8 +194,12 @@ def create_app(settings: Settings | None = None, enqueuer: Enqueuer | None = Non
         callbacks.sweeps_router,
         callbacks.secret_router,
         plots.experiments_router,
+        histograms.router,
         sweeps.router,
         plots.sweeps_router,
+        compare.router,
+        reproductions.router,
+        reproduction_runs.router,
     ):
         app.include_router(router, dependencies=[Depends(get_caller)], responses=AUTH_RESPONSES)
     return app

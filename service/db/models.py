@@ -48,6 +48,22 @@ class Sweep(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class ReproductionRun(Base):
+    """One run of a catalogued study (service/reproductions/): the sweep its protocol became."""
+
+    __tablename__ = "reproduction_runs"
+    __table_args__ = (sa.Index("ix_reproduction_runs_owner", "owner"),)
+
+    id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    study: Mapped[str] = mapped_column(sa.String(100))
+    owner: Mapped[str] = mapped_column(sa.String(100))
+    sweep_id: Mapped[str] = mapped_column(sa.String(32), sa.ForeignKey("sweeps.id", ondelete="CASCADE"))
+    # Spec changes applied to every member after the grid ({} for the protocol as catalogued):
+    # a variant that tests whether the claim survives them.
+    overrides: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class Experiment(Base):
     __tablename__ = "experiments"
     __table_args__ = (
@@ -192,6 +208,32 @@ class TimestepChunk(Base):
     timesteps: Mapped[bytes] = mapped_column(sa.LargeBinary)
     hidden_grad_norm: Mapped[bytes] = mapped_column(sa.LargeBinary)
     cell_grad_norm: Mapped[bytes | None] = mapped_column(sa.LargeBinary)
+
+
+class HistogramChunk(Base):
+    """The histograms one flush measured for one (metric, layer) (service/store/histograms.py).
+
+    `steps` is little-endian int64 (n_steps,); `counts` the zlib-compressed little-endian
+    int64 (n_steps, bins + 4) matrix, row-major (mostly zeros: it compresses ~10×); the bin
+    edges are `bins` + 1 evenly spaced values from `first_edge` to `last_edge`.
+    """
+
+    __tablename__ = "histogram_chunks"
+
+    experiment_id: Mapped[str] = mapped_column(
+        sa.String(32), sa.ForeignKey("experiments.id", ondelete="CASCADE"), primary_key=True
+    )
+    metric: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    layer: Mapped[str] = mapped_column(sa.String(200), primary_key=True)
+    first_step: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True)
+    last_step: Mapped[int] = mapped_column(sa.BigInteger)
+    position: Mapped[int] = mapped_column(sa.Integer)  # the row's place in the engine's order
+    n_steps: Mapped[int] = mapped_column(sa.Integer)
+    bins: Mapped[int] = mapped_column(sa.Integer)
+    first_edge: Mapped[float] = mapped_column(sa.Float)
+    last_edge: Mapped[float] = mapped_column(sa.Float)
+    steps: Mapped[bytes] = mapped_column(sa.LargeBinary)
+    counts: Mapped[bytes] = mapped_column(sa.LargeBinary)
 
 
 class ApiToken(Base):

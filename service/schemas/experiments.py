@@ -19,6 +19,16 @@ class Progress(BaseModel):
     total: int | None = Field(description="Steps the run will take (training.steps).")
 
 
+class TrivialBaseline(BaseModel):
+    """The best predictor that never looks at the input, fitted on the training split."""
+
+    predictor: str = Field(description="`mean target` (regression) or `class frequencies` (per position for copy).")
+    loss: str = Field(description="The loss it is scored with: the run's own (mse | cross_entropy).")
+    train_loss: float
+    test_loss: float
+    chance_accuracy: float | None = Field(description="Test accuracy of always answering the commonest class.")
+
+
 class ExperimentResult(BaseModel):
     """What the worker reported at the end; non-finite numbers are null."""
 
@@ -30,6 +40,7 @@ class ExperimentResult(BaseModel):
     test_loss: float | None = None
     test_accuracy: float | None = None
     steps_done: int | None = None
+    baseline: TrivialBaseline | None = Field(None, description="What a model must beat to have learned anything.")
 
 
 class AttemptPublic(BaseModel):
