@@ -3,7 +3,7 @@ third-party distributions install (so nothing is fetched from a CDN at run time)
 
 from __future__ import annotations
 
-from importlib import resources
+import importlib.util
 from pathlib import Path
 
 from fastapi import APIRouter
@@ -18,8 +18,12 @@ router = APIRouter(include_in_schema=False)
 
 
 def plotly_bundle() -> Path:
-    """plotly.js as the `plotly` distribution ships it (its offline mode uses the same file)."""
-    return Path(str(resources.files("plotly") / "package_data" / "plotly.min.js"))
+    """plotly.js as the `plotly` distribution ships it (its offline mode uses the same
+    file), found without importing plotly's Python side, which the service never uses."""
+    spec = importlib.util.find_spec("plotly")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the `plotly` distribution is missing: pip install plotly (the dashboard serves its bundle)")
+    return Path(next(iter(spec.submodule_search_locations))) / "package_data" / "plotly.min.js"
 
 
 def swagger_folder() -> Path:

@@ -13,6 +13,9 @@ let metric = new URLSearchParams(location.search).get("metric");
 let shownMetric = null;
 let lastStep = -1; // the highest step drawn: the stream sends what comes after it
 let stream = null;
+// When each live event reached the page (the browser tests and bench/dashboard.py read it).
+const arrivals = [];
+window.gradwatchLive = arrivals;
 
 function setText(elementId, text) { document.getElementById(elementId).textContent = text; }
 
@@ -188,6 +191,7 @@ function appendPoints(payload) {
   }
   lastStep = Math.max(lastStep, payload.through);
   chart.dataset.lastStep = String(lastStep);
+  arrivals.push({ kind: "points", step: payload.through, at: Date.now() });
 }
 
 function listen() {
@@ -196,6 +200,7 @@ function listen() {
     const previous = experiment.status;
     experiment = JSON.parse(event.data);
     renderHeader();
+    arrivals.push({ kind: "progress", step: experiment.progress.step, at: Date.now() });
     setText("live", FINISHED.has(experiment.status) ? "" : "live");
     if (FINISHED.has(experiment.status)) {
       stream.close();
