@@ -93,6 +93,7 @@ class Guard:
     def __init__(self, api_url: str) -> None:
         self.allowed = urlsplit(api_url).netloc
         self.blocked: list[str] = []
+        self.errors: list[str] = []  # uncaught errors of the pages' scripts
 
     def __call__(self, route: object) -> None:
         url = route.request.url  # type: ignore[attr-defined]
@@ -108,6 +109,7 @@ def new_context(browser: object, stack: Stack) -> tuple[object, Guard]:
     context = browser.new_context(viewport={"width": 1400, "height": 1000}, base_url=stack.api_url)  # type: ignore[attr-defined]
     guard = Guard(stack.api_url)
     context.route("**/*", guard)
+    context.on("weberror", lambda error: guard.errors.append(str(error.error)))
     return context, guard
 
 

@@ -56,14 +56,19 @@ def runs(embedded: Stack) -> dict[str, dict]:
 def context(browser: object, embedded: Stack) -> object:
     context, guard = new_context(browser, embedded)
     log_in(context, embedded).close()
+    context.guard = guard
     yield context
     assert guard.blocked == [], f"the pages asked for other hosts: {guard.blocked}"
+    assert guard.errors == [], guard.errors
     context.close()
 
 
 def ready(page: object, url: str) -> object:
     page.goto(url)
-    page.wait_for_selector("body[data-ready=true]", timeout=30_000)
+    try:
+        page.wait_for_selector("body[data-ready=true]", timeout=60_000)
+    except Exception as error:
+        raise AssertionError(f"{url} never got ready; script errors: {page.context.guard.errors}") from error
     return page
 
 
@@ -94,7 +99,7 @@ def test_pages_need_a_login_and_the_list_shows_runs_with_verdicts(browser, embed
 def test_the_sigmoid_run_draws_each_weight_layer_in_depth_order_and_says_vanishing(context, runs, screenshot) -> None:
     page = ready(context.new_page(), f"/experiments/{runs['sigmoid']['id']}")
     traces = page.evaluate("document.getElementById('chart-layers').data.map(t => t.name)")
-    assert traces == ["layers.0.weight", "layers.1.weight", "layers.2.weight"]
+    assert traces == ["layers.0.weight", "layers.1.weight", "head.weight"]  # weights, input → output
     assert page.evaluate("document.getElementById('chart-layers').layout.yaxis.type") == "log"
     assert "(log scale)" in page.evaluate("document.getElementById('chart-layers').layout.yaxis.title.text")
     colours = page.evaluate("document.getElementById('chart-layers').data.map(t => t.line.color)")

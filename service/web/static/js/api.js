@@ -98,7 +98,12 @@ export function pace(experiment, now = Date.now()) {
 
 export function paceText(experiment) {
   const p = pace(experiment);
-  return p ? `${num(p.rate)} steps/s · ${duration(p.left)} left` : "";
+  if (p) return `${num(p.rate)} steps/s · ${duration(p.left)} left`;
+  if (experiment.started_at && experiment.finished_at) {
+    const seconds = (Date.parse(experiment.finished_at) - Date.parse(experiment.started_at)) / 1000;
+    return `ran ${duration(seconds)}`;
+  }
+  return "";
 }
 
 export async function showWho() {

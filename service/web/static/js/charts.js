@@ -32,6 +32,8 @@ export function layout(title, xTitle, yTitle, { logY = false, logX = false } = {
 // Zero and negative values cannot sit on a log axis: leave them out rather than break it.
 export const forLog = (values, log) => (log ? values.map((v) => (v !== null && v > 0 ? v : null)) : values);
 
+export const DEPTH_LEGEND = { title: { text: "layer (input → output)" }, traceorder: "normal", font: { size: 11 } };
+
 export function layerTraces(series, metric) {
   const log = isMagnitude(metric);
   return series.map((s, i) => ({

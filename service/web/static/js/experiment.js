@@ -2,7 +2,7 @@
 // per-layer gradient curves with a metric picker, the depth heatmap, the gradient through
 // time of recurrent runs, the diagnosis with one-click remedies, and the spec.
 import { api, badge, el, flash, FINISHED, num, paceText, showWho } from "./api.js";
-import { CONFIG, forLog, heatmap, isMagnitude, layerTraces, layout, log10Matrix } from "./charts.js";
+import { CONFIG, DEPTH_LEGEND, forLog, heatmap, isMagnitude, layerTraces, layout, log10Matrix } from "./charts.js";
 
 const root = document.getElementById("experiment");
 const id = root.dataset.id;
@@ -46,12 +46,18 @@ async function drawGlobal(name, elementId, title) {
   for (const s of series) lastStep = Math.max(lastStep, s.steps.at(-1));
 }
 
+// Weights by default (the essay's picture: one curve per weight matrix); biases on request.
+const withBiases = () => document.getElementById("biases").checked;
+const shownLayers = (series) => series.filter((s) => withBiases() || !String(s.layer).endsWith(".bias"));
+
 async function drawLayers() {
   const picked = metric;
   const data = await api(`/experiments/${id}/series`, { params: { metric: picked, max_points: MAX_POINTS } });
+  data.series = shownLayers(data.series);
   const log = isMagnitude(picked);
   const title = `${picked} per layer (${data.series.length} layers, input → output)`;
-  await Plotly.react("chart-layers", layerTraces(data.series, picked), layout(title, "training step", picked, { logY: log }), CONFIG);
+  const figureLayout = { ...layout(title, "training step", picked, { logY: log }), legend: DEPTH_LEGEND };
+  await Plotly.react("chart-layers", layerTraces(data.series, picked), figureLayout, CONFIG);
   shownMetric = picked;
   for (const s of data.series) if (s.steps.length) lastStep = Math.max(lastStep, s.steps.at(-1));
   document.getElementById("chart-layers").dataset.metric = picked;
@@ -62,11 +68,12 @@ async function drawProfile() {
   if (!metricLayers[metric] || metricLayers[metric][0] === null) return;
   const profile = await api(`/experiments/${id}/profile`, { params: { metric, max_points: 400 } });
   const log = isMagnitude(metric);
-  const byLayer = profile.layers.map((_, j) => profile.values.map((row) => row[j]));
+  const columns = profile.layers.map((layer, j) => [layer, j]).filter(([layer]) => withBiases() || !layer.endsWith(".bias"));
+  const byLayer = columns.map(([, j]) => profile.values.map((row) => row[j]));
   const z = log ? log10Matrix(byLayer) : byLayer;
-  const figure = heatmap(profile.steps, profile.layers.map((_, j) => j), z, {
+  const figure = heatmap(profile.steps, columns.map((_, i) => i), z, {
     title: `Depth profile of ${metric} (step × layer, input at the bottom)`, xTitle: "training step", yTitle: "layer",
-    colourTitle: log ? `log10 ${metric}` : metric, yLabels: profile.layers,
+    colourTitle: log ? `log10 ${metric}` : metric, yLabels: columns.map(([layer]) => layer),
   });
   await Plotly.react("chart-profile", figure.data, figure.layout, CONFIG);
 }
@@ -180,7 +187,7 @@ function appendPoints(payload) {
     Plotly.extendTraces(chart, { x: [s.steps], y: [s.values] }, [0]);
   }
   const chart = document.getElementById("chart-layers");
-  const layers = byMetric[shownMetric];
+  const layers = byMetric[shownMetric] && shownLayers(byMetric[shownMetric]);
   if (layers && chart.data) {
     if (chart.data.length !== layers.length) {
       drawLayers();
@@ -224,6 +231,7 @@ document.getElementById("metric").addEventListener("change", async (event) => {
   await drawProfile();
   document.getElementById("chart-layers").dataset.redrawMs = String(Math.round(performance.now() - started));
 });
+document.getElementById("biases").addEventListener("change", () => drawLayers().then(drawProfile));
 document.getElementById("cancel").addEventListener("click", async () => {
   try { experiment = await api(`/experiments/${id}/cancel`, { method: "POST" }); renderHeader(); } catch (e) { flash(e.message); }
 });
