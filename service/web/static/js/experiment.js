@@ -28,7 +28,7 @@ function renderHeader() {
   const bar = document.getElementById("progress");
   bar.max = total || 1;
   bar.value = step;
-  setText("progress-text", `step ${step.toLocaleString()} / ${total.toLocaleString()} ${paceText(experiment)}`);
+  setText("progress-text", `step ${step.toLocaleString()} / ${total.toLocaleString()}${paceText(experiment) ? ` · ${paceText(experiment)}` : ""}`);
   document.getElementById("cancel").hidden = FINISHED.has(experiment.status);
   document.getElementById("delete").hidden = !FINISHED.has(experiment.status);
   const error = document.getElementById("error");
@@ -48,7 +48,8 @@ async function drawGlobal(name, elementId, title) {
 
 // Weights by default (the essay's picture: one curve per weight matrix); biases on request.
 const withBiases = () => document.getElementById("biases").checked;
-const shownLayers = (series) => series.filter((s) => withBiases() || !String(s.layer).endsWith(".bias"));
+const isBias = (layer) => /(^|\.)bias[^.]*$/.test(String(layer)); // bias, bias_ih, bias_hh
+const shownLayers = (series) => series.filter((s) => withBiases() || !isBias(s.layer));
 
 async function drawLayers() {
   const picked = metric;
@@ -68,7 +69,7 @@ async function drawProfile() {
   if (!metricLayers[metric] || metricLayers[metric][0] === null) return;
   const profile = await api(`/experiments/${id}/profile`, { params: { metric, max_points: 400 } });
   const log = isMagnitude(metric);
-  const columns = profile.layers.map((layer, j) => [layer, j]).filter(([layer]) => withBiases() || !layer.endsWith(".bias"));
+  const columns = profile.layers.map((layer, j) => [layer, j]).filter(([layer]) => withBiases() || !isBias(layer));
   const byLayer = columns.map(([, j]) => profile.values.map((row) => row[j]));
   const z = log ? log10Matrix(byLayer) : byLayer;
   const figure = heatmap(profile.steps, columns.map((_, i) => i), z, {
@@ -169,6 +170,9 @@ async function loadMetrics() {
 async function drawAll() {
   await loadMetrics();
   await drawGlobal("loss", "chart-loss", "Training loss");
+  // A regression (the adding problem) has no accuracy: the loss takes the whole row.
+  document.getElementById("chart-accuracy").hidden = !metricLayers.accuracy;
+  document.querySelector(".charts.two").classList.toggle("one", !metricLayers.accuracy);
   if (metricLayers.accuracy) await drawGlobal("accuracy", "chart-accuracy", "Training accuracy");
   if (metric) { await drawLayers(); await drawProfile(); }
   await drawThroughTime();
