@@ -15,7 +15,11 @@ Talking to it (through `service.client`, at --api-url / GRADWATCH_API_URL, sendi
 GRADWATCH_TOKEN or the token in $GRADWATCH_HOME/token):
     gradwatch submit spec.json [--wait]     gradwatch status ID     gradwatch list
     gradwatch series ID --metric NAME [--layer L] [--max-points N]  gradwatch cancel ID
+    gradwatch summary ID    gradwatch delete ID…    gradwatch export ID [--format csv]
+    gradwatch sweep sweep.json [--wait]     gradwatch compare ID ID… | --sweep ID [--metric]
+    gradwatch open ID [--browser]           the experiment's dashboard page
     gradwatch callbacks secret [--rotate]   the secret your callbacks are signed with
+(those of service/commands/, registered below)
 
 This module never imports torch (nor `workers`, except inside `worker`): `up` starts the
 worker as a process of its own.
@@ -32,9 +36,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from service.auth import cli as token_cli
 from service.auth.guard import AuthConfigError, check_binding
@@ -42,6 +44,13 @@ from service.auth.token_file import configured_token, ensure_local_token
 from service.terminal import shown
 from service.callbacks import cli as callbacks_cli
 from service.client import GradwatchClient, GradwatchError
+from service.commands import experiments as experiment_commands
+from service.commands import sweeps as sweep_commands
+from service.commands.common import ApiUrl, ExperimentId, console
+from service.commands.common import client_for as _client
+from service.commands.common import fail as _fail
+from service.commands.tables import Column, fitted_table, number
+from service.commands.verdict import print_summary
 from service.config import settings
 from service.plot_cli import plot_command
 from service.instance import AlreadyRunning, claim_instance
@@ -56,8 +65,12 @@ app = typer.Typer(
 )
 app.add_typer(token_cli.app, name="token")
 app.add_typer(callbacks_cli.app, name="callbacks")
-console = Console()
-errors = Console(stderr=True)
+app.command()(experiment_commands.summary)
+app.command()(experiment_commands.delete)
+app.command()(experiment_commands.export)
+app.command("open")(experiment_commands.open_page)
+app.command()(sweep_commands.sweep)
+app.command()(sweep_commands.compare)
 
 
 class Pool(str, Enum):
@@ -78,29 +91,8 @@ class Pool(str, Enum):
 
 QUEUES = ("cpu", "gpu")
 
-ApiUrl = Annotated[
-    str | None,
-    typer.Option(
-        "--api-url",
-        help="The API's base URL (default: GRADWATCH_API_URL, else http://api_host:api_port).",
-    ),
-]
-ExperimentId = Annotated[str, typer.Argument(help="The experiment's id.")]
 Host = Annotated[str, typer.Option(help="Interface the API listens on.")]
 Port = Annotated[int, typer.Option(help="Port the API listens on.")]
-
-
-def _client(api_url: str | None) -> GradwatchClient:
-    return GradwatchClient(
-        api_url or settings.resolved_api_url,
-        token=configured_token(settings) or "",
-        retry_for=settings.client_retry_for_s,
-    )
-
-
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    errors.print(f"[bold red]error:[/] {shown(message)}", highlight=False, soft_wrap=True)
-    return typer.Exit(code)
 
 
 # -- running the service -----------------------------------------------------------------
@@ -266,12 +258,25 @@ def submit(
             console.print(f"submitted [bold]{shown(experiment['id'])}[/] ({shown(experiment['status'])})")
             if wait:
                 experiment = _follow(client, experiment, timeout, poll)
+                summary = _summary_if_any(client, experiment["id"])
         except (GradwatchError, TimeoutError) as error:
             raise _fail(str(error)) from None
     if wait:
         _print_experiment(experiment)
+        if summary is not None:
+            print_summary(console, summary, evidence=False)
         if experiment["status"] == "failed":
             raise typer.Exit(1)
+
+
+def _summary_if_any(client: GradwatchClient, experiment_id: str) -> dict[str, Any] | None:
+    """The verdict of a finished run; None for one that stored nothing to judge."""
+    try:
+        return client.summary(experiment_id)
+    except GradwatchError as error:
+        if error.status_code == 404:
+            return None
+        raise
 
 
 def _follow(
@@ -352,17 +357,19 @@ def list_experiments(
             page = client.list(status=status_filter, tag=tag, name=name, limit=limit)
         except GradwatchError as error:
             raise _fail(str(error)) from None
-    items = page["items"]
-    table = Table()
-    table.add_column("id", no_wrap=True, min_width=32)
-    for column in ("name", "owner", "status", "progress", "created"):
-        table.add_column(column)
-    for experiment in items:
-        table.add_row(
-            *map(shown, (experiment["id"], experiment.get("name") or "", experiment.get("owner") or "",
-                         experiment["status"], _progress_text(experiment), experiment.get("created_at") or "")),
-        )
-    console.print(table)
+    rows = [
+        (e["id"], e.get("name") or "", e.get("owner") or "", e["status"], _progress_text(e), _created(e))
+        for e in page["items"]
+    ]
+    columns = [Column("id", whole=True), Column("name"), Column("owner"), Column("status", whole=True), Column("progress", True),
+               Column("created", True)]  # fmt: skip
+    console.print(fitted_table(columns, rows))
+
+
+def _created(experiment: dict[str, Any]) -> str:
+    """`2026-12-01 11:31` (UTC), the minute a run was submitted: enough to tell runs apart."""
+    created = experiment.get("created_at") or ""
+    return created[:16].replace("T", " ")
 
 
 @app.command()
@@ -394,50 +401,41 @@ def series(
     if as_json:
         typer.echo(json.dumps(answer))
         return
-    names = [shown(line["layer"] or "(global)") for line in answer["series"]]
-    table = Table(title=shown(answer["metric"]))
-    table.add_column("layer", no_wrap=True, min_width=max(map(len, names), default=8))
-    for column in ("points", "steps", "first", "last", "min", "max"):
-        table.add_column(column, justify="right")
-    for name, line in zip(names, answer["series"], strict=True):
+    rows = []
+    for line in answer["series"]:
         steps, values = line["steps"], line["values"]
         finite = [value for value in values if value is not None and math.isfinite(value)]
-        table.add_row(
-            name,
+        rows.append((
+            line["layer"] or "(global)",
             str(len(steps)),
             f"{steps[0]}–{steps[-1]}" if steps else "",
-            _number(values[0] if values else None),
-            _number(values[-1] if values else None),
-            _number(min(finite) if finite else None),
-            _number(max(finite) if finite else None),
-        )
-    console.print(table)
+            number(values[0] if values else None),
+            number(values[-1] if values else None),
+            number(min(finite) if finite else None),
+            number(max(finite) if finite else None),
+        ))
+    columns = [Column("layer"), *(Column(name, True) for name in ("points", "steps", "first", "last", "min", "max"))]
+    console.print(fitted_table(columns, rows, title=shown(answer["metric"])))
 
 
 # -- printing -----------------------------------------------------------------------------
 
 
 def _print_experiment(experiment: dict[str, Any]) -> None:
-    table = Table(show_header=False, title=f"experiment {shown(experiment['id'])}")
     rows = [("name", experiment.get("name") or ""), ("owner", experiment.get("owner") or ""),
             ("status", experiment["status"]), ("progress", _progress_text(experiment))]  # fmt: skip
     rows += [(key, experiment.get(key) or "") for key in ("created_at", "started_at", "finished_at")]
     for key, value in (experiment.get("result") or {}).items():
-        rows.append((key, _number(value) if isinstance(value, float) else value))
+        rows.append((key, number(value) if isinstance(value, float) else value))
     if experiment.get("error"):
         rows.append(("error", experiment["error"]))
-    for key, value in rows:
-        table.add_row(shown(key), shown(value))
-    console.print(table)
+    title = f"experiment {shown(experiment['id'])}"
+    console.print(fitted_table([Column("field"), Column("value")], rows, title=title, show_header=False))
 
 
 def _progress_text(experiment: dict[str, Any]) -> str:
     progress = experiment.get("progress") or {}
     return f"{progress.get('step', 0)}/{progress.get('total', '?')}"
-
-
-def _number(value: float | None) -> str:
-    return "" if value is None else f"{value:.6g}"
 
 
 def _safe_url(url: str) -> str:

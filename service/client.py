@@ -290,11 +290,49 @@ class GradwatchClient:
         return self._request("GET", f"/sweeps/{sweep_id}/deliveries")
 
     def compare(
-        self, sweep_id: str, metric: str, layer: str | None = None, max_points: int | None = None
+        self, sweep_id: str, metric: str | None = None, layer: str | None = None, max_points: int | None = None
     ) -> dict[str, Any]:
-        """Every member's series aligned on step, labelled, and aggregated over seeds."""
+        """Every member's series aligned on step, labelled, and aggregated over seeds
+        (`metric` default: the server's, loss)."""
         params = _without_none({"metric": metric, "layer": layer, "max_points": max_points})
         return self._request("GET", f"/sweeps/{sweep_id}/compare", params=params)
+
+    def sweeps(self, limit: int | None = None, offset: int | None = None, name: str | None = None,
+               owner: str | None = None) -> dict[str, Any]:
+        """One page of your sweeps, newest first, each with its members' count per status."""
+        params = _without_none({"limit": limit, "offset": offset, "name": name, "owner": owner})
+        return self._request("GET", "/sweeps", params=params)
+
+    def compare_experiments(
+        self, experiment_ids: Iterable[str], metric: str | None = None, layer: str | None = None,
+        max_points: int | None = None,
+    ) -> dict[str, Any]:
+        """Any experiments (sweep or not) on one metric and layer, labelled by the spec
+        fields that differ, each with its verdict (at most the server's max_compare_ids)."""
+        params = _without_none({"ids": ",".join(experiment_ids), "metric": metric, "layer": layer,
+                                "max_points": max_points})
+        return self._request("GET", "/compare", params=params)
+
+    # -- pandas (the `frames` extra) -----------------------------------------------------
+
+    def series_frame(self, experiment_id: str, metric: str, **options: Any) -> Any:
+        """`series(experiment_id, metric, **options)` (layers, step_min, step_max,
+        max_points) as a pandas DataFrame: indexed by `step`, one column per layer in depth
+        order (a global metric: one column named after it), NaN where not measured."""
+        from service.frames import series_frame
+
+        return series_frame(self.series(experiment_id, metric, **options))
+
+    def export(self, experiment_id: str, format: str = "parquet") -> bytes:  # noqa: A002
+        """Every recorded value as one long table (`step, metric, layer, timestep, value`),
+        as the bytes of a Parquet or CSV file."""
+        return self._request("GET", f"/experiments/{experiment_id}/export", params={"format": format}, raw=True)
+
+    def export_frame(self, experiment_id: str) -> Any:
+        """`export(…)` as a long pandas DataFrame, one row per measured value."""
+        from service.frames import export_frame
+
+        return export_frame(self.export(experiment_id, "parquet"))
 
     def health(self) -> dict[str, Any]:
         """200 once the API, the database and the broker answer; raises otherwise."""

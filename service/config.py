@@ -58,6 +58,9 @@ class Limits(BaseSettings):
     # Experiment ids one `GET /experiments?ids=` may name: a pipeline watching hundreds
     # of runs asks in a few calls, and one query's IN list stays small.
     max_bulk_ids: int = 500
+    # Experiments one `GET /compare?ids=` may overlay: each is read whole and diagnosed,
+    # and a chart of more curves than this is no longer readable.
+    max_compare_ids: int = 20
 
 
 class DiagnosisThresholds(BaseSettings):

@@ -92,7 +92,7 @@ def _dataset_config(dataset: dict[str, Any], settings: Settings) -> DatasetConfi
     seq_len = dataset.get("seq_len")
     config = DatasetConfig(
         name=name,
-        split=dataset.get("split", "train"),
+        split=dataset.get("split", "auto"),
         data_dir=str(settings.resolved_data_dir),
         download=settings.allow_download,
         download_timeout_s=settings.download_timeout_s,

@@ -65,6 +65,12 @@ class Comparison:
     downsampled: bool
 
 
+def drawn_layers(comparison: Comparison) -> list[str]:
+    """The layers the curves come from, in first-seen order (empty for a global metric):
+    runs of different models may each draw their own input-most layer."""
+    return list(dict.fromkeys(m.layer for m in comparison.members if m.layer is not None))
+
+
 def varying_paths(grid: Mapping[str, Sequence[Any]]) -> list[str]:
     return [path for path, values in grid.items() if len(values) > 1]
 

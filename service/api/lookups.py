@@ -31,6 +31,21 @@ def invalid_query(name: str, message: str, kind: str = "value_error") -> NoRetur
     raise RequestValidationError([{"loc": ("query", name), "msg": message, "type": kind}])
 
 
+def parse_id_list(ids: str, limit: int, limit_name: str) -> list[str]:
+    """Comma-separated ids, blanks and repeats dropped, order kept; 422 for none or above `limit`."""
+    wanted = list(dict.fromkeys(part.strip() for part in ids.split(",") if part.strip()))
+    if not wanted:
+        invalid_query("ids", "name at least one experiment id, comma-separated")
+    if len(wanted) > limit:
+        invalid_query(
+            "ids",
+            f"{len(wanted)} ids is above the limit {limit} ({limit_name}; the server's "
+            f"GRADWATCH_LIMIT_{limit_name.upper()} raises it): ask in several calls",
+            "limit_exceeded",
+        )
+    return wanted
+
+
 def require_experiment(session: Session, experiment_id: str, owner: str | None) -> ExperimentRecord:
     """The experiment if `owner` (None: anyone, for admins) may see it, else 404."""
     record = store.get_experiment(session, experiment_id, owner)

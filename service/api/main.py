@@ -25,6 +25,7 @@ from service.api.openapi import install_openapi
 from service.api.routes import (
     analysis,
     callbacks,
+    compare,
     events,
     experiments,
     export,
@@ -172,7 +173,7 @@ def create_app(settings: Settings | None = None, enqueuer: Enqueuer | None = Non
             allow_origins=settings.cors_origin_list,
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
-            expose_headers=["Idempotent-Replayed", "Location"],
+            expose_headers=["Idempotent-Replayed", "Location", "X-Gradwatch-Metric", "X-Gradwatch-Layer"],
             allow_credentials=False,
         )
     app.include_router(health.router)  # the only route without a token: probes need it
@@ -187,6 +188,7 @@ def create_app(settings: Settings | None = None, enqueuer: Enqueuer | None = Non
         plots.experiments_router,
         sweeps.router,
         plots.sweeps_router,
+        compare.router,
         events.router,
         session.router,
     ):

@@ -45,6 +45,7 @@ def metric_query(description: str = "A probe name, e.g. grad_mean_abs.") -> Any:
 
 
 Metric = Annotated[SafeStr, metric_query()]
+CompareMetric = Annotated[SafeStr, metric_query("A probe name; default loss (the PNG's default too).")]
 PerLayerMetric = Annotated[SafeStr, metric_query("A per-layer probe.")]
 
 
@@ -55,3 +56,10 @@ def max_points_query(minimum: int, description: str) -> Any:
         Query(ge=minimum, description=f"{description} At most GRADWATCH_LIMIT_MAX_POINTS."),
         AtMost("max_points"),
     ]
+
+NameContains = Annotated[
+    SafeStr | None,
+    Query(min_length=1, description="Only names containing this text."),
+    AtMost("max_name_length", keyword="maxLength"),
+]
+Offset = Annotated[int, Query(ge=0, le=INT64_MAX, description="Skip this many (a 64-bit integer).")]

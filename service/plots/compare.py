@@ -1,11 +1,11 @@
-"""A sweep on one metric: each group's seed mean as a line, its min–max over seeds as a band."""
+"""Compared runs (a sweep's members, or any experiments) on one metric: each group's seed mean as a line, its min–max over seeds as a band."""
 
 from __future__ import annotations
 
 import numpy as np
 from matplotlib import colormaps
 
-from service.analysis.compare import Comparison
+from service.analysis.compare import Comparison, drawn_layers
 from service.plots.canvas import can_log, default_log, empty, figure, png_bytes
 
 
@@ -15,7 +15,7 @@ def render_compare(comparison: Comparison, title: str, log: bool | None = None) 
         steps = comparison.steps
         groups = [g for g in comparison.groups if np.isfinite(g.mean).any()]
         if len(steps) == 0 or not groups:
-            empty(ax, f"no {comparison.metric} recorded yet by the sweep's members")
+            empty(ax, f"no {comparison.metric} recorded yet by the compared runs")
         else:
             colours = colormaps["tab10"](np.arange(10))
             for index, group in enumerate(groups):
@@ -28,7 +28,8 @@ def render_compare(comparison: Comparison, title: str, log: bool | None = None) 
             if use_log and can_log(*(g.minimum for g in groups), *(g.mean for g in groups)):
                 ax.set_yscale("log")
             ax.set_xlabel("training step")
-            layer = f" [{comparison.layer}]" if comparison.layer else ""
+            drawn = drawn_layers(comparison)
+            layer = f" [{', '.join(drawn)}]" if drawn else ""
             ax.set_ylabel(comparison.metric + layer)
             ax.grid(True, alpha=0.3)
             ax.legend(fontsize="small", title="band: min–max over seeds")

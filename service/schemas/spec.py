@@ -168,7 +168,12 @@ class DatasetSpec(_Section):
         description="Vector data for `mlp`: `mnist`, `digits`, `mnist1d`. Sequence tasks for "
         "recurrent models: `adding`, `copy`, `temporal_order`, `sequential_mnist`."
     )
-    split: Literal["train", "test"] = Field("train", description="Which split to train on.")
+    split: Literal["auto", "train", "test"] = Field(
+        "auto",
+        description="MNIST's files to train on: `train` (60,000 images, tested on the 10,000 of `test`), `test` "
+        "(9,000 of the test images, 1,000 held out), or `auto`: `train` when the worker has its files, else `test` "
+        "(with a warning in the worker's log).",
+    )
     limit: Annotated[int, Field(ge=1), _limited("max_dataset_limit")] = Field(
         5000,
         description="Examples to use: a stratified subset of real data, or how many "

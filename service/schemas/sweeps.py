@@ -97,6 +97,27 @@ class SweepMemberPublic(BaseModel):
     error: str | None
 
 
+class SweepOverview(BaseModel):
+    """A sweep as the list shows it: its grid and how far its members are."""
+
+    id: str
+    name: str
+    owner: str = Field(description="Who created it; its members belong to the same owner.")
+    created_at: datetime
+    grid: dict[str, list[Any]]
+    varying: list[str] = Field(description="Grid paths with more than one value.")
+    size: int = Field(description="Members that still exist (deleted ones are gone).")
+    status: str = Field(description="queued | running | finished: finished once every member is.")
+    status_counts: dict[str, int]
+
+
+class SweepList(BaseModel):
+    items: list[SweepOverview]
+    total: int = Field(description="Sweeps matching the filters, on every page.")
+    offset: int
+    limit: int
+
+
 class SweepPublic(BaseModel):
     id: str
     name: str
@@ -117,7 +138,7 @@ class ComparedMember(BaseModel):
     status: str
     label: str
     params: dict[str, Any]
-    layer: str | None
+    layer: str | None = Field(description="The layer this member's curve was drawn from (null: a global metric).")
     values: list[float | None] = Field(description="On `steps`; null where not measured or non-finite.")
 
 
@@ -135,7 +156,10 @@ class SeedGroup(BaseModel):
 class CompareResponse(BaseModel):
     sweep_id: str
     metric: str
-    layer: str | None
+    layer: str | None = Field(
+        description="The layer asked for; null: each member's input-most layer (each member's `layer` says which "
+        "it drew), or a global metric."
+    )
     varying: list[str]
     steps: list[int]
     members: list[ComparedMember]

@@ -126,3 +126,36 @@ def sweep_members(session: Session, sweep_id: str, owner: str | None = None) -> 
     records = [to_record(row) for row in rows]
     session.commit()  # end the read transaction
     return records
+
+
+def list_sweeps(
+    session: Session, owner: str | None = None, name: str | None = None, offset: int = 0, limit: int = 50
+) -> tuple[list[tuple[SweepRecord, dict[str, int]]], int]:
+    """One page of sweeps, newest first, each with its members' count per status, and the
+    total matching. `owner` None: everyone's; `name` matches as a substring."""
+    conditions: list[sa.ColumnElement[bool]] = [] if owner is None else [Sweep.owner == owner]
+    if name is not None:
+        conditions.append(Sweep.name.contains(name, autoescape=True))
+    total = session.execute(sa.select(sa.func.count()).select_from(Sweep).where(*conditions)).scalar_one()
+    rows = list(
+        session.execute(
+            sa.select(Sweep)
+            .where(*conditions)
+            .order_by(Sweep.created_at.desc(), Sweep.id.desc())
+            .offset(offset)
+            .limit(limit)
+            .execution_options(populate_existing=True)
+        ).scalars()
+    )
+    counts: dict[str, dict[str, int]] = {row.id: {} for row in rows}
+    if rows:
+        # One grouped count for the page, not a query per sweep.
+        for sweep_id, status, count in session.execute(
+            sa.select(Experiment.sweep_id, Experiment.status, sa.func.count())
+            .where(Experiment.sweep_id.in_(list(counts)))
+            .group_by(Experiment.sweep_id, Experiment.status)
+        ):
+            counts[sweep_id][status] = count
+    page = [(_to_sweep(row), counts[row.id]) for row in rows]
+    session.commit()  # end the read transaction
+    return page, total

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,7 @@ from typer.testing import CliRunner
 from service import store
 from service.auth.tokens import issue_token
 from service.cli import app
-from service.config import Settings, settings
+from service.config import Settings
 from service.db.engine import make_engine, make_session_factory
 from service.db.migrate import upgrade
 from tests.e2e.stack import free_port
@@ -75,20 +74,6 @@ class ApiServer:
         result = {"final_loss": 0.05, "final_accuracy": 0.97, "diverged_at_step": None, "test_loss": 0.07, "test_accuracy": 0.95}
         with self.sessions() as session:
             store.finish_experiment(session, experiment_id, "succeeded", result)
-
-
-@pytest.fixture
-def api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ApiServer]:
-    with ApiServer(tmp_path / "home") as server:
-        monkeypatch.setattr(settings, "token", server.token)  # what GRADWATCH_TOKEN sets
-        yield server
-
-
-@pytest.fixture
-def spec_file(tmp_path: Path) -> Path:
-    path = tmp_path / "spec.json"
-    path.write_text(json.dumps(SPEC))
-    return path
 
 
 def invoke(api: ApiServer, *args: str):

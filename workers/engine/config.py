@@ -55,7 +55,7 @@ class InitConfig:
 @dataclass
 class DatasetConfig:
     name: str = "mnist"  # one of DATASETS
-    split: str = "train"  # mnist/sequential_mnist: the IDX files to train on, "train" or "test" (see test_size)
+    split: str = "auto"  # mnist/sequential_mnist: the IDX files to train on, "train", "test" (see test_size) or "auto" (train if present)
     data_dir: str | None = None  # folder holding mnist/ (the service passes its GRADWATCH_DATA_DIR)
     download: bool = False  # fetch missing MNIST files from the public mirror (checked by MD5)
     download_timeout_s: float = 60.0  # per file, connect and read
@@ -135,7 +135,7 @@ class RunConfig:
             ("init.scheme", self.init.scheme, INIT_SCHEMES),
             ("init.recurrent_scheme", self.init.recurrent_scheme, (None, *RECURRENT_INIT_SCHEMES)),
             ("dataset.name", self.dataset.name, DATASETS),
-            ("dataset.split", self.dataset.split, ("train", "test")),
+            ("dataset.split", self.dataset.split, ("auto", "train", "test")),
             ("dataset.pixel_order", self.dataset.pixel_order, ("rows", "pixels")),
             ("training.optimizer", self.training.optimizer, OPTIMIZERS),
             ("training.schedule", self.training.schedule, SCHEDULES),

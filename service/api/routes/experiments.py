@@ -6,19 +6,18 @@ import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Body, HTTPException, Query, Response, status
-from fastapi.exceptions import RequestValidationError
 
 from service import idempotency, store
 from service.api.deps import CurrentOwner, CurrentToken, EnqueuerDep, SessionDep, SettingsDep
 from service.auth.guard import LIMIT_RESPONSES, OWNER_PATTERN
-from service.api.params import ExperimentId
+from service.api.lookups import parse_id_list
+from service.api.params import ExperimentId, NameContains, Offset
 from service.callbacks.allowlist import check_notify
 from service.dispatch import hand_over
 from service.idempotency import REPLAY_RESPONSES, IdempotencyKeyHeader
 from service.schemas.errors import ErrorResponse, ValidationErrorResponse
 from service.schemas.examples import SPEC_EXAMPLES
 from service.schemas.experiments import ExperimentList, ExperimentPublic, Status
-from service.schemas.limits import INT64_MAX, AtMost
 from service.schemas.spec import MAX_TAG_LENGTH, ExperimentSpec
 from service.schemas.text import SafeStr
 from service.store.idempotency import KeyTaken
@@ -102,21 +101,7 @@ def _replayed(session: SessionDep, experiment_id: str, owner: str, response: Res
 
 
 def _parse_ids(ids: str | None, settings: SettingsDep) -> list[str] | None:
-    if ids is None:
-        return None
-    wanted = list(dict.fromkeys(part.strip() for part in ids.split(",") if part.strip()))
-    limit = settings.limits.max_bulk_ids
-    problem = None
-    if not wanted:
-        problem = "name at least one experiment id, comma-separated"
-    elif len(wanted) > limit:
-        problem = (
-            f"{len(wanted)} ids is above the limit {limit} (max_bulk_ids; the server's "
-            "GRADWATCH_LIMIT_MAX_BULK_IDS raises it): ask in several calls"
-        )
-    if problem:
-        raise RequestValidationError([{"loc": ("query", "ids"), "msg": problem, "type": "value_error"}])
-    return wanted
+    return None if ids is None else parse_id_list(ids, settings.limits.max_bulk_ids, "max_bulk_ids")
 
 
 @router.get("", response_model=ExperimentList, responses=INVALID)
@@ -144,12 +129,8 @@ def list_experiments(
     tag: Annotated[
         SafeStr | None, Query(min_length=1, max_length=MAX_TAG_LENGTH, description="Only experiments with this tag.")
     ] = None,
-    name: Annotated[
-        SafeStr | None,
-        Query(min_length=1, description="Only names containing this text."),
-        AtMost("max_name_length", keyword="maxLength"),
-    ] = None,
-    offset: Annotated[int, Query(ge=0, le=INT64_MAX)] = 0,
+    name: NameContains = None,
+    offset: Offset = 0,
     limit: Annotated[int | None, Query(ge=1, le=500, description="Default 50 (with `ids`: their count).")] = None,
 ) -> ExperimentList:
     """Your experiments (an admin's: everyone's), newest first, `limit` at a time from `offset`."""

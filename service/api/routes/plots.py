@@ -23,6 +23,7 @@ from service.api.lookups import (
     require_series,
 )
 from service.api.params import (
+    CompareMetric,
     ExperimentId,
     Layers,
     Metric,
@@ -33,6 +34,7 @@ from service.api.params import (
     SweepId,
     max_points_query,
 )
+from service.api.comparisons import DEFAULT_METRIC, picture_headers
 from service.api.routes.sweeps import build_comparison
 from service.plots import (
     render_compare,
@@ -58,9 +60,9 @@ Log = Annotated[
 ]
 
 
-def _png(content: bytes) -> Response:
+def png_response(content: bytes, headers: dict[str, str] | None = None) -> Response:
     # The data behind a picture changes while a run trains: never cache it for long.
-    return Response(content=content, media_type="image/png", headers={"Cache-Control": "no-cache"})
+    return Response(content=content, media_type="image/png", headers={"Cache-Control": "no-cache", **(headers or {})})
 
 
 @experiments_router.get("/{experiment_id}/plot.png", response_class=Response, responses=PNG)
@@ -81,7 +83,7 @@ def plot_metric(
     record = require_experiment(session, experiment_id, owner)
     series = require_series(session, record, metric, layer, step_min, step_max, minmax_points=max_points)
     thinned = [SeriesData(s.layer, s.position, *downsample(s.steps, s.values, max_points, "minmax")) for s in series]
-    return _png(render_metric(thinned, metric, record.name, log))
+    return png_response(render_metric(thinned, metric, record.name, log))
 
 
 @experiments_router.get("/{experiment_id}/profile.png", response_class=Response, responses=PNG)
@@ -96,7 +98,7 @@ def plot_profile(
     """The depth heatmap: training step across, layers up (input at the bottom), log colour."""
     record = require_experiment(session, experiment_id, owner)
     series = require_series(session, record, metric, per_layer=True)
-    return _png(render_profile(depth_profile(metric, series, max_points), record.name, log))
+    return png_response(render_profile(depth_profile(metric, series, max_points), record.name, log))
 
 
 @experiments_router.get("/{experiment_id}/timesteps.png", response_class=Response, responses=PNG)
@@ -115,7 +117,7 @@ def plot_timesteps(
         )
     threshold = settings.diagnosis.horizon_relative_norm
     data = store.read_timesteps(session, experiment_id)
-    return _png(render_timesteps(data, memory_horizons(data, threshold), record.name, threshold))
+    return png_response(render_timesteps(data, memory_horizons(data, threshold), record.name, threshold))
 
 
 @sweeps_router.get("/{sweep_id}/compare.png", response_class=Response, responses=PNG)
@@ -123,12 +125,13 @@ def plot_compare(
     sweep_id: SweepId,
     session: SessionDep,
     owner: CurrentOwner,
-    metric: Metric = "loss",
+    metric: CompareMetric = DEFAULT_METRIC,
     layer: OneLayer = None,
     log: Log = None,
     max_points: max_points_query(2, "At most this many steps (bucket means).") = 1000,
 ) -> Response:
-    """Each group of seeds as its mean, with the min–max band over seeds."""
+    """Each group of seeds as its mean, with the min–max band over seeds; the y label and
+    the `X-Gradwatch-Layer` header name the layer drawn."""
     sweep, comparison = build_comparison(session, sweep_id, owner, metric, layer, max_points)
-    return _png(render_compare(comparison, sweep.name, log))
+    return png_response(render_compare(comparison, sweep.name, log), picture_headers(comparison))
 

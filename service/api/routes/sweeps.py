@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Mapping
 from typing import Annotated, Any
 
-import numpy as np
-from fastapi import APIRouter, Body, HTTPException, Response, status
+from fastapi import APIRouter, Body, HTTPException, Query, Response, status
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy.orm import Session
 
 from service import idempotency, store
-from service.analysis.compare import Comparison, MemberSeries, compare, varying_paths
+from service.analysis.compare import Comparison, varying_paths
 from service.analysis.sweeps import SweepError, expand_grid, member_label
 from service.api.deps import CurrentOwner, CurrentToken, EnqueuerDep, SessionDep, SettingsDep
-from service.auth.guard import LIMIT_RESPONSES
-from service.api.params import Metric, OneLayer, SweepId, max_points_query
+from service.auth.guard import LIMIT_RESPONSES, OWNER_PATTERN
+from service.api.comparisons import DEFAULT_METRIC, compare_records, comparison_body
+from service.api.params import CompareMetric, NameContains, Offset, OneLayer, SweepId, max_points_query
 from service.callbacks.allowlist import check_notify
 from service.idempotency import REPLAY_RESPONSES, IdempotencyKeyHeader
 from service.api.responses import JSONBytesResponse
@@ -28,6 +29,8 @@ from service.schemas.sweeps import (
     SWEEP_EXAMPLE,
     CompareResponse,
     SweepCreate,
+    SweepList,
+    SweepOverview,
     SweepPublic,
 )
 from service.store.idempotency import KeyTaken
@@ -37,6 +40,7 @@ from service.store.sweeps import (
     SweepRecord,
     create_sweep,
     get_sweep,
+    list_sweeps,
     sweep_members,
 )
 
@@ -66,16 +70,19 @@ def _grid_order(grid: dict[str, list[Any]], members: list[ExperimentRecord]) -> 
     return sorted(members, key=position)
 
 
+def sweep_status(counts: Mapping[str, int]) -> str:
+    """finished once every member is; running once one has started or ended; else queued."""
+    ended = sum(counts.get(status, 0) for status in FINISHED_STATUSES)
+    if counts and ended == sum(counts.values()):
+        return "finished"
+    return "running" if counts.get("running") or ended else "queued"
+
+
 def _public(sweep: SweepRecord, members: list[ExperimentRecord]) -> dict[str, Any]:
     members = _grid_order(sweep.grid, members)
     varying = varying_paths(sweep.grid)
     counts = Counter(member.status for member in members)
-    if members and all(member.status in FINISHED_STATUSES for member in members):
-        overall = "finished"
-    elif counts["running"] or any(member.status in FINISHED_STATUSES for member in members):
-        overall = "running"
-    else:
-        overall = "queued"
+    overall = sweep_status(counts)
     return SweepPublic(
         id=sweep.id,
         name=sweep.name,
@@ -190,6 +197,45 @@ def _replayed(session: Session, sweep_id: str, owner: str, response: Response) -
     return _public(sweep, sweep_members(session, sweep_id, owner))
 
 
+@router.get("", response_model=SweepList, responses=INVALID)
+def list_all(
+    session: SessionDep,
+    sees: CurrentOwner,
+    owner: Annotated[
+        str | None,
+        Query(pattern=OWNER_PATTERN, description="Only this owner's sweeps (admin tokens; any other token sees only its own)."),
+    ] = None,
+    name: NameContains = None,
+    offset: Offset = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> SweepList:
+    """Your sweeps (an admin's: everyone's), newest first, `limit` at a time from `offset`,
+    each with its grid and its members' count per status."""
+    if sees is not None and owner not in (None, sees):
+        page, total = [], 0  # another owner's sweeps are invisible, not forbidden
+    else:
+        page, total = list_sweeps(session, owner=sees or owner, name=name, offset=offset, limit=limit)
+    return SweepList(
+        items=[
+            SweepOverview(
+                id=sweep.id,
+                name=sweep.name,
+                owner=sweep.owner,
+                created_at=sweep.created_at,
+                grid=sweep.grid,
+                varying=varying_paths(sweep.grid),
+                size=sum(counts.values()),
+                status=sweep_status(counts),
+                status_counts=counts,
+            )
+            for sweep, counts in page
+        ],
+        total=total,
+        offset=offset,
+        limit=limit,
+    )
+
+
 @router.get("/{sweep_id}", response_model=SweepPublic, responses=NOT_FOUND)
 def read(sweep_id: SweepId, session: SessionDep, owner: CurrentOwner) -> dict[str, Any]:
     """The sweep, its grid, and every member's status, progress and result."""
@@ -206,32 +252,9 @@ def build_comparison(
     if sweep is None:
         raise SweepNotFound(sweep_id)
     members = _grid_order(sweep.grid, sweep_members(session, sweep_id, owner))
-    inputs = []
-    seen_metric = False
-    for member in members:
-        available = store.list_metrics(session, member.id)
-        series = None
-        if metric in available:
-            seen_metric = True
-            layers = available[metric]
-            if layer is not None and layer not in layers:
-                raise HTTPException(
-                    status_code=404,
-                    detail=f"member {member.id} ({member.name}) has no layer {layer!r} for {metric!r}; "
-                    f"its layers are: {', '.join('null' if x is None else x for x in layers)}",
-                )
-            # Default: the input-most layer, where a vanishing gradient shows first.
-            chosen = layer if layer is not None else layers[0]
-            found = store.read_series(session, member.id, metric, [chosen])
-            series = found[0] if found else None
-        inputs.append(
-            MemberSeries(member.id, member.name, member.status, member.sweep_params or {}, series)
-        )
-    if not seen_metric and any(m.status in FINISHED_STATUSES for m in members):
-        raise HTTPException(
-            status_code=404, detail=f"no member of sweep {sweep_id} has recorded the metric {metric!r}"
-        )
-    return sweep, compare(metric, layer, sweep.grid, inputs, max_points)
+    params = [member.sweep_params or {} for member in members]
+    what = f"member of sweep {sweep_id}"
+    return sweep, compare_records(session, members, params, sweep.grid, metric, layer, max_points, what)
 
 
 @router.get("/{sweep_id}/compare", response_model=CompareResponse, responses={**NOT_FOUND, **INVALID})
@@ -239,24 +262,12 @@ def compare_members(
     sweep_id: SweepId,
     session: SessionDep,
     owner: CurrentOwner,
-    metric: Metric,
+    metric: CompareMetric = DEFAULT_METRIC,
     layer: OneLayer = None,
     max_points: max_points_query(2, "At most this many steps (bucket means).") = 1000,
 ) -> JSONBytesResponse:
     """Every member's series on one step axis, labelled by the grid values that vary, and
-    each group of members that differ only by `training.seed` as a mean with a min–max band."""
+    each group of members that differ only by `training.seed` as a mean with a min–max band;
+    `metric` defaults to loss, as in compare.png, and each member names the layer it drew."""
     sweep, comparison = build_comparison(session, sweep_id, owner, metric, layer, max_points)
-    return JSONBytesResponse(
-        {
-            "sweep_id": sweep.id,
-            "metric": comparison.metric,
-            "layer": comparison.layer,
-            "varying": comparison.varying,
-            "steps": comparison.steps,
-            "members": [
-                {**member.__dict__, "values": np.ascontiguousarray(member.values)} for member in comparison.members
-            ],
-            "groups": [group.__dict__ for group in comparison.groups],
-            "downsampled": comparison.downsampled,
-        }
-    )
+    return JSONBytesResponse({"sweep_id": sweep.id, **comparison_body(comparison)})

@@ -75,7 +75,7 @@ def test_every_limit_in_the_schema_is_the_apps_setting(odd_app_client: Client) -
         for parameter in operation.get("parameters", [])
         if parameter["name"] == "max_points"
     ]
-    assert max_points == [2222] * 9, max_points
+    assert max_points == [2222] * 11, max_points
 
 
 @pytest.mark.parametrize(

@@ -122,3 +122,28 @@ def test_broker_failure_marks_members_failed(settings: Settings) -> None:
         assert response.status_code == 503 and "2 of 2" in response.json()["detail"]
         listed = client.get("/api/v1/experiments").json()
         assert {e["status"] for e in listed["items"]} == {"failed"}
+
+
+def test_sweeps_list_newest_first_paged_and_owned(app: FastAPI, client: Client, api_session: Session) -> None:
+    from tests.service.api.conftest import bearer
+
+    tiny = {**BASE, "dataset": {"name": "digits"}, "training": {"steps": 10}}
+    made = [client.post(API, json={"name": f"s{i}", "base": tiny, "grid": {"training.seed": [0, 1]}}).json() for i in range(3)]
+    listed = client.get(API).json()
+    assert listed["total"] == 3 and [s["id"] for s in listed["items"]] == [s["id"] for s in reversed(made)]
+    assert listed["items"][0]["status"] == "queued" and listed["items"][0]["status_counts"] == {"queued": 2}
+    assert listed["items"][0]["size"] == 2 and listed["items"][0]["varying"] == ["training.seed"]
+    page = client.get(API, params={"offset": 1, "limit": 1}).json()
+    assert [s["name"] for s in page["items"]] == ["s1"] and page["total"] == 3
+    assert [s["name"] for s in client.get(API, params={"name": "s2"}).json()["items"]] == ["s2"]
+    store.request_cancel(api_session, made[0]["members"][0]["id"])
+    counts = {s["id"]: s for s in client.get(API).json()["items"]}[made[0]["id"]]
+    assert counts["status"] == "running" and counts["status_counts"] == {"cancelled": 1, "queued": 1}
+    for huge in (2**63, 2**64):
+        assert client.get(API, params={"offset": huge}).status_code == 422
+    assert client.get(API, params={"limit": 0}).status_code == 422
+    bob = bearer(app, "bob")
+    assert client.get(API, headers=bob).json()["total"] == 0
+    assert client.get(API, params={"owner": "tester"}, headers=bob).json()["items"] == []
+    admin = bearer(app, "root", "admin")
+    assert client.get(API, params={"owner": "tester"}, headers=admin).json()["total"] == 3

@@ -50,6 +50,16 @@ def test_mnist_reads_uncompressed_files(mnist_data_dir: Path, tmp_path: Path) ->
     )
 
 
+def test_the_default_split_trains_on_the_test_files_when_only_they_are_there(
+    mnist_data_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level("WARNING", logger="gradwatch.engine"):
+        data = load_dataset(DatasetConfig(name="mnist", data_dir=str(mnist_data_dir), limit=500))
+    assert DatasetConfig(name="mnist").split == "auto"
+    same(data, load_dataset(DatasetConfig(name="mnist", split="test", data_dir=str(mnist_data_dir), limit=500)))
+    assert "training on split 'test'" in caplog.text and str(mnist_data_dir / "mnist") in caplog.text
+
+
 def test_missing_mnist_train_files_name_the_files_the_folder_and_the_fix(mnist_data_dir: Path) -> None:
     with pytest.raises(DatasetUnavailable) as error:
         load_dataset(DatasetConfig(name="mnist", split="train", data_dir=str(mnist_data_dir)))

@@ -113,6 +113,8 @@ def test_content_that_fails_the_check_is_refused_and_not_kept(mirror: Mirror, tm
     assert truncated.startswith(f"{mirror.url}/truncated/{STEMS[0]}.gz: content check failed (MD5 ")
     assert wrong.startswith(f"{mirror.url}/wrong/{STEMS[0]}.gz: content check failed (MD5 ")
     assert missing.startswith(f"{mirror.url}/missing/{STEMS[0]}.gz: HTTP Error 404")
+    # Offline, the user learns where the files go and which setting names the folder.
+    assert f"copy the MNIST IDX files into {tmp_path / 'mnist'}" in message and "GRADWATCH_DATA_DIR" in message
     assert list((tmp_path / "mnist").iterdir()) == [], "nothing unchecked is left behind"
 
 

@@ -3,13 +3,17 @@
 Split "train" trains on the 60,000 training images and evaluates on the 10,000 test images.
 Split "test" uses only the test files (all that ships with gradwatch): the last `test_size`
 images of each class, stratified (1,000 by default), are held out for evaluation and the
-other 9,000 are the training set. Pixels are scaled to [0, 1], as in the seed's notebook.
+other 9,000 are the training set. Split "auto" (the spec's default) is "train" when both
+training files are on disk (or may be downloaded), else "test", with a warning in the
+worker's log: a first run on a machine that holds only the test set, as gradwatch ships
+it, trains rather than fails. Pixels are scaled to [0, 1], as in the seed's notebook.
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import logging
 import os
 import tempfile
 import urllib.error
@@ -26,6 +30,7 @@ FILES = {
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 COUNTS = {"train": 60_000, "test": 10_000}
+log = logging.getLogger("gradwatch.engine")
 MIRRORS = (
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
     "https://storage.googleapis.com/cvdf-datasets/mnist/",
@@ -94,7 +99,10 @@ def _download(folder: Path, stem: str, timeout: float, mirrors: tuple[str, ...] 
             out.write(payload)
         os.replace(temporary, folder / (stem + ".gz"))
         return
-    raise DatasetUnavailable(f"could not download {stem}.gz: " + "; ".join(errors))
+    raise DatasetUnavailable(
+        f"could not download {stem}.gz: " + "; ".join(errors) + f". Offline, copy the MNIST IDX files into "
+        f"{folder} yourself (gzipped or not), or point GRADWATCH_DATA_DIR at a folder whose mnist/ holds them"
+    )
 
 
 def _folder(data_dir: str | None) -> Path:
@@ -140,11 +148,27 @@ def load_split(
     return images, labels
 
 
+def resolve_split(split: str, data_dir: str | None, download: bool) -> str:
+    """"auto" → "train" when its files are there (or may be fetched), else "test"."""
+    if split != "auto":
+        return split
+    folder = _folder(data_dir)
+    if download or all(_find(folder, stem) is not None for stem in FILES["train"]):
+        return "train"
+    log.warning(
+        "dataset.split auto: no MNIST training files in %s, training on split 'test' (9,000 of its images; "
+        "1,000 held out); put train-*-ubyte there, or set split 'train' to make their absence an error",
+        folder,
+    )
+    return "test"
+
+
 def load_images(
     split: str, data_dir: str | None, download: bool, timeout: float, limit: int | None, test_size: int | None,
     mirrors: tuple[str, ...] = MIRRORS,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(train images, train labels, test images, test labels), images float32 in [0, 1], (N, 28, 28)."""
+    split = resolve_split(split, data_dir, download)
     if split == "train":
         train_x, train_y = load_split("train", data_dir, download, timeout, mirrors)
         test_x, test_y = load_split("test", data_dir, download, timeout, mirrors)
