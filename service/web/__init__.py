@@ -1,8 +1,8 @@
 """The dashboard: pages served by the API process under `/`, same origin, offline.
 
 Every asset ships with the package: the pages' own scripts and styles (static/), Plotly's
-bundle from the `plotly` distribution, Swagger UI's from `swagger-ui-bundle`, and ReDoc's
-standalone bundle committed under static/vendor/redoc/ (from npm `redoc`, see its README).
+bundle from the `plotly` distribution, and Swagger UI's and ReDoc's bundles committed under
+static/vendor/ (from npm `swagger-ui-dist` and `redoc`, see static/vendor/README.md).
 The pages read data only through the JSON API (service/api/routes), as any client does.
 """
 
@@ -18,5 +18,4 @@ def install_web(app: FastAPI) -> None:
     app.include_router(docs.router)
     app.include_router(assets.router)
     app.include_router(pages.router)
-    app.mount("/static/vendor/swagger", StaticFiles(directory=assets.swagger_folder()), name="swagger")
     app.mount("/static", StaticFiles(directory=assets.STATIC), name="static")

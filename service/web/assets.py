@@ -26,12 +26,6 @@ def plotly_bundle() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "package_data" / "plotly.min.js"
 
 
-def swagger_folder() -> Path:
-    from swagger_ui_bundle import swagger_ui_path
-
-    return Path(swagger_ui_path)
-
-
 @router.get("/static/vendor/plotly.min.js")
 def plotly_js() -> FileResponse:
     return FileResponse(plotly_bundle(), media_type="text/javascript", headers=VENDOR_CACHE)

@@ -1,6 +1,6 @@
 """Every file the dashboard and the API docs need is served by the API itself, from the
-package and the distributions it depends on: nothing points at a CDN. The committed ReDoc
-bundle is the one its README names."""
+package and the distributions it depends on: nothing points at a CDN. The committed Swagger UI
+and ReDoc bundles are the ones static/vendor/README.md names."""
 
 from __future__ import annotations
 
@@ -10,12 +10,17 @@ import httpx
 
 from service.web.assets import STATIC
 
-REDOC_SHA256 = "dcaf76612bc4a3fbcc923a8966dee2f6146a5f32e5ce1b6f02dd60cbbf89500b"  # npm redoc 2.5.4
+# What static/vendor/README.md names: npm redoc 2.5.4 and swagger-ui-dist 5.35.0.
+VENDORED_SHA256 = {
+    "redoc/redoc.standalone.js": "dcaf76612bc4a3fbcc923a8966dee2f6146a5f32e5ce1b6f02dd60cbbf89500b",
+    "swagger/swagger-ui-bundle.js": "e6a898692f2d768e807c3ba4626068a69a2c5dd960dd6c76f3e4d3a3de180af2",
+    "swagger/swagger-ui.css": "5ed08757e53da3e026d6cbecc61fe5d43585c9560b302d534ad56692519a273d",
+}
 
 
-def test_the_committed_redoc_bundle_is_npm_redoc_2_5_4() -> None:
-    bundle = STATIC / "vendor" / "redoc" / "redoc.standalone.js"
-    assert hashlib.sha256(bundle.read_bytes()).hexdigest() == REDOC_SHA256
+def test_the_committed_bundles_are_the_packages_their_readme_names() -> None:
+    for name, digest in VENDORED_SHA256.items():
+        assert hashlib.sha256((STATIC / "vendor" / name).read_bytes()).hexdigest() == digest, name
 
 
 def test_static_assets_and_docs_are_served_from_the_package(client: httpx.Client) -> None:

@@ -37,7 +37,7 @@ export const DEPTH_LEGEND = { title: { text: "layer (input → output)" }, trace
 export function layerTraces(series, metric) {
   const log = isMagnitude(metric);
   return series.map((s, i) => ({
-    type: "scattergl", mode: "lines", name: s.layer ?? metric, x: s.steps, y: forLog(s.values, log),
+    type: "scatter", mode: "lines", name: s.layer ?? metric, x: s.steps, y: forLog(s.values, log),
     line: { color: depthColour(i, series.length), width: 1.6 },
     hovertemplate: `${s.layer ?? metric}<br>step %{x}<br>%{y:.3e}<extra></extra>`,
   }));

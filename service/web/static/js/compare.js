@@ -19,7 +19,7 @@ async function draw() {
   document.getElementById("drawn").textContent =
     `${data.metric} at layer ${layers}; differing: ${data.varying.join(", ") || "nothing but the name"}`;
   const traces = data.members.map((member, i) => ({
-    type: "scattergl", mode: "lines", name: member.label, x: data.steps, y: forLog(member.values, log),
+    type: "scatter", mode: "lines", name: member.label, x: data.steps, y: forLog(member.values, log),
     line: { color: PALETTE[i % PALETTE.length], width: 1.8 }, connectgaps: true,
   }));
   await Plotly.react("chart-compare", traces,

@@ -41,7 +41,7 @@ function renderHeader() {
 async function drawGlobal(name, elementId, title) {
   const data = await api(`/experiments/${id}/series`, { params: { metric: name, max_points: MAX_POINTS } });
   const series = data.series.filter((s) => s.steps.length);
-  const traces = series.map((s) => ({ type: "scattergl", mode: "lines", name, x: s.steps, y: s.values, line: { width: 1.6 } }));
+  const traces = series.map((s) => ({ type: "scatter", mode: "lines", name, x: s.steps, y: s.values, line: { width: 1.6 } }));
   await Plotly.react(elementId, traces, layout(title, "training step", name), CONFIG);
   for (const s of series) lastStep = Math.max(lastStep, s.steps.at(-1));
 }
@@ -179,6 +179,18 @@ async function drawAll() {
   if (FINISHED.has(experiment.status) || experiment.status === "running") await drawSummary();
 }
 
+// A long live run would grow its traces without end: past twice the thinned size, the
+// charts are read again from the API (thinned, extremes kept), at most every 5 s.
+let rethinAt = 0;
+function rethinIfLong() {
+  const longest = Math.max(0, ...["chart-loss", "chart-layers"].map((c) => document.getElementById(c).data?.[0]?.x.length ?? 0));
+  if (longest <= 2 * MAX_POINTS || performance.now() < rethinAt) return;
+  rethinAt = performance.now() + 5000;
+  drawGlobal("loss", "chart-loss", "Training loss");
+  if (metricLayers.accuracy) drawGlobal("accuracy", "chart-accuracy", "Training accuracy");
+  drawLayers();
+}
+
 // New points from the stream: appended to the traces on screen, in place.
 function appendPoints(payload) {
   const byMetric = {};
@@ -187,7 +199,7 @@ function appendPoints(payload) {
     const s = byMetric[name]?.[0];
     const chart = document.getElementById(elementId);
     if (!s || !chart.data) continue;
-    if (!chart.data.length) Plotly.addTraces(chart, { type: "scattergl", mode: "lines", name, x: [], y: [] });
+    if (!chart.data.length) Plotly.addTraces(chart, { type: "scatter", mode: "lines", name, x: [], y: [] });
     Plotly.extendTraces(chart, { x: [s.steps], y: [s.values] }, [0]);
   }
   const chart = document.getElementById("chart-layers");
@@ -203,6 +215,7 @@ function appendPoints(payload) {
   lastStep = Math.max(lastStep, payload.through);
   chart.dataset.lastStep = String(lastStep);
   arrivals.push({ kind: "points", step: payload.through, at: Date.now() });
+  rethinIfLong();
 }
 
 function listen() {
