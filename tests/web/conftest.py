@@ -107,6 +107,9 @@ class Guard:
 def new_context(browser: object, stack: Stack) -> tuple[object, Guard]:
     """A fresh browser profile (no cookie) whose every page is network-guarded."""
     context = browser.new_context(viewport={"width": 1400, "height": 1000}, base_url=stack.api_url)  # type: ignore[attr-defined]
+    # The suite shares two cores with itself and its workers: a page can take many
+    # seconds to lay out Plotly or Swagger UI there, and that is not what these tests time.
+    context.set_default_timeout(90_000)
     guard = Guard(stack.api_url)
     context.route("**/*", guard)
     context.on("weberror", lambda error: guard.errors.append(str(error.error)))
