@@ -178,7 +178,7 @@ def test_docs_and_redoc_render_with_every_other_host_blocked(browser, embedded, 
     assert len(page.query_selector_all(".opblock")) >= 20
     screenshot(page, "docs")
     page.goto("/redoc")
-    page.wait_for_selector("text=/api/v1/experiments/{experiment_id}/events", timeout=120_000)
+    page.get_by_text("/api/v1/experiments/{experiment_id}/events").first.wait_for(timeout=120_000)
     assert guard.blocked == [], guard.blocked
     docs.close()
 

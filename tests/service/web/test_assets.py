@@ -32,6 +32,8 @@ def test_static_assets_and_docs_are_served_from_the_package(client: httpx.Client
     assert "/static/vendor/swagger/swagger-ui-bundle.js" in docs and "cdn" not in docs.lower()
     redoc = client.get("/redoc").text
     assert "/static/vendor/redoc/redoc.standalone.js" in redoc and "fonts.googleapis" not in redoc
+    for page in ("/docs", "/redoc"):  # the bundles' own links to other hosts are stopped in the browser
+        assert "default-src 'self'" in client.get(page).headers["content-security-policy"]
 
 
 def test_no_page_or_script_names_another_host() -> None:

@@ -17,7 +17,7 @@ async function draw() {
   const log = isMagnitude(data.metric);
   const layers = [...new Set(data.members.map((m) => m.layer ?? "—"))].join(", ");
   document.getElementById("drawn").textContent =
-    `${data.metric} at layer ${layers}; differing: ${data.varying.join(", ") || "nothing but the name"}`;
+    `${data.metric} ${layers === "—" ? "(a global metric)" : `at layer ${layers}`}; differing: ${data.varying.join(", ") || "nothing but the name"}`;
   const traces = data.members.map((member, i) => ({
     type: "scatter", mode: "lines", name: member.label, x: data.steps, y: forLog(member.values, log),
     line: { color: PALETTE[i % PALETTE.length], width: 1.8 }, connectgaps: true,

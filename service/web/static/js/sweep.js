@@ -45,7 +45,7 @@ async function drawComparison() {
     );
   });
   const layers = [...new Set(data.members.map((m) => m.layer ?? "—"))].join(", ");
-  document.getElementById("drawn").textContent = `${data.metric} at layer ${layers}`;
+  document.getElementById("drawn").textContent = `${data.metric} ${layers === "—" ? "(a global metric)" : `at layer ${layers}`}`;
   await Plotly.react("chart-sweep", traces, layout(`${data.metric}: mean and min–max band over seeds`, "training step", data.metric, { logY: log }), CONFIG);
 }
 
