@@ -219,6 +219,8 @@ class Settings(BaseSettings):
     events_poll_s: float = Field(0.25, gt=0, le=10)
     events_keepalive_s: float = Field(15.0, gt=0)
     events_max_stream_s: float = Field(600.0, gt=0)
+    # Points per series in one event at most (more are thinned, extremes kept).
+    events_max_points: int = Field(1000, ge=2)
     # The dashboard's session cookie lives this long in the browser (its token lives until
     # logout or `gradwatch token revoke`); `Secure` is set when the request came over https.
     session_max_age_s: int = Field(7 * 24 * 3600, ge=60)

@@ -5,7 +5,8 @@ Events (WHATWG HTML §9.2, text/event-stream):
 - `experiment`: the experiment as `GET /experiments/{id}` returns it, sent first and again
   whenever its status, progress, cancel flag or error changes;
 - `points`: `{"through": step, "series": [{"metric", "layer", "steps", "values"}]}`, every
-  series' points stored after the previous event's step (non-finite values null).
+  series' points stored after the previous event's step (non-finite values null; past
+  `events_max_points` per series, thinned with their extremes kept).
 Each event's `id` is the last step sent, so a browser that reconnects sends it back as
 `Last-Event-ID` and misses nothing. The stream ends after a finished run's last points
 and state, and after `events_max_stream_s` in any case (the browser then reconnects).
@@ -27,6 +28,7 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from service import store
+from service.analysis.downsample import downsample
 from service.api.deps import CurrentOwner, SessionDep, SettingsDep
 from service.api.lookups import require_experiment
 from service.api.params import ExperimentId
@@ -68,13 +70,19 @@ def _look(app_state: Any, experiment_id: str, owner: str | None) -> ExperimentRe
         return record
 
 
-def _new_points(app_state: Any, experiment_id: str, after_step: int) -> tuple[int, bytes | None]:
+def _new_points(app_state: Any, experiment_id: str, after_step: int, max_points: int) -> tuple[int, bytes | None]:
     with app_state.session_factory() as session:
-        found = points_after(session, experiment_id, after_step)
+        found = [item for item in points_after(session, experiment_id, after_step) if len(item.steps)]
     if not found:
         return after_step, None
-    through = max(int(item.steps[-1]) for item in found if len(item.steps))
-    series = [{"metric": p.metric, "layer": p.layer, "steps": p.steps, "values": p.values} for p in found]
+    through = max(int(item.steps[-1]) for item in found)
+    # A cursor far behind (a page that took long to load, a late reconnect) would make one
+    # huge event: past max_points a series comes thinned as GET /series thins it (M4,
+    # every extreme at its exact step), so an event stays small whatever the gap.
+    series = []
+    for item in found:
+        steps, values = downsample(item.steps, item.values, max_points, "minmax")
+        series.append({"metric": item.metric, "layer": item.layer, "steps": steps, "values": values})
     return through, dumps({"through": through, "series": series})
 
 
@@ -97,7 +105,9 @@ async def _stream(
         # an unchanged progress means nothing new to read; a finished run is read once more
         # because its last flush precedes its final status.
         if record.progress_step != looked_at_progress or finished:
-            cursor, payload = await run_in_threadpool(_new_points, state, experiment_id, cursor)
+            cursor, payload = await run_in_threadpool(
+                _new_points, state, experiment_id, cursor, settings.events_max_points
+            )
             looked_at_progress = record.progress_step
             if payload is not None:
                 yield sse("points", payload, cursor)

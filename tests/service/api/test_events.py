@@ -73,6 +73,8 @@ def test_last_event_id_resumes_after_it_and_no_cursor_means_from_now(client: htt
     resumed = events(client.get(f"/api/v1/experiments/{experiment_id}/events", headers={"Last-Event-ID": "17"}))
     points = httpx.Response(200, content=resumed[0][2]).json()
     assert {tuple(s["steps"]) for s in points["series"]} == {(18, 19)}
+    thinned = events(client.get(f"/api/v1/experiments/{experiment_id}/events", params={"after_step": -1}))
+    assert len(httpx.Response(200, content=thinned[0][2]).json()["series"][0]["steps"]) == 20  # within the bound
     fresh = events(client.get(f"/api/v1/experiments/{experiment_id}/events"))
     assert [kind for kind, _, _ in fresh] == ["experiment"]  # history is what GET /series is for
 
@@ -102,3 +104,12 @@ def test_the_stream_needs_a_token_and_its_owner(app, client: httpx.Client, api_s
     other = client.get(f"/api/v1/experiments/{experiment_id}/events", headers=bearer(app, "someone-else"))
     assert other.status_code == 404
     assert client.get(f"/api/v1/experiments/{experiment_id}/events", params={"after_step": 2**63}).status_code == 422
+
+
+def test_a_cursor_far_behind_gets_a_thinned_event_with_every_extreme(client: httpx.Client, api_session: Session) -> None:
+    experiment_id = running(api_session, 5000)  # loss = 1 / (step + 1): its maximum at step 0
+    found = events(client.get(f"/api/v1/experiments/{experiment_id}/events", params={"after_step": -1}))
+    loss = next(s for s in httpx.Response(200, content=found[0][2]).json()["series"] if s["metric"] == "loss")
+    assert 2 <= len(loss["steps"]) <= 1000  # events_max_points
+    assert loss["steps"][0] == 0 and loss["values"][0] == 1.0 and loss["steps"][-1] == 4999
+    assert found[0][1] == "4999"  # the cursor is the last step, whatever was thinned
