@@ -145,20 +145,25 @@ class Server:
 
 @contextlib.contextmanager
 def api_server(
-    env: dict[str, str], log: Path | None = None, ready_path: str = "/openapi.json", workers: int = 1
-) -> Iterator[Server]:
+    env: dict[str, str], log: Path | None = None, ready_path: str = "/openapi.json", workers: int = 1,
+    checkout: Path | None = None,
+) -> Iterator[Server]:  # fmt: skip
     """`uvicorn service.api.main:app` on a free port, as production serves it (`workers`
-    processes, one by default), once `ready_path` answers 200."""
+    processes, one by default), once `ready_path` answers 200. `checkout`: serve the
+    gradwatch of another working tree (a baseline to compare with) instead of this one."""
     port = free_port()
     out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115 - closed below
+    if checkout is not None:
+        env = {**env, "PYTHONPATH": str(checkout)}
     server = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "service.api.main:app", "--host", "127.0.0.1", "--port", str(port),
          "--log-level", "warning", "--no-access-log", "--workers", str(workers)],
-        env=env, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT,
+        env=env, cwd=checkout or REPO_ROOT, stdout=out, stderr=subprocess.STDOUT,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_http(base + ready_path, server, timeout_s=60)
+        # Generous: on a shared 2-core machine at load 15-20 the API took 30 s to start.
+        wait_http(base + ready_path, server, timeout_s=180)
         yield Server(base, server.pid)
     finally:
         stop(server)

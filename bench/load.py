@@ -34,8 +34,10 @@ import contextlib
 import random
 import time
 from collections import Counter
+from pathlib import Path
 
 import httpx
+import sqlalchemy as sa
 
 from bench.common import (
     BENCH_OWNER,
@@ -130,6 +132,19 @@ async def client_loop(
     return done
 
 
+def sessions_opened(url: str) -> int:
+    """Connections ever opened to this database (PostgreSQL >= 14 counts them)."""
+    engine = make_engine(url)
+    try:
+        with engine.connect() as connection:
+            connection.execute(sa.text("SELECT pg_stat_clear_snapshot()"))
+            return int(connection.execute(sa.text(
+                "SELECT sessions FROM pg_stat_database WHERE datname = current_database()"
+            )).scalar_one())  # fmt: skip
+    finally:
+        engine.dispose()
+
+
 async def run_load(
     base: str, experiment_ids: list[str], clients: int, duration_s: float, think_s: float, headers: dict[str, str]
 ) -> tuple[dict[str, list[float]], Counter[str], float]:
@@ -153,6 +168,9 @@ def main() -> None:
                         help="second phase: each client pauses this long after each request, the CLI's poll "
                              "interval (0: closed loop only)")
     parser.add_argument("--profile", action="store_true", help="sample the server with py-spy during the load")
+    parser.add_argument("--baseline", metavar="CHECKOUT",
+                        help="another gradwatch working tree (e.g. `git worktree add /tmp/base main`) to load "
+                             "first in each phase, for a side-by-side comparison")  # fmt: skip
     parser.add_argument("--api-workers", type=int, default=1, help="uvicorn worker processes serving the API")
     args = parser.parse_args()
 
@@ -165,16 +183,36 @@ def main() -> None:
         env = service_env(url, REDIS_URL, GRADWATCH_REAPER_INTERVAL_S="10")
         # One write token shared by every client: each request pays the token lookup.
         headers = bench_headers(url)
-        with api_server(env, ready_path="/api/v1/health", workers=args.api_workers) as server:
-            asyncio.run(run_load(server.url, experiment_ids, min(args.clients, 5), 3.0, 0.0, headers))  # warm-up
-            phases = [("closed loop", 0.0)] + ([("paced", args.poll_ms / 1000)] if args.poll_ms > 0 else [])
-            results = []
-            for name, think_s in phases:
-                with profile(server.pid, args.duration) if args.profile and not think_s else contextlib.nullcontext():
-                    results.append((name, think_s, *asyncio.run(
-                        run_load(server.url, experiment_ids, args.clients, args.duration, think_s, headers))))
-    for name, think_s, timings, errors, elapsed in results:
+        phases = [("closed loop", 0.0)] + ([("paced", args.poll_ms / 1000)] if args.poll_ms > 0 else [])
+        versions: list[tuple[str, Path | None]] = [("this checkout", None)]
+        if args.baseline:
+            # Side by side: each phase runs on the baseline, then on this checkout, on the
+            # same database and the same (shared, loaded) machine, a minute apart.
+            versions.insert(0, (f"baseline {args.baseline}", Path(args.baseline)))
+        results = []
+        connections: list[int] = []
+        for think_s_name, think_s in phases:
+            for version, checkout in versions:
+                with api_server(env, ready_path="/api/v1/health", workers=args.api_workers, checkout=checkout) as server:
+                    asyncio.run(run_load(server.url, experiment_ids, min(args.clients, 5), 3.0, 0.0, headers))  # warm-up
+                    profiled = args.profile and not think_s
+                    sessions_before = sessions_opened(url)
+                    with profile(server.pid, args.duration) if profiled else contextlib.nullcontext():
+                        outcome = asyncio.run(
+                            run_load(server.url, experiment_ids, args.clients, args.duration, think_s, headers))  # fmt: skip
+                    results.append((f"{think_s_name}, {version}", think_s, *outcome))
+                    connections.append(sessions_opened(url) - sessions_before - 1)  # less its own
+    for (name, think_s, timings, errors, elapsed), opened in zip(results, connections, strict=True):
         report(name, think_s, timings, errors, elapsed)
+        # Each new connection is a PostgreSQL backend started and authenticated inside some
+        # request: the load-independent trace of a pool that closes and reopens connections.
+        print(f"   new PostgreSQL connections during the phase: {opened} "
+              f"({100 * opened / max(1, len(timings['all'])):.1f} per 100 requests)")  # fmt: skip
+    if args.baseline:
+        for index in range(0, len(results), 2):
+            (_, _, base_t, _, base_s), (name, _, t, _, s) = results[index], results[index + 1]
+            print(ratio_line(f"load {name}: requests/s over the baseline's", (len(t["all"]) / s) / (len(base_t["all"]) / base_s), 1))
+            print(ratio_line(f"load {name}: baseline p99 / this p99", latency(base_t["all"]).p99_ms / latency(t["all"]).p99_ms, 1))
 
 
 def report(name: str, think_s: float, timings: dict[str, list[float]], errors: Counter[str], elapsed: float) -> None:

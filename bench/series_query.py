@@ -20,6 +20,7 @@ used only to create and drop a scratch database).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import socket
@@ -29,7 +30,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import httpx
 import numpy as np
@@ -131,6 +132,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100_000)
     parser.add_argument("--layers", type=int, default=10)
     parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--aggregated-requests", type=int, default=50,
+                        help="requests per aggregated read (mean, profile, LTTB; summary: at most 10)")
+    parser.add_argument("--baseline", metavar="CHECKOUT",
+                        help="a checkout of another gradwatch version (e.g. `git worktree add /tmp/base main`): "
+                             "its API serves the same database beside this one, for side-by-side timings of the "
+                             "aggregated reads")  # fmt: skip
     args = parser.parse_args()
 
     name = f"gradwatch_bench_{uuid.uuid4().hex[:8]}"
@@ -152,16 +159,7 @@ def main() -> None:
         )
         base = f"http://127.0.0.1:{port}"
         with httpx.Client(base_url=base, timeout=30.0, headers=bench_headers(url)) as client:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if client.get(f"/api/v1/experiments/{experiment_id}").status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise SystemExit("the API did not start")
-                time.sleep(0.2)
+            _wait_ready(client, experiment_id, server, "the API")
 
             series = f"/api/v1/experiments/{experiment_id}/series"
             everything = {"metric": "grad_mean_abs", "max_points": 1000}
@@ -197,16 +195,33 @@ def main() -> None:
                           args.requests, one_thinned), 50)
             _report(f"series full, one layer ({args.steps:,} points)",
                     _time(client, series, {"metric": "grad_mean_abs", "layer": "layers.0.weight"}, 30, full), 100)
-            for agg in ("lttb", "mean"):
-                _report(f"series max_points=1000 agg={agg}, all layers",
-                        _time(client, series, {"metric": "grad_mean_abs", "max_points": 1000, "agg": agg}, 50, thinned))
             analysis = f"/api/v1/experiments/{experiment_id}"
-            routes = {route.rstrip("/") for route in _paths(client)}
-            if f"{API_PREFIX}/experiments/{{experiment_id}}/profile" in routes:
-                _report("profile max_points=500", _time(client, f"{analysis}/profile", {"max_points": 500}, 20, ok))
-                _report("summary", _time(client, f"{analysis}/summary", {}, 10, ok))
-            else:
-                print("(/profile and /summary are not served by this app yet: skipped)")
+            n = args.aggregated_requests
+            aggregated = [
+                ("series max_points=1000 agg=mean, all layers", series,
+                 {"metric": "grad_mean_abs", "max_points": 1000, "agg": "mean"}, n, thinned),
+                ("series max_points=1000 agg=mean, all layers, step range", series,
+                 {"metric": "grad_mean_abs", "max_points": 1000, "agg": "mean", "step_min": 1234, "step_max": 98765},
+                 n, thinned),
+                ("series max_points=1000 agg=mean, one layer", series,
+                 {"metric": "grad_mean_abs", "layer": "layers.0.weight", "max_points": 1000, "agg": "mean"}, n,
+                 one_thinned),
+                ("profile max_points=500", f"{analysis}/profile", {"max_points": 500}, n, ok),
+                ("series max_points=1000 agg=lttb, all layers", series,
+                 {"metric": "grad_mean_abs", "max_points": 1000, "agg": "lttb"}, n, thinned),
+                ("summary", f"{analysis}/summary", {}, min(n, 10), ok),
+            ]  # fmt: skip
+            with _baseline_client(args.baseline, env, experiment_id, bench_headers(url)) as baseline:
+                for label, path, params, n, check in aggregated:
+                    if baseline is None:
+                        _report(label, _time(client, path, params, n, check), 50)
+                        continue
+                    # Side by side: the two servers answer alternately, so both see the
+                    # same machine load; the ratio is the baseline's p95 over this one's.
+                    ours, theirs = _time_pair(client, baseline, path, params, n, check)
+                    mine_p95 = _report(label, ours, 50)
+                    base_p95 = _report(f"  baseline ({args.baseline})", theirs)
+                    print(ratio_line(f"series_query {label}: baseline p95 / this p95", base_p95 / mine_p95, 1.0))
             print(ratio_line("series_query 1000-point view, goal/p95 (50 ms)", 50.0 / view_p95, 1.0))
     finally:
         if server is not None:
@@ -217,11 +232,61 @@ def main() -> None:
         admin.dispose()
 
 
-API_PREFIX = "/api/v1"
+def _wait_ready(client: httpx.Client, experiment_id: str, server: subprocess.Popen[bytes], what: str) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if client.get(f"/api/v1/experiments/{experiment_id}").status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline or server.poll() is not None:
+            raise SystemExit(f"{what} did not start")
+        time.sleep(0.2)
 
 
-def _paths(client: httpx.Client) -> list[str]:
-    return list(client.get("/openapi.json").json().get("paths", {}))
+@contextlib.contextmanager
+def _baseline_client(
+    checkout: str | None, env: dict[str, str], experiment_id: str, headers: dict[str, str]
+) -> Iterator[httpx.Client | None]:
+    """A client of the API served from `checkout` (another version of gradwatch) on the
+    same database, or None without one."""
+    if checkout is None:
+        yield None
+        return
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "service.api.main:app", "--host", "127.0.0.1", "--port", str(port),
+         "--log-level", "warning", "--no-access-log"],
+        env={**env, "PYTHONPATH": checkout}, cwd=checkout,
+    )  # fmt: skip
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30.0, headers=headers) as client:
+            _wait_ready(client, experiment_id, server, f"the baseline API from {checkout}")
+            yield client
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def _time_pair(
+    client: httpx.Client, baseline: httpx.Client, path: str, params: dict, n: int,
+    check: Callable[[httpx.Response], None],
+) -> tuple[list[float], list[float]]:  # fmt: skip
+    """`_time` on both servers, one request to each in turn."""
+    ours: list[float] = []
+    theirs: list[float] = []
+    for _ in range(min(5, n)):
+        check(client.get(path, params=params))
+        check(baseline.get(path, params=params))
+    for _ in range(n):
+        for which, timings in ((client, ours), (baseline, theirs)):
+            started = time.perf_counter()
+            response = which.get(path, params=params)
+            _ = response.content
+            timings.append((time.perf_counter() - started) * 1000)
+            check(response)
+    return ours, theirs
 
 
 if __name__ == "__main__":

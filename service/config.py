@@ -148,10 +148,17 @@ class Settings(BaseSettings):
     # core). Set it to cores / concurrency when a worker trains several runs at once, or
     # to 1 on a shared machine: oversubscribed threads make small models many times slower.
     worker_torch_threads: int = 0
-    # PostgreSQL connections per process: the API answers requests from a thread pool of
-    # 40, so a pool of 5 (SQLAlchemy's default) made requests queue for a connection.
-    db_pool_size: int = 10
-    db_max_overflow: int = 30
+    # Threads the API answers sync routes and dependencies from (anyio's thread pool,
+    # whose default is also 40): each one holds at most one database connection.
+    api_threads: int = Field(40, ge=1, le=1000)
+    # PostgreSQL connections kept open per process: one per API thread plus a few for the
+    # background loops, so that a request never opens one. With 10 kept and 30 overflow,
+    # an overflow connection was closed whenever it came back to a full pool, and under 50
+    # clients about one request in five opened a new one (a PostgreSQL backend started,
+    # authenticated and pinged: tens to hundreds of ms on a loaded machine): the status
+    # polls' rare stalls. Overflow is only for bursts beyond that.
+    db_pool_size: int = 44
+    db_max_overflow: int = 10
     # While the database is unreachable the API answers 503 with this Retry-After (seconds).
     db_unavailable_retry_after_s: int = Field(5, ge=1, le=3600)
     # Redis redelivers an unacknowledged task after this long: longer than any run.

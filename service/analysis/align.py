@@ -13,6 +13,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from service.analysis.downsample import snap_to_edges
+
 
 def align(steps: Sequence[np.ndarray], values: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Align columns on the union of their steps.
@@ -31,22 +33,32 @@ def align(steps: Sequence[np.ndarray], values: Sequence[np.ndarray]) -> tuple[np
     return union, matrix, present
 
 
+def row_bucket_starts(n_rows: int, max_rows: int) -> np.ndarray:
+    """The first row of each of `max_rows` buckets of consecutive rows."""
+    return np.linspace(0, n_rows, max_rows + 1)[:-1].astype(np.int64)
+
+
 def bucket_rows(
-    steps: np.ndarray, matrix: np.ndarray, present: np.ndarray, max_rows: int | None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    steps: np.ndarray, matrix: np.ndarray, present: np.ndarray, max_rows: int | None,
+    edges: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
     """Average buckets of consecutive rows so that at most `max_rows` remain.
 
     Each bucket is labelled by its first step. A cell is the mean of the column's values
     in the bucket; a non-finite value makes the whole cell non-finite (Inf stays Inf, NaN
     stays NaN), so that a divergence is never averaged away; a cell with no value at all is
     NaN. Returns `(steps, matrix, present)` like `align`; unchanged within budget.
+    `edges` (ascending row indices, the first 0): bucket starts move back to the nearest
+    edge, so that buckets are whole chunks (service/analysis/chunk_buckets.py).
     """
     n_rows = len(steps)
     if max_rows is None or n_rows <= max_rows:
         return steps, matrix, present
     if max_rows < 1:
         raise ValueError(f"max_points must be at least 1, got {max_rows}")
-    starts = np.linspace(0, n_rows, max_rows + 1)[:-1].astype(np.int64)
+    starts = row_bucket_starts(n_rows, max_rows)
+    if edges is not None:
+        starts = snap_to_edges(starts, edges)
     filled = np.where(present, matrix, 0.0)
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         sums = np.add.reduceat(filled, starts, axis=0)  # (B, C)

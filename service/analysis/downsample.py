@@ -41,13 +41,16 @@ MIN_POINTS_NONFINITE = 7
 
 
 def downsample(
-    steps: np.ndarray, values: np.ndarray, max_points: int | None, agg: str = "minmax"
-) -> tuple[np.ndarray, np.ndarray]:
+    steps: np.ndarray, values: np.ndarray, max_points: int | None, agg: str = "minmax",
+    edges: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """Return `(steps, values)` with at most `max_points` points, extremes kept.
 
     `steps` is int64 (N,) ascending, `values` float64 (N,) with NaN/Inf kept as they are.
     `max_points=None`, `agg="none"` or a series already within budget come back as they
-    are (the same arrays, not copies). Raises ValueError for an unknown `agg`, a
+    are (the same arrays, not copies). `edges` (ascending point indices, the first 0), for
+    `mean` only: each bucket start moves back to the nearest edge, so that buckets are
+    whole chunks (service/analysis/chunk_buckets.py). Raises ValueError for an unknown `agg`, a
     `max_points` below 1, or arrays of different lengths.
     """
     if agg not in AGGREGATIONS:
@@ -89,7 +92,7 @@ def downsample(
         return steps[index], values[index]
     if agg == "lttb":
         return _lttb(steps, values, finite, all_finite, must_keep, max_points)
-    return _mean(steps, values, must_keep, max_points)
+    return _mean(steps, values, must_keep, max_points, edges)
 
 
 def _must_keep(
@@ -116,6 +119,22 @@ def _must_keep(
     return must_keep, len(set(candidates[4:]) - set(extremes))
 
 
+def must_keep_points(steps: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The `(steps, values)` every aggregation keeps, in order of priority.
+
+    Equal for a series and for any subset of it that holds each of those points and no
+    earlier point matching the same rule, such as its chunks' representatives
+    (service/store/summaries.py)."""
+    values = np.asarray(values, dtype=np.float64)
+    if not len(values):
+        return np.asarray(steps)[:0], values
+    finite = np.isfinite(values)
+    all_finite = bool(finite.all())
+    key = values if all_finite else np.where(np.isnan(values), np.inf, values)
+    index, _ = _must_keep(values, finite, all_finite, key, key)
+    return np.asarray(steps)[index], values[index]
+
+
 def _m4_finite(values: np.ndarray, max_points: int) -> np.ndarray | None:
     """M4 by tsdownsample (SIMD, several times numpy's speed) for an all-finite series.
 
@@ -135,7 +154,7 @@ def _m4_finite(values: np.ndarray, max_points: int) -> np.ndarray | None:
     return index if len(index) <= max_points else None
 
 
-def _bucket_starts(n: int, buckets: int) -> np.ndarray:
+def bucket_starts(n: int, buckets: int) -> np.ndarray:
     """Start index of each of `buckets` runs of consecutive points of near-equal size."""
     return np.linspace(0, n, buckets + 1)[:-1].astype(np.int64)
 
@@ -154,7 +173,7 @@ def _minmax_index(max_key: np.ndarray, min_key: np.ndarray, max_points: int) -> 
     """M4 in numpy: the first, last, argmin and argmax of each bucket (ties: first one)."""
     n = len(max_key)
     buckets = max_points // 4
-    starts = _bucket_starts(n, buckets)
+    starts = bucket_starts(n, buckets)
     bucket_of = np.repeat(np.arange(buckets), np.diff(np.append(starts, n)))
     bucket_max = np.maximum.reduceat(max_key, starts)
     bucket_min = np.minimum.reduceat(min_key, starts)
@@ -196,13 +215,21 @@ def _lttb(
     return steps[index], values[index]
 
 
+def snap_to_edges(starts: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Each start moved back to the nearest edge at or before it, repeats dropped
+    (`edges` ascending, the first 0)."""
+    return np.unique(edges[np.searchsorted(edges, starts, side="right") - 1])
+
+
 def _mean(
-    steps: np.ndarray, values: np.ndarray, must_keep: np.ndarray, max_points: int
+    steps: np.ndarray, values: np.ndarray, must_keep: np.ndarray, max_points: int, edges: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """One averaged point per bucket, at the bucket's middle step, plus the must-keep points."""
     n = len(values)
     buckets = max_points - len(must_keep)
-    starts = _bucket_starts(n, buckets)
+    starts = bucket_starts(n, buckets)
+    if edges is not None:
+        starts = snap_to_edges(starts, edges)
     sizes = np.diff(np.append(starts, n))
     # Non-finite values propagate into their bucket's mean (Inf stays Inf, NaN stays NaN),
     # which keeps a divergence visible at the resolution of one bucket.

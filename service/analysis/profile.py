@@ -27,15 +27,18 @@ class DepthProfile:
     downsampled: bool  # rows are bucket means rather than single steps
 
 
-def depth_profile(metric: str, series: Sequence[SeriesData], max_points: int | None = None) -> DepthProfile:
+def depth_profile(
+    metric: str, series: Sequence[SeriesData], max_points: int | None = None, edges: np.ndarray | None = None
+) -> DepthProfile:
     """The step × layer matrix of `metric` from its per-layer series.
 
     `series` may come in any order: columns are sorted by layer position (input first).
-    Global series (layer None) are skipped: a depth profile is about layers.
+    Global series (layer None) are skipped: a depth profile is about layers. `edges`: row
+    buckets start on these rows only (`bucket_rows`).
     """
     per_layer = sorted((s for s in series if s.layer is not None), key=lambda s: s.position)
     steps, matrix, present = align([s.steps for s in per_layer], [s.values for s in per_layer])
-    thinned_steps, thinned, _ = bucket_rows(steps, matrix, present, max_points)
+    thinned_steps, thinned, _ = bucket_rows(steps, matrix, present, max_points, edges)
     return DepthProfile(
         metric=metric,
         layers=[s.layer for s in per_layer if s.layer is not None],

@@ -30,11 +30,16 @@ def get_session(request: Request) -> Iterator[Session]:
         yield session
 
 
-def get_settings(request: Request) -> Settings:
+# Dependencies that do no I/O are `async def`: FastAPI runs a plain `def` dependency in
+# the thread pool, a hand-off to a thread and back (with its share of the GIL and of the
+# pool's 40 tokens) for an attribute read.
+
+
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_enqueuer(request: Request) -> Enqueuer:
+async def get_enqueuer(request: Request) -> Enqueuer:
     return request.app.state.enqueuer
 
 
@@ -65,7 +70,7 @@ def get_caller(
 CurrentToken = Annotated[Caller, Depends(get_caller)]
 
 
-def get_owner(caller: CurrentToken) -> str | None:
+async def get_owner(caller: CurrentToken) -> str | None:
     return caller.sees
 
 

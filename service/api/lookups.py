@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from sqlalchemy.orm import Session
 
 from service import store
+from service.api.bucket_reads import read_mean_thinned
 from service.store.records import ExperimentRecord, SeriesData
 
 # The engine's probe names (docs/architecture.md). A run that has not flushed yet answers
@@ -68,11 +69,14 @@ def require_series(
     step_max: int | None = None,
     per_layer: bool = False,
     minmax_points: int | None = None,
+    mean_points: int | None = None,
 ) -> list[SeriesData]:
     """The metric's series, with a 404 that lists what exists when it or a layer does not.
 
     `minmax_points`: the caller thins with `downsample(…, minmax_points, "minmax")`, which
     the store can then serve from each chunk's representative points (`store.read_series`).
+    `mean_points`: the series come back already thinned by `agg=mean`, from the chunks'
+    aggregates where they allow it (service/api/bucket_reads.py).
     """
     available = store.list_metrics(session, record.id)
     if metric not in available:
@@ -104,4 +108,6 @@ def require_series(
                 f"{', '.join(map(repr, unknown))}; its layers are: "
                 f"{', '.join('null' if x is None else x for x in available[metric])}",
             )
+    if mean_points is not None:
+        return read_mean_thinned(session, record.id, metric, layers or None, step_min, step_max, mean_points)
     return store.read_series(session, record.id, metric, layers or None, step_min, step_max, minmax_points)

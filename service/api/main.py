@@ -14,6 +14,7 @@ import logging
 import threading
 from collections.abc import AsyncIterator, Callable
 
+import anyio.to_thread
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.concurrency import run_in_threadpool
@@ -117,6 +118,9 @@ def _wait_for_background_work(app: FastAPI) -> None:
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
+    # The pool that sync routes and dependencies run in; the database pool holds one
+    # connection per thread (db_pool_size).
+    anyio.to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
     loops = []
     if settings.reaper_interval_s > 0:
         loops.append(_reap_forever(app, settings.reaper_interval_s))

@@ -142,6 +142,7 @@ class PointChunk(Base):
             "last_step",
             "summary_steps",
             "summary_values",
+            "aggregates",
         ),
     )
 
@@ -160,6 +161,11 @@ class PointChunk(Base):
     # minmax-thinned query reads these small columns instead of every point.
     summary_steps: Mapped[bytes] = mapped_column(sa.LargeBinary)
     summary_values: Mapped[bytes] = mapped_column(sa.LargeBinary)
+    # The chunk's aggregates (service/store/aggregates.py): first and last step, point
+    # count, step spacing and the sum of its values, from which bucket means are read
+    # without decoding the chunk. NULL only for a chunk written before revision 0008 and
+    # not yet backfilled; such a series is read in full.
+    aggregates: Mapped[bytes | None] = mapped_column(sa.LargeBinary, nullable=True)
 
 
 class TimestepChunk(Base):

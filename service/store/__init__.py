@@ -22,8 +22,9 @@ from service.store.experiments import (
     record_progress,
     request_cancel,
 )
+from service.store.aggregates import ChunkTable, read_chunk_points, read_chunk_tables
 from service.store.idempotency import forget_key
-from service.store.points import list_metrics, read_series, read_timesteps, write_chunks
+from service.store.points import find_series, list_metrics, read_series, read_timesteps, write_chunks
 from service.store.records import (
     ActiveLimitExceeded,
     ExperimentNotFound,
@@ -38,6 +39,7 @@ from service.store.tokens import create_token, find_active_token, list_tokens, r
 
 __all__ = [
     "ActiveLimitExceeded",
+    "ChunkTable",
     "DispatchCandidate",
     "ExperimentNotFound",
     "ExperimentRecord",
@@ -53,6 +55,7 @@ __all__ = [
     "create_experiment",
     "delete_experiment",
     "fail_stale_experiments",
+    "find_series",
     "fail_unsent_experiment",
     "find_active_token",
     "finish_experiment",
@@ -64,6 +67,8 @@ __all__ = [
     "list_metrics",
     "list_tokens",
     "mark_dispatched",
+    "read_chunk_points",
+    "read_chunk_tables",
     "read_series",
     "read_timesteps",
     "record_progress",

@@ -32,9 +32,11 @@ from service.store.records import (
     ExperimentNotFound,
     SeriesChunk,
     SeriesData,
+    SeriesRef,
     TimestepChunk as TimestepChunkRecord,
     TimestepData,
 )
+from service.store.aggregates import aggregate_column
 from service.store.summaries import read_representatives, summary_columns
 
 # Global metrics have no layer; the unique key (experiment_id, metric, layer) needs a
@@ -215,6 +217,7 @@ def _point_row(chunk: SeriesChunk) -> dict[str, Any]:
         "steps": encode_steps(steps),
         "values": encode_values(chunk.values),
         **summary_columns(steps, np.asarray(chunk.values)),
+        **aggregate_column(steps, np.asarray(chunk.values)),
     }
 
 
@@ -255,6 +258,19 @@ def list_metrics(session: Session, experiment_id: str) -> dict[str, list[str | N
     return metrics
 
 
+def find_series(
+    session: Session, experiment_id: str, metric: str, layers: Sequence[str | None] | None = None
+) -> list[SeriesRef]:
+    """The series of `metric` (all its layers, or `layers`), ordered input → output."""
+    query = sa.select(Series.id, Series.layer, Series.position).where(
+        Series.experiment_id == experiment_id, Series.metric == metric
+    )
+    if layers is not None:
+        query = query.where(Series.layer.in_([layer or GLOBAL_LAYER for layer in layers]))
+    rows = session.execute(query.order_by(Series.position, Series.layer))
+    return [SeriesRef(row.id, row.layer or None, row.position) for row in rows]
+
+
 def read_series(
     session: Session,
     experiment_id: str,
@@ -277,12 +293,7 @@ def read_series(
     from a few bytes per chunk. Other aggregations (`mean`, `lttb`) need every point: leave
     it None for them.
     """
-    query = sa.select(Series.id, Series.layer, Series.position).where(
-        Series.experiment_id == experiment_id, Series.metric == metric
-    )
-    if layers is not None:
-        query = query.where(Series.layer.in_([layer or GLOBAL_LAYER for layer in layers]))
-    found = session.execute(query.order_by(Series.position, Series.layer)).all()
+    found = find_series(session, experiment_id, metric, layers)
     if not found:
         return []
     ids = [row.id for row in found]
@@ -293,7 +304,7 @@ def read_series(
     if rest:
         points |= _read_points(session, rest, step_min, step_max)
     session.commit()  # end the read transaction
-    return [SeriesData(row.layer or None, row.position, *points[row.id]) for row in found]
+    return [SeriesData(row.layer, row.position, *points[row.id]) for row in found]
 
 
 def _read_points(

@@ -90,6 +90,15 @@ class TimestepChunk:
 
 
 @dataclass(frozen=True)
+class SeriesRef:
+    """Which stored series holds one (metric, layer)."""
+
+    id: int
+    layer: str | None
+    position: int
+
+
+@dataclass(frozen=True)
 class SeriesData:
     """One series read back: steps ascending and unique."""
 

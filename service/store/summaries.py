@@ -44,6 +44,26 @@ from sqlalchemy.orm import Session
 from service.db.models import PointChunk
 from service.store.codec import decode_steps, decode_values, encode_steps, encode_values
 
+
+def chunks_inside(series_ids: Sequence[int], step_min: int | None, step_max: int | None) -> list[Any]:
+    """Conditions for the chunks of `series_ids` wholly inside [step_min, step_max]."""
+    inside = [PointChunk.series_id.in_(series_ids)]
+    if step_min is not None:
+        inside.append(PointChunk.first_step >= step_min)
+    if step_max is not None:
+        inside.append(PointChunk.last_step <= step_max)
+    return inside
+
+
+def serial_scan(session: Session) -> None:
+    """For the rest of this PostgreSQL read transaction, plan without parallel workers.
+
+    The per-chunk reads scan a few hundred index pages; with a step range the planner
+    costs them high enough to start parallel workers, whose start-up took longer than the
+    scan itself (measured: 15 ms serial, 25-35 ms parallel)."""
+    session.execute(sa.text("SET LOCAL max_parallel_workers_per_gather = 0"))
+
+
 def representatives(values: np.ndarray) -> np.ndarray:
     """Indices (ascending, unique) of the points of one chunk that minmax thinning keeps.
 
@@ -95,17 +115,9 @@ def read_representatives(
     """
     if not series_ids:
         return {}
-    inside = [PointChunk.series_id.in_(series_ids)]
-    if step_min is not None:
-        inside.append(PointChunk.first_step >= step_min)
-    if step_max is not None:
-        inside.append(PointChunk.last_step <= step_max)
+    inside = chunks_inside(series_ids, step_min, step_max)
     if session.get_bind().dialect.name == "postgresql":
-        # The query reads a few hundred index pages; with a step range the planner costs
-        # it high enough to start parallel workers, whose start-up took longer than the
-        # scan itself (measured: 15 ms serial, 25-35 ms parallel). Ends with the read
-        # transaction.
-        session.execute(sa.text("SET LOCAL max_parallel_workers_per_gather = 0"))
+        serial_scan(session)
         # One row per series, its chunks' representatives concatenated by the server:
         # turning 2,000 rows per series into Python objects cost more than the query.
         in_order = aggregate_order_by(sa.literal(b"", sa.LargeBinary), PointChunk.first_step)

@@ -17,6 +17,7 @@ from service.analysis.diagnosis import DIAGNOSIS_METRICS, DiagnosisInput, diagno
 from service.analysis.downsample import downsample
 from service.analysis.horizon import memory_horizons
 from service.analysis.profile import depth_profile
+from service.api.bucket_reads import read_profile
 from service.api.deps import CurrentOwner, SessionDep, SettingsDep
 from service.api.params import ExperimentId, PerLayerMetric, StepMax, StepMin, max_points_query
 from service.api.lookups import (
@@ -72,8 +73,12 @@ def get_profile(
     buckets for every layer; a non-finite value makes its cell null."""
     check_step_range(step_min, step_max)
     record = require_experiment(session, experiment_id, owner)
-    series = require_series(session, record, metric, None, step_min, step_max, per_layer=True)
-    profile = depth_profile(metric, series, max_points)
+    # From the chunks' aggregates where the layers share their chunks (they do when one
+    # run wrote them); else, or for a metric that does not exist (the 404), every point.
+    profile = read_profile(session, record.id, metric, step_min, step_max, max_points)
+    if profile is None:
+        series = require_series(session, record, metric, None, step_min, step_max, per_layer=True)
+        profile = depth_profile(metric, series, max_points)
     return JSONBytesResponse(
         {
             "experiment_id": record.id,

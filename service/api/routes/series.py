@@ -69,9 +69,13 @@ def get_series(
     check_step_range(step_min, step_max)
     record = require_experiment(session, experiment_id, owner)
     # minmax thinning can run on each chunk's stored representatives instead of every point
-    # (service/store/summaries.py); mean and LTTB need every point.
+    # (service/store/summaries.py); LTTB needs every point.
     minmax_points = max_points if agg == "minmax" else None
-    data = require_series(session, record, metric, layer, step_min, step_max, minmax_points=minmax_points)
+    # mean reads each chunk's aggregates (service/api/bucket_reads.py) and comes back thinned.
+    mean_points = max_points if agg == "mean" else None
+    data = require_series(
+        session, record, metric, layer, step_min, step_max, minmax_points=minmax_points, mean_points=mean_points
+    )
     series = []
     for item in data:
         steps, values = item.steps, item.values
