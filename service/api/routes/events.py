@@ -38,7 +38,7 @@ from service.schemas.errors import ErrorResponse, ValidationErrorResponse
 from service.schemas.experiments import ExperimentPublic
 from service.schemas.jsoncodec import dumps
 from service.schemas.limits import INT64_MAX
-from service.store.live import points_after
+from service.store.live import NewPoints, points_after
 from service.store.records import ExperimentRecord
 
 router = APIRouter(prefix="/api/v1/experiments", tags=["events"])
@@ -70,9 +70,27 @@ def _look(app_state: Any, experiment_id: str, owner: str | None) -> ExperimentRe
         return record
 
 
-def _new_points(app_state: Any, experiment_id: str, after_step: int, max_points: int) -> tuple[int, bytes | None]:
+def _catch_up(session: Any, experiment_id: str, after_step: int, max_points: int) -> list[Any]:
+    """Every series after `after_step`, read as GET /series reads a thinned view: from each
+    chunk's stored representatives, a few bytes a chunk, however far behind the cursor is."""
+    found = []
+    for metric in store.list_metrics(session, experiment_id):
+        for item in store.read_series(session, experiment_id, metric, step_min=after_step + 1, minmax_points=max_points):
+            found.append(NewPoints(metric, item.layer, item.position, item.steps, item.values))
+    return found
+
+
+def _new_points(
+    app_state: Any, experiment_id: str, after_step: int, max_points: int, behind: int
+) -> tuple[int, bytes | None]:
     with app_state.session_factory() as session:
-        found = [item for item in points_after(session, experiment_id, after_step) if len(item.steps)]
+        # Far behind (a page that took long to load, a late reconnect): decoding every
+        # chunk since the cursor would cost as much as the run's history.
+        if behind > max_points:
+            found = _catch_up(session, experiment_id, after_step, max_points)
+        else:
+            found = points_after(session, experiment_id, after_step)
+        found = [item for item in found if len(item.steps)]
     if not found:
         return after_step, None
     through = max(int(item.steps[-1]) for item in found)
@@ -106,7 +124,7 @@ async def _stream(
         # because its last flush precedes its final status.
         if record.progress_step != looked_at_progress or finished:
             cursor, payload = await run_in_threadpool(
-                _new_points, state, experiment_id, cursor, settings.events_max_points
+                _new_points, state, experiment_id, cursor, settings.events_max_points, record.progress_step - cursor
             )
             looked_at_progress = record.progress_step
             if payload is not None:
