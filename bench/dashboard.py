@@ -190,12 +190,13 @@ def main() -> None:
             try:
                 for experiment_id in writer.ids:
                     context = browser.new_context()
+                    context.set_default_timeout(120_000)  # twenty pages on a busy machine load slowly
                     context.add_cookies([cookie])
                     page = context.new_page()
                     page.goto(f"{server.url}/experiments/{experiment_id}")
                     contexts.append((context, page))
                 for _, page in contexts:
-                    page.wait_for_function("window.gradwatchLive && window.gradwatchLive.some(e => e.kind === 'points')", timeout=60_000)
+                    page.wait_for_function("window.gradwatchLive && window.gradwatchLive.some(e => e.kind === 'points')", timeout=180_000)
                 busy = latency(api_load(server.url, headers, finished, args.duration))
                 received = sum(page.evaluate("window.gradwatchLive.length") for _, page in contexts)
             finally:
