@@ -153,10 +153,11 @@ def experiment_events(
         int | None,
         Query(ge=-1, le=INT64_MAX, description="Send points after this step first (-1: all); default: from now."),
     ] = None,
+    # Declared as a plain integer (not integer-or-null): a header has no null to send.
     last_event_id: Annotated[
-        int | None,
+        int,
         Header(ge=-1, le=INT64_MAX, description="Sent by a reconnecting browser: the last event's id (a step)."),
-    ] = None,
+    ] = None,  # type: ignore[assignment]
 ) -> StreamingResponse:
     """Live status, progress and new points of an experiment, until it finishes."""
     record = require_experiment(session, experiment_id, owner)
