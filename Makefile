@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install up test lint bench worker
+.PHONY: install up test lint bench worker reproduce-all
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -40,3 +40,9 @@ test: install
 bench: install .venv-bench/bin/python
 	$(BIN)/pip install -q -e ".[test,bench]"
 	$(BIN)/python -m bench.run_all
+
+# Every study of the reproductions catalogue, end to end through a real worker (PostgreSQL
+# and Redis from GRADWATCH_TEST_POSTGRES_URL / GRADWATCH_TEST_REDIS_URL), printing each
+# claim's expected and measured numbers; CI's `make test` runs only the studies marked in_ci.
+reproduce-all: install
+	GRADWATCH_REPRODUCE_ALL=1 $(BIN)/python -m pytest tests/e2e/test_reproductions.py -s -q -k reproduces

@@ -20,6 +20,7 @@ GRADWATCH_TOKEN or the token in $GRADWATCH_HOME/token):
     gradwatch open ID [--browser]           the experiment's dashboard page
     gradwatch callbacks secret [--rotate]   the secret your callbacks are signed with
 (those of service/commands/, registered below)
+    gradwatch reproduce NAME [--wait]       run a catalogued study, print its claims
 
 This module never imports torch (nor `workers`, except inside `worker`): `up` starts the
 worker as a process of its own.
@@ -53,6 +54,7 @@ from service.commands.tables import Column, fitted_table, number
 from service.commands.verdict import print_summary
 from service.config import settings
 from service.plot_cli import plot_command
+from service.reproduce_cli import reproduce_command
 from service.instance import AlreadyRunning, claim_instance
 from service.supervisor import RestartPolicy, supervise
 
@@ -325,6 +327,25 @@ def cancel(experiment_id: ExperimentId, api_url: ApiUrl = None) -> None:
             raise _fail(str(error)) from None
     now = (experiment or {}).get("status", "unknown")
     console.print(f"cancel requested for {shown(experiment_id)} (now {shown(now)})")
+
+
+@app.command()
+def reproduce(
+    name: Annotated[str, typer.Argument(help="A study of the catalogue (GET /api/v1/reproductions).")],
+    wait: Annotated[bool, typer.Option("--wait", help="Follow it to the end, then print each claim.")] = False,
+    timeout: Annotated[float | None, typer.Option(help="Give up waiting after this many seconds.")] = None,
+    poll: Annotated[float, typer.Option(help="Seconds between polls while waiting.")] = 2.0,
+    api_url: ApiUrl = None,
+) -> None:
+    """Run a catalogued study; with --wait, print each claim's expected and measured numbers
+    (exit status 1 when a claim did not reproduce)."""
+    with _client(api_url) as client:
+        try:
+            report = reproduce_command(client, console, name, wait, timeout, poll)
+        except (GradwatchError, TimeoutError) as error:
+            raise _fail(str(error)) from None
+    if wait and report["reproduced"] is not True:
+        raise typer.Exit(1)
 
 
 @app.command()

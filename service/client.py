@@ -250,8 +250,13 @@ class GradwatchClient:
         params = {} if step is None else {"step": step}
         return self._request("GET", f"/experiments/{experiment_id}/timesteps", params=params)
 
+    def histograms(self, experiment_id: str, metric: str = "grad_log10_abs", layer: str | None = None) -> dict[str, Any]:
+        """`{"metric", "edges", "histograms": [{"layer", "steps", "counts", "zero", …}]}`: step × bin counts."""
+        params = _without_none({"metric": metric, "layer": layer})
+        return self._request("GET", f"/experiments/{experiment_id}/histograms", params=params)
+
     def summary(self, experiment_id: str) -> dict[str, Any]:
-        """The diagnosis: verdict (`vanishing`, `exploding`, `healthy`), evidence, remedies."""
+        """The diagnosis: verdict (`vanishing`, `exploding`, `not_learning`, `healthy`, `no_data`), headline, evidence, remedies."""
         return self._request("GET", f"/experiments/{experiment_id}/summary")
 
     def profile(self, experiment_id: str, metric: str = "grad_mean_abs", max_points: int | None = None) -> dict[str, Any]:
@@ -333,6 +338,38 @@ class GradwatchClient:
         from service.frames import export_frame
 
         return export_frame(self.export(experiment_id, "parquet"))
+    # -- reproductions -------------------------------------------------------------------
+
+    def reproductions(self) -> dict[str, Any]:
+        """The catalogue: every study, its claims, protocol and expected numbers."""
+        return self._request("GET", "/reproductions")
+
+    def reproduce(self, name: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Start the study `name` as a sweep of the caller's; `overrides` make it a variant."""
+        return self._request("POST", f"/reproductions/{name}/runs", json={"overrides": dict(overrides or {})})
+
+    def reproduction_run(self, run_id: str) -> dict[str, Any]:
+        return self._request("GET", f"/reproduction-runs/{run_id}")
+
+    def wait_reproduction(
+        self,
+        run_id: str,
+        timeout: float | None = None,
+        poll: float = 2.0,
+        on_update: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
+        """Poll the run until every member has finished; its report then says per claim
+        whether it reproduced. TimeoutError past `timeout` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            report = self.reproduction_run(run_id)
+            if on_update is not None:
+                on_update(report)
+            if report["status"] == "finished":
+                return report
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"reproduction run {run_id} still {report['status']} after {timeout} s")
+            time.sleep(poll)
 
     def health(self) -> dict[str, Any]:
         """200 once the API, the database and the broker answer; raises otherwise."""

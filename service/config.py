@@ -61,6 +61,10 @@ class Limits(BaseSettings):
     # Experiments one `GET /compare?ids=` may overlay: each is read whole and diagnosed,
     # and a chart of more curves than this is no longer readable.
     max_compare_ids: int = 20
+    # Curvature (`logging.curvature_*`): each power-iteration step and each Hutchinson probe
+    # is one Hessian-vector product, about two backward passes over the curvature batch.
+    max_curvature_iterations: int = 1_000
+    max_curvature_trace_samples: int = 1_000
 
 
 class DiagnosisThresholds(BaseSettings):
@@ -94,6 +98,18 @@ class DiagnosisThresholds(BaseSettings):
     # cannot learn dependencies across its sequence (tanh RNN on adding T=50: 12/49).
     horizon_relative_norm: float = 1e-3
     horizon_min_fraction: float = 0.9
+    # The final loss (test, else the late training loss) over the task's trivial baseline
+    # (the input-blind predictor: constant MSE, class prior entropy, the copy task's
+    # memoryless cross-entropy) at or above this is "not learning": the LSTM on the adding
+    # problem with test MSE 0.159 against the constant predictor's 0.167 is at 0.95, one that
+    # learned (0.003) at 0.02.
+    not_learning_loss_ratio: float = 0.9
+    # λ_max after training within this relative distance of the stability limit 2/η
+    # (2(1 + β)/η with momentum) is the edge of stability. Cohen et al. 2021 (Fig. 1) see it
+    # hover just above 2/η; gradwatch's reference run (tanh MLP 784-64-64-10 on 1,000 MNIST
+    # digits, square loss, full-batch SGD η = 0.16) hovers at 1.07-1.16× 2/η after sharpening
+    # from 0.85×, so 0.2 takes that in and leaves out a run still sharpening below 0.8×.
+    edge_of_stability_tolerance: float = 0.2
     # Fractions of the recorded steps that count as "early" and as "after training".
     early_fraction: float = 0.1
     late_fraction: float = 0.1
@@ -136,14 +152,28 @@ class Settings(BaseSettings):
     # (no Access-Control-* header is ever sent).
     cors_origins: str = ""
 
-    # A running experiment whose worker has not written for this long is marked failed.
+    # A running experiment whose worker has not written for this long is lost: queued
+    # again to resume from its last checkpoint, or failed past max_attempts.
     heartbeat_stale_s: float = 120.0
+    # Attempts of one experiment that may lose their worker (killed, out of memory, machine
+    # gone) before it ends `failed` instead of resuming; a warm shutdown's hand-back does
+    # not count.
+    max_attempts: int = Field(3, ge=1, le=100)
+    # Keep a run's last checkpoint after it ended (by default it is deleted then).
+    keep_checkpoints: bool = False
+    # `logging.checkpoint_every: "auto"`: a checkpoint every this many flushes at most
+    # (and a few per run at least; README, "Failure handling").
+    checkpoint_every_flushes: int = Field(20, ge=1, le=1_000_000)
     # How often the API looks for stale experiments.
     reaper_interval_s: float = 10.0
     # How often a worker's writer reports progress and checks for a cancel request.
     worker_poll_s: float = 0.5
     # Records (logged steps) the engine gathers before handing a batch to the writer.
     flush_every: int = 50
+    # Compile the parameter probes' one-pass kernel (torch.compile) in each worker process at
+    # its start, in the background; runs use the plain PyTorch path until it is ready. Off,
+    # they always do: no compiler needed, and no minutes of CPU per new worker process.
+    worker_compile_probes: bool = True
     # PyTorch intra-op threads per training process; 0 keeps PyTorch's default (one per
     # core). Set it to cores / concurrency when a worker trains several runs at once, or
     # to 1 on a shared machine: oversubscribed threads make small models many times slower.

@@ -91,3 +91,22 @@ def reconcile_once(
         # Both kinds start a new redispatch_after_s: the broker holds their message now.
         store.mark_dispatched(session, still_waiting + sent)
     return sent
+
+
+def send_requeued(session: Session, enqueuer: Enqueuer, experiment_ids: Sequence[str]) -> list[str]:
+    """Send the tasks of experiments just put back to `queued` (the reaper's lost runs, to
+    resume from their checkpoint) and record their dispatch; returns those sent. One the
+    broker refuses stays undispatched, and `reconcile_once` sends it on a later pass."""
+    sent: list[str] = []
+    for experiment_id in experiment_ids:
+        record = store.get_experiment(session, experiment_id)
+        if record is None or record.status != "queued":
+            continue  # cancelled or deleted meanwhile
+        try:
+            enqueuer.enqueue(record.id, record.queue)
+        except Exception:  # noqa: BLE001 - the broker is down: the reconciler retries
+            log.warning("could not send requeued experiment %s; the reconciler will", experiment_id, exc_info=True)
+            continue
+        sent.append(experiment_id)
+    store.mark_dispatched(session, sent)
+    return sent

@@ -14,6 +14,10 @@ from pathlib import Path
 
 import pytest
 
+# Worker processes the tests start inherit this: compiling the probes' kernel in each of them
+# would cost minutes of CPU per process (test_row_statistics.py compiles it once, on purpose).
+os.environ.setdefault("GRADWATCH_WORKER_COMPILE_PROBES", "false")
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REQUIRE_SERVICES = os.environ.get("GRADWATCH_TEST_REQUIRE_SERVICES") == "1"
 POSTGRES_URL = os.environ.get(

@@ -18,7 +18,7 @@ from service.config import settings
 from service.lifeline import die_with_parent
 from service.queue import celery_config, ensure_broker_folders
 
-app = Celery("gradwatch", include=["workers.tasks"])
+app = Celery("gradwatch", include=["workers.tasks", "workers.handback"])
 # Imported by the worker's main process before it forks its pool: the children's parent.
 _WORKER_PID = os.getpid()
 app.conf.update(celery_config(settings))
@@ -35,3 +35,14 @@ def _die_with_the_worker(**_: Any) -> None:
     # A pool child must not outlive its worker (SIGKILLed, or killed with `gradwatch up`):
     # an orphan would go on training a run nobody would ever store (service/lifeline.py).
     die_with_parent(_WORKER_PID)
+
+
+@signals.worker_process_init.connect
+def _warm_fused_probes(**_: Any) -> None:
+    # The parameter probes' compiled kernel takes seconds to minutes to build the first time:
+    # started here, in the child (torch may be imported after the fork), in a background
+    # thread, so that no run's hot path waits for it (workers/engine/row_statistics.py).
+    if settings.worker_compile_probes:
+        from workers.engine.row_statistics import warm_process
+
+        warm_process()

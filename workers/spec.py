@@ -15,6 +15,7 @@ from typing import Any
 from service.config import Settings
 from workers.engine.config import (
     ClippingConfig,
+    CurvatureConfig,
     DatasetConfig,
     InitConfig,
     ModelConfig,
@@ -55,6 +56,13 @@ def to_run_config(spec: dict[str, Any], settings: Settings) -> RunConfig:
             flush_every=logging.get("flush_every") or settings.flush_every,
             timesteps_every=logging.get("timesteps_every", ProbeConfig.timesteps_every),
             max_timesteps=logging.get("max_timesteps", ProbeConfig.max_timesteps),
+            histogram_every=logging.get("histogram_every") or 0,
+        ),
+        curvature=CurvatureConfig(
+            every=logging.get("curvature_every") or 0,
+            iterations=logging.get("curvature_iterations", CurvatureConfig.iterations),
+            batch=logging.get("curvature_batch", CurvatureConfig.batch),
+            trace_samples=logging.get("curvature_trace_samples", CurvatureConfig.trace_samples),
         ),
         seed=training.get("seed", 0),
         device=spec.get("device", "auto"),
@@ -126,9 +134,27 @@ def _training_config(training: dict[str, Any]) -> TrainingConfig:
         weight_decay=training.get("weight_decay", 0.0),
         schedule=training.get("schedule", "constant"),
         gamma=training.get("lr_gamma", 0.1),
+        loss=training.get("loss"),
     )
     if momentum is not None:
         config.momentum = momentum
     if training.get("lr_step_size") is not None:
         config.step_size = training["lr_step_size"]
     return config
+
+
+def checkpoint_interval(spec: dict[str, Any], settings: Settings, flush_every: int) -> int:
+    """Training steps between checkpoints (0: none) for the spec's `logging.checkpoint_every`.
+
+    `auto` (also for specs stored before the field existed): about four per run, rounded
+    to whole flushes (a checkpoint then costs no extra flush), and at most
+    `checkpoint_every_flushes` flushes apart, so a long run never loses more than that."""
+    logging = spec.get("logging") or {}
+    every = logging.get("checkpoint_every", "auto")
+    if every is None:
+        return 0
+    if every != "auto":
+        return int(every)
+    steps = int((spec.get("training") or {}).get("steps", 1_000))
+    few_per_run = max(1, round(steps / 4 / flush_every)) * flush_every
+    return min(settings.checkpoint_every_flushes * flush_every, few_per_run)

@@ -15,10 +15,15 @@ Delivery guarantees (acks_late and prefetch 1 come from `service.queue.celery_co
   out-of-memory killer), the message is requeued rather than acknowledged. If the child
   had not claimed the experiment yet, the redelivery trains it; if it had, the redelivery
   finds it `running` and does nothing, so a requeue can never train a run twice nor loop
-  on a run that kills its worker. Runs cannot resume (the engine keeps no checkpoint), so
-  a run orphaned mid-training is ended by the stale-heartbeat reaper instead: the API
-  marks it `failed` once its writer has been silent for `heartbeat_stale_s`, keeping
-  every point stored so far.
+  on a run that kills its worker. A run orphaned mid-training is found by the API's
+  stale-heartbeat reaper once its writer has been silent for `heartbeat_stale_s`: it goes
+  back to `queued` (and to the broker) and the next claim resumes it from its last
+  checkpoint, up to `max_attempts` lost attempts; then it is `failed`.
+
+Checkpoints and resume (README, "Failure handling"): the engine checkpoints every
+`logging.checkpoint_every` steps through the writer's ordered path (`on_checkpoint`);
+a claim that finds a checkpoint continues from it. A warm shutdown (`workers.handback`)
+checkpoints at the next step, hands the experiment back (`queued`) and sends it again.
 
 Database outages (README, "Failure handling"): the claim is retried through an outage of
 up to `db_outage_tolerance_s` (then the task is retried later by Celery, and the row,
@@ -32,6 +37,7 @@ is imported inside the task, in the pool child.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -47,6 +53,7 @@ from service import store
 from service.config import Settings, settings
 from service.db.engine import make_engine, make_session_factory
 from workers.celery_app import app
+from workers.handback import shutting_down
 from workers.memory_guard import address_space_cap, is_out_of_memory, out_of_memory_message
 from workers.outage import TRANSIENT_DB_ERRORS, DatabaseUnreachable, Outage, ride_out
 from workers.writer import ProbeWriter
@@ -102,9 +109,13 @@ def run_experiment(
     failure = None
     try:
         status, result, note = _train(experiment, config, session_factory)
+        if status == "handed_back" and _hand_back(experiment, worker, note or "", config, session_factory):
+            return "handed_back"
+        if status == "handed_back":  # a cancel came first: end it as one
+            status, note = "cancelled", None
     except DatabaseUnreachable as error:
         logger.error("experiment %s failed: %s", experiment_id, error)
-        _finish(session_factory, experiment_id, "failed", None, error=str(error), config=config)
+        _finish(session_factory, experiment_id, "failed", None, error=str(error), config=config, worker=worker)
         return "failed"
     except Exception as error:  # noqa: BLE001 - any failure ends the run as failed
         logger.exception("experiment %s failed", experiment_id)
@@ -113,17 +124,19 @@ def run_experiment(
         else:
             failure = _describe(error)
     except BaseException as error:
-        # The worker is being shut down (SystemExit, KeyboardInterrupt): say so rather
-        # than leaving the run to the reaper.
+        # The worker is being shut down hard (SystemExit, KeyboardInterrupt): hand the
+        # run back to resume from its last checkpoint rather than leave it to the reaper;
+        # fail it only if a cancel was asked for.
         stopped = f"the worker stopped during training ({type(error).__name__})"
-        _finish(session_factory, experiment_id, "failed", None, error=stopped, config=config)
+        if not _hand_back(experiment, worker, stopped, config, session_factory):
+            _finish(session_factory, experiment_id, "cancelled", None, error=stopped, config=config, worker=worker)
         raise
     if failure is not None:
         # Outside the except block: the error's traceback, which holds the run's tensors,
         # is gone, so a run that ran out of memory has freed it before the next one.
-        _finish(session_factory, experiment_id, "failed", None, error=failure, config=config)
+        _finish(session_factory, experiment_id, "failed", None, error=failure, config=config, worker=worker)
         return "failed"
-    _finish(session_factory, experiment_id, status, result, error=note, config=config)
+    _finish(session_factory, experiment_id, status, result, error=note, config=config, worker=worker)
     logger.info("experiment %s ended %s: %s", experiment_id, status, result)
     return status
 
@@ -147,13 +160,18 @@ def _train(
     # The writer (and its heartbeat) starts before the slow part of setting up: importing
     # torch and loading the data can outlast heartbeat_stale_s on a busy machine, and the
     # reaper must not take a run that is only getting ready for a lost one.
+    stored = ride_out(lambda: _load_checkpoint(session_factory, experiment.id), "reading the checkpoint", _outage(config))
+    if stored is not None:
+        writer.progress_step = stored.step
+        logger.info("experiment %s resumes from its checkpoint at step %d", experiment.id, stored.step)
     with writer:
         # Imported here, in the pool child: importing torch in the prefork parent would
         # break the rule that CUDA is never initialised before a fork.
         import torch
 
         from workers.engine import train
-        from workers.spec import to_run_config
+        from workers.engine.checkpoint import Checkpointing
+        from workers.spec import checkpoint_interval, to_run_config
 
         if config.worker_torch_threads > 0:
             torch.set_num_threads(config.worker_torch_threads)
@@ -162,15 +180,20 @@ def _train(
         max_runtime_s = (experiment.spec.get("training") or {}).get("max_runtime_s") or config.limits.max_runtime_s
         on_cuda = run_config.device == "cuda" or (run_config.device == "auto" and torch.cuda.is_available())
         allowance = 0 if on_cuda else _allowance(config)
-        timed_out = False
+        timed_out = handing_back = False
         deadline: float | None = None
+        every = checkpoint_interval(experiment.spec, config, run_config.probes.flush_every)
 
         def should_stop() -> bool:
-            # Read before every step: a cancel (or a failed writer) first, then the clock.
-            # The clock starts at the first step, so that a cold pool process importing
-            # torch and the run loading its data do not use up a short limit.
-            nonlocal timed_out, deadline
+            # Read before every step: a cancel (or a failed writer) first, then a warm
+            # shutdown of this worker, then the clock. The clock starts at the first step
+            # (of this attempt), so that a cold pool process importing torch and the run
+            # loading its data do not use up a short limit.
+            nonlocal timed_out, deadline, handing_back
             if writer.should_stop():
+                return True
+            if shutting_down():
+                handing_back = True
                 return True
             now = time.monotonic()
             if deadline is None:
@@ -179,7 +202,13 @@ def _train(
             return timed_out
 
         with address_space_cap(allowance):
-            outcome = train(run_config, writer.on_flush, should_stop)
+            checkpointing = Checkpointing(
+                every=every,
+                save=writer.on_checkpoint,
+                resume_from=None if stored is None else stored.payload,
+                on_stop=lambda: handing_back and every > 0,
+            )
+            outcome = train(run_config, writer.on_flush, should_stop, checkpointing)
 
     def record_steps_done() -> None:
         with session_factory() as session:
@@ -195,7 +224,13 @@ def _train(
         "test_loss": _finite_or_none(outcome.test_loss),
         "test_accuracy": _finite_or_none(outcome.test_accuracy),
         "steps_done": int(outcome.steps_done),
+        # What a model must beat to have learned anything (service/analysis/learning.py).
+        "baseline": None if outcome.baseline is None else dataclasses.asdict(outcome.baseline),
     }
+    if outcome.status == "cancelled" and handing_back and not writer.should_stop():
+        at = writer.checkpoint_step
+        where = f"from its checkpoint at step {at}" if at is not None else "from step 0 (it has no checkpoint)"
+        return "handed_back", result, f"worker shutting down: handed back after {int(outcome.steps_done)} steps, to resume {where}"
     if outcome.status == "cancelled" and timed_out:
         note = (
             f"stopped by its time limit, training.max_runtime_s = {max_runtime_s} s, after "
@@ -205,6 +240,39 @@ def _train(
     return outcome.status, result, None
 
 
+def _load_checkpoint(session_factory: Callable[[], Session], experiment_id: str) -> store.StoredCheckpoint | None:
+    with session_factory() as session:
+        return store.load_checkpoint(session, experiment_id)
+
+
+def _hand_back(
+    experiment: store.ExperimentRecord,
+    worker: str,
+    why: str,
+    config: Settings,
+    session_factory: Callable[[], Session],
+) -> bool:
+    """Put the experiment back to `queued` and send its task again at once, so that
+    another worker resumes it; False when a cancel was asked for meanwhile (the caller
+    ends it `cancelled`). A send that fails is left to the dispatch reconciler, which
+    re-sends never-dispatched rows."""
+
+    def give_back() -> bool:
+        with session_factory() as session:
+            return store.hand_back(session, experiment.id, worker, why)
+
+    if not ride_out(give_back, f"handing back experiment {experiment.id}", _outage(config, tolerance=False)):
+        return False
+    logger.warning("experiment %s: %s", experiment.id, why)
+    try:
+        train_experiment.apply_async(args=[experiment.id], queue=experiment.queue)
+        with session_factory() as session:
+            store.mark_dispatched(session, [experiment.id])
+    except Exception:  # noqa: BLE001 - the reconciler sends it later
+        logger.warning("could not send experiment %s again; the API's reconciler will", experiment.id, exc_info=True)
+    return True
+
+
 def _finish(
     session_factory: Callable[[], Session],
     experiment_id: str,
@@ -212,15 +280,18 @@ def _finish(
     result: dict[str, Any] | None,
     error: str | None = None,
     config: Settings = settings,
+    worker: str | None = None,
 ) -> None:
-    """finish_experiment, retried until the database takes it however long it is down:
+    """finish_experiment (of this worker's run), retried until the database takes it however long it is down:
     a run must not stay `running`, nor have the reaper's "no heartbeat" replace the
     real reason it ended (the reaper waits heartbeat_stale_s after an outage, and this
     retries at least every db_retry_max_backoff_s)."""
 
     def finish() -> None:
         with session_factory() as session:
-            finished = store.finish_experiment(session, experiment_id, status, result, error)
+            finished = store.finish_experiment(
+                session, experiment_id, status, result, error, keep_checkpoint=config.keep_checkpoints, worker=worker
+            )
         if finished is None:
             logger.warning(
                 "experiment %s was no longer running (reaped?); left as it is", experiment_id

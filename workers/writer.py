@@ -21,6 +21,11 @@ is back. Past `outage_tolerance_s` of continuous failure the writer gives up wit
 gets one more tolerance period to be stored, and the task records that cause as the
 run's error once the database takes it.
 
+Checkpoints (workers/engine/checkpoint.py) take the same ordered path: `on_checkpoint`
+puts one in the buffer after the batches handed out before it, and it is stored only
+after them, so a checkpoint at step s is never in the database before every point up to
+s. Of several waiting at once only the latest is stored.
+
 Why retries are safe: chunks are keyed by (series, first step) and inserted with ON
 CONFLICT DO NOTHING, so writing a batch twice (a retry after a lost commit
 acknowledgement, a redelivered task) never duplicates a point.
@@ -33,6 +38,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from itertools import islice
 from typing import Any, Protocol
 
@@ -41,6 +47,7 @@ from sqlalchemy.orm import Session
 
 from service import store
 from service.store import SeriesChunk, TimestepChunk
+from service.store.histograms import HistogramChunk
 from workers.outage import TRANSIENT_DB_ERRORS, DatabaseUnreachable, Outage, ride_out
 
 logger = logging.getLogger(__name__)
@@ -60,6 +67,17 @@ class ProbeBatchLike(Protocol):
     values: dict[tuple[str, str | None], np.ndarray]  # (metric, layer) → float64 (S,)
     layers: tuple[str, ...]  # input → output
     timesteps: TimestepBatchLike | None
+    # (metric, layer) → (steps int64 (K,), values float64 (K,)): series on their own schedule
+    sparse_values: dict[tuple[str, str | None], tuple[np.ndarray, np.ndarray]]
+    histograms: Any  # the engine's HistogramBatch or None: steps (S,), keys (K,), counts (S, K, B+4), edges
+
+
+@dataclass(frozen=True)
+class PendingCheckpoint:
+    """A checkpoint in the writer's buffer, behind the batches it follows."""
+
+    step: int  # steps done when it was taken
+    payload: bytes
 
 
 class WriterError(RuntimeError):
@@ -69,6 +87,9 @@ class WriterError(RuntimeError):
 def batch_nbytes(batch: ProbeBatchLike) -> int:
     """The memory one batch holds: its steps, values and gradients through time."""
     size = batch.steps.nbytes + sum(values.nbytes for values in batch.values.values())
+    size += sum(steps.nbytes + values.nbytes for steps, values in batch.sparse_values.values())
+    if getattr(batch, "histograms", None) is not None:
+        size += batch.histograms.counts.nbytes
     through_time = batch.timesteps
     if through_time is not None:
         size += through_time.hidden_grad_norm.nbytes
@@ -82,8 +103,10 @@ def to_chunks(batch: ProbeBatchLike) -> tuple[list[SeriesChunk], list[TimestepCh
     per recurrent layer."""
     positions = {layer: index for index, layer in enumerate(batch.layers)}
     steps = np.ascontiguousarray(batch.steps, dtype=np.int64)
+    columns = [(key, steps, values) for key, values in batch.values.items()]
+    columns += [(key, np.ascontiguousarray(own, dtype=np.int64), values) for key, (own, values) in batch.sparse_values.items() if len(own)]
     series = []
-    for (metric, layer), values in batch.values.items():
+    for (metric, layer), steps, values in columns:
         if layer is not None and layer not in positions:
             raise WriterError(
                 f"the engine reported metric {metric!r} for layer {layer!r}, "
@@ -117,6 +140,25 @@ def to_chunks(batch: ProbeBatchLike) -> tuple[list[SeriesChunk], list[TimestepCh
                 )
             )
     return series, timesteps
+
+
+def to_histogram_chunks(batch: ProbeBatchLike) -> list[HistogramChunk]:
+    """A HistogramChunk per (metric, layer) of the batch's histograms."""
+    histograms = getattr(batch, "histograms", None)
+    if histograms is None or not len(histograms.steps):
+        return []
+    steps = np.ascontiguousarray(histograms.steps, dtype=np.int64)
+    return [
+        HistogramChunk(
+            metric=metric,
+            layer=layer,
+            position=position,
+            steps=steps,
+            counts=np.ascontiguousarray(histograms.counts[:, position], dtype=np.int64),  # (S, B + 4)
+            edges=np.asarray(histograms.edges[metric], dtype=np.float64),
+        )
+        for position, (metric, layer) in enumerate(histograms.keys)
+    ]
 
 
 class ProbeWriter:
@@ -155,7 +197,8 @@ class ProbeWriter:
         self._outage = Outage(outage_tolerance_s, max_backoff_s, retry_backoff_s)
         # Batches not yet stored, with their sizes; a batch leaves only once it is stored,
         # so `_buffered_bytes` counts the ones being written too.
-        self._buffer: deque[tuple[ProbeBatchLike, int]] = deque()
+        self._buffer: deque[tuple[ProbeBatchLike | PendingCheckpoint, int]] = deque()
+        self.checkpoint_step: int | None = None  # the step of the latest checkpoint stored
         self._buffered_bytes = 0
         self._closing = False
         self._changed = threading.Condition()
@@ -174,7 +217,14 @@ class ProbeWriter:
         """The engine's `on_flush`: buffer the batch; blocks (training pauses) only while
         the buffer is full, e.g. through a database outage. A batch larger than the whole
         buffer is still taken, alone, rather than never."""
-        size = batch_nbytes(batch)
+        self._put(batch, batch_nbytes(batch))
+
+    def on_checkpoint(self, step: int, payload: bytes) -> None:
+        """The engine's `Checkpointing.save`: store this checkpoint once every batch handed
+        out before it is stored; buffered (and bounded) like a batch."""
+        self._put(PendingCheckpoint(step, payload), len(payload))
+
+    def _put(self, entry: ProbeBatchLike | PendingCheckpoint, size: int) -> None:
         with self._changed:
             paused = False
             while True:
@@ -189,7 +239,7 @@ class ProbeWriter:
                         self.experiment_id, self._buffered_bytes, self._max_buffer_bytes,
                     )
                 self._changed.wait(0.1)
-            self._buffer.append((batch, size))
+            self._buffer.append((entry, size))
             self._buffered_bytes += size
             self._changed.notify_all()
 
@@ -282,29 +332,49 @@ class ProbeWriter:
             with self._changed:
                 self._changed.notify_all()
 
-    def _store(self, batches: list[ProbeBatchLike]) -> None:
-        batches = [batch for batch in batches if len(batch.steps)]
-        if not batches:
+    def _store(self, entries: list[ProbeBatchLike | PendingCheckpoint]) -> None:
+        checkpoints = [entry for entry in entries if isinstance(entry, PendingCheckpoint)]
+        batches = [entry for entry in entries if not isinstance(entry, PendingCheckpoint) and len(entry.steps)]
+        if not batches and not checkpoints:
             return
         series: list[SeriesChunk] = []
         timesteps: list[TimestepChunk] = []
+        histograms: list[HistogramChunk] = []
         for batch in batches:
             batch_series, batch_timesteps = to_chunks(batch)
             series += batch_series
             timesteps += batch_timesteps
-        first_step = int(batches[0].steps[0])
-        progress_step = max(int(batch.steps[-1]) for batch in batches) + 1
+            histograms += to_histogram_chunks(batch)
+        # Only a run that measures histograms passes them (the writer's store is injectable).
+        extra = {"histograms": histograms} if histograms else {}
+        latest = checkpoints[-1] if checkpoints else None
+        if batches:
+            first_step = int(batches[0].steps[0])
+            progress_step = max(int(batch.steps[-1]) for batch in batches) + 1
+            what = f"storing steps {first_step}–{progress_step - 1}"
+        else:
+            progress_step, what = self.progress_step, ""
+        if latest is not None:
+            what = f"{what} and " if what else ""
+            what += f"the checkpoint at step {latest.step}"
 
         def write() -> None:
             if self._outage.failures:
                 # The database just failed us: the heartbeat goes first, in a transaction
                 # of its own, so the reaper sees this run alive before the backlog lands.
                 self._heartbeat()
-            with self._session_factory() as session:
-                self._write_chunks(session, self.experiment_id, series, timesteps, progress_step)
+            if batches:
+                with self._session_factory() as session:
+                    self._write_chunks(session, self.experiment_id, series, timesteps, progress_step, **extra)
+            if latest is not None:
+                # After the points above: a checkpoint never runs ahead of what is stored.
+                with self._session_factory() as session:
+                    store.save_checkpoint(session, self.experiment_id, latest.step, latest.payload)
 
-        ride_out(write, f"storing steps {first_step}–{progress_step - 1}", self._outage)
+        ride_out(write, what, self._outage)
         self.progress_step = max(self.progress_step, progress_step)
+        if latest is not None:
+            self.checkpoint_step = latest.step
 
     def _heartbeat(self) -> None:
         with self._session_factory() as session:

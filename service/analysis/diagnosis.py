@@ -37,7 +37,6 @@ from service.analysis.diagnosis_records import (
     DiagnosisInput,
     Finding,
     GradNormSummary,
-    HorizonSummary,
     NonFiniteSummary,
     Remedy,
     Verdict,
@@ -53,28 +52,34 @@ from service.analysis.gradient_stats import (
     layer_summaries,
     nonfinite_summary,
 )
+from service.analysis.diagnosis_time import vanishing_time
+from service.analysis.diagnosis_verdict import has_data, headline, no_data, train_longer
+from service.analysis.learning import learning_summary, not_learning_finding
+from service.analysis.sharpness import edge_of_stability_finding, sharpness_summary
+from service.analysis.references import (
+    GLOROT_2010,
+    HE_2015,
+    PASCANU_2013,
+)
 from service.config import DiagnosisThresholds
 
 # Global metrics the diagnosis reads.
 GLOBAL_METRICS = ("loss", "grad_norm_total", "grad_norm_total_clipped", "clipped")
 # Every metric `diagnose` uses; the route reads exactly these.
-DIAGNOSIS_METRICS = (*LAYER_METRICS, *GLOBAL_METRICS, "grad_nonfinite")
+DIAGNOSIS_METRICS = (*LAYER_METRICS, *GLOBAL_METRICS, "grad_nonfinite", "hessian_max_eig", "lr")
 
 # Pascanu, Mikolov & Bengio (2013), Section 3.2, set the clipping threshold from the
 # average gradient norm seen over many updates and report that anything from half to ten
 # times that average works.
 CLIP_RANGE = (0.5, 10.0)
 
-PASCANU_2013 = "Pascanu, Mikolov & Bengio 2013, On the difficulty of training recurrent neural networks (Alg. 1)"
-GLOROT_2010 = "Glorot & Bengio 2010, Understanding the difficulty of training deep feedforward neural networks"
-HE_2015 = "He, Zhang, Ren & Sun 2015, Delving deep into rectifiers (Kaiming initialisation)"
-HOCHREITER_1997 = "Hochreiter & Schmidhuber 1997, Long short-term memory"
-GERS_2000 = "Gers, Schmidhuber & Cummins 2000, Learning to forget: continual prediction with LSTM"
-JOZEFOWICZ_2015 = "Jozefowicz, Zaremba & Sutskever 2015, An empirical exploration of recurrent network architectures"
+
 
 
 def diagnose(data: DiagnosisInput, thresholds: DiagnosisThresholds, max_points: int | None = 1000) -> Diagnosis:
     """The summary, verdict, evidence and remedies of one experiment."""
+    if not has_data(data):
+        return no_data(data, thresholds)
     model = dict(data.spec.get("model") or {})
     clipping = dict(data.spec.get("clipping") or {})
     model_type = str(model.get("type", "mlp"))
@@ -98,11 +103,24 @@ def diagnose(data: DiagnosisInput, thresholds: DiagnosisThresholds, max_points: 
     vanishing = False
     if model_type == "mlp":
         vanishing |= _vanishing_depth(depth_ratio, backprop_ratio, activation, thresholds, findings, remedies)
-    vanishing |= _vanishing_time(horizons, model_type, model, thresholds, findings, remedies)
+    vanishing |= vanishing_time(horizons, model_type, model, thresholds, findings, remedies)
 
-    verdict: Verdict = "exploding" if exploding else "vanishing" if vanishing else "healthy"
+    learning = learning_summary(data, thresholds)
+    not_learning = learning is not None and learning.learned is False
+    if not_learning and learning is not None:
+        findings.insert(0, not_learning_finding(learning, thresholds, (data.result or {}).get("steps_done")))
+        if not (exploding or vanishing):
+            remedies.append(train_longer(data.spec))
+    sharpness = sharpness_summary(data, thresholds)
+    at_edge = edge_of_stability_finding(sharpness, thresholds) if sharpness is not None else None
+    if at_edge is not None:
+        findings.append(at_edge)
+    verdict: Verdict = (
+        "exploding" if exploding else "vanishing" if vanishing else "not_learning" if not_learning else "healthy"
+    )
     return Diagnosis(
         verdict=verdict,
+        headline=headline(verdict, findings, not_learning, learning, horizons),
         findings=findings,
         remedies=remedies,
         thresholds=thresholds.model_dump(),
@@ -112,6 +130,8 @@ def diagnose(data: DiagnosisInput, thresholds: DiagnosisThresholds, max_points: 
         grad_norm=grad_norm,
         nonfinite=nonfinite,
         horizon=horizons,
+        learning=learning,
+        sharpness=sharpness,
     )
 
 
@@ -330,67 +350,6 @@ def _vanishing_depth(
                 action=f"initialise with {scheme} so that each layer keeps the gradient's variance",
                 reference=HE_2015 if scheme.startswith("kaiming") else GLOROT_2010,
                 spec_changes={"model.init.scheme": scheme},
-            )
-        )
-    return True
-
-
-def _vanishing_time(
-    horizons: list[HorizonSummary],
-    model_type: str,
-    model: Mapping[str, Any],
-    thresholds: DiagnosisThresholds,
-    findings: list[Finding],
-    remedies: list[Remedy],
-) -> bool:
-    short = [
-        h for h in horizons if h.final_fraction is not None and h.final_fraction < thresholds.horizon_min_fraction
-    ]
-    if not short:
-        return False
-    worst = min(short, key=lambda h: h.final_fraction or 0.0)
-    findings.append(
-        Finding(
-            kind="vanishing_time",
-            message=(
-                f"after training, ‖∂L/∂h_t‖ stays above {thresholds.horizon_relative_norm:g}·‖∂L/∂h_T‖ for only "
-                f"{format_number(worst.final)} of {worst.sequence_timesteps} timesteps back (recurrent layer "
-                f"{worst.layer_index}); ‖∂L/∂h_first‖/‖∂L/∂h_T‖ = {format_number(worst.final_first_to_last)}"
-            ),
-            evidence={
-                "layer_index": worst.layer_index,
-                "horizon": worst.final,
-                "sequence_timesteps": worst.sequence_timesteps,
-                "fraction": worst.final_fraction,
-                "first_to_last": worst.final_first_to_last,
-                "threshold": thresholds.horizon_min_fraction,
-            },
-        )
-    )
-    if model_type == "lstm":
-        bias = model.get("forget_bias")
-        target = 1.0 if bias is None or float(bias) < 1.0 else float(bias) + 1.0
-        remedies.append(
-            Remedy(
-                problem="vanishing",
-                action=(
-                    f"set the forget-gate bias to {target:g} (now {bias}) so the forget gates start open and the "
-                    "cell state carries the gradient back through time"
-                ),
-                reference=f"{GERS_2000}; {JOZEFOWICZ_2015}",
-                spec_changes={"model.forget_bias": target},
-            )
-        )
-    else:
-        remedies.append(
-            Remedy(
-                problem="vanishing",
-                action=(
-                    "use an LSTM with its forget-gate bias at 1: its additive cell state keeps ‖∂L/∂h_t‖ from "
-                    "shrinking geometrically through time"
-                ),
-                reference=f"{HOCHREITER_1997}; {GERS_2000}; {JOZEFOWICZ_2015}",
-                spec_changes={"model.type": "lstm", "model.forget_bias": 1.0},
             )
         )
     return True

@@ -10,7 +10,9 @@ import numpy as np
 
 from service.store.records import SeriesData, TimestepData
 
-Verdict = Literal["vanishing", "exploding", "healthy"]
+# `not_learning`: the loss stays at the task's trivial baseline with no gradient pathology to
+# blame; `no_data`: nothing was recorded (queued, or failed before its first step).
+Verdict = Literal["vanishing", "exploding", "not_learning", "healthy", "no_data"]
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,33 @@ class HorizonSummary:
 
 
 @dataclass(frozen=True)
+class LearningSummary:
+    baseline: dict[str, Any]  # the result's `baseline`: predictor, loss, train_loss, test_loss, chance_accuracy
+    train_loss: float | None  # median of the recorded training loss over the last `late_fraction` of steps
+    test_loss: float | None  # on the held-out split after training (succeeded runs only)
+    train_ratio: float | None  # train_loss / the baseline's train_loss
+    test_ratio: float | None  # test_loss / the baseline's test_loss
+    test_accuracy: float | None
+    chance_accuracy: float | None
+    judged_on: str | None  # "test" | "train": the split the finding reads (test when there is one)
+    learned: bool | None  # None when there is no loss to judge
+
+
+@dataclass(frozen=True)
+class SharpnessSummary:
+    """λ_max of the training loss (series `hessian_max_eig`) against c/η (service/analysis/sharpness.py)."""
+
+    measurements: int
+    stability_factor: float | None  # c: 2 for SGD, 2 + 2β with momentum β; None for adaptive optimisers
+    at_start: float
+    maximum: float | None
+    final: float | None  # median over the last `late_fraction` of measurements
+    final_limit: float | None  # c/η at the last measurement
+    final_ratio: float | None  # median over the same measurements of λ_max / (c/η)
+    first_step_at_limit: int | None  # first measurement within the tolerance of the limit (or above it)
+
+
+@dataclass(frozen=True)
 class Finding:
     kind: str  # vanishing_depth | vanishing_time | exploding | clipping_controls | nonfinite | …
     message: str
@@ -117,7 +146,7 @@ class Finding:
 
 @dataclass(frozen=True)
 class Remedy:
-    problem: Literal["vanishing", "exploding"]
+    problem: Literal["vanishing", "exploding", "not_learning"]
     action: str
     reference: str
     # Spec changes that apply the remedy, by dotted path (e.g. {"clipping.mode": "norm"}).
@@ -127,6 +156,7 @@ class Remedy:
 @dataclass(frozen=True)
 class Diagnosis:
     verdict: Verdict
+    headline: str  # one sentence: the verdict with its main evidence
     findings: list[Finding]
     remedies: list[Remedy]
     thresholds: dict[str, float]
@@ -136,3 +166,5 @@ class Diagnosis:
     grad_norm: GradNormSummary | None
     nonfinite: NonFiniteSummary
     horizon: list[HorizonSummary]
+    learning: LearningSummary | None  # final losses against the task's trivial baseline
+    sharpness: SharpnessSummary | None = None  # with logging.curvature_every

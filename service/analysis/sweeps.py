@@ -52,8 +52,16 @@ def member_label(params: Mapping[str, Any], include: Sequence[str] | None = None
     return " ".join(f"{key.rsplit('.', 1)[-1]}={params[key]}" for key in keys)
 
 
-def expand_grid(base: Mapping[str, Any], grid: Mapping[str, Sequence[Any]], limits: Limits) -> list[SweepMember]:
+def expand_grid(
+    base: Mapping[str, Any],
+    grid: Mapping[str, Sequence[Any]],
+    limits: Limits,
+    overrides: Mapping[str, Any] | None = None,
+) -> list[SweepMember]:
     """Every combination of `grid` applied to `base`, validated; raises SweepError.
+
+    `overrides` (dotted path → value, a reproduction's variant) are applied to every member
+    after the grid, so a member keeps its grid params while its spec changes.
 
     Members come in the order of `itertools.product` over the grid's keys as given, so
     the last key (often the seed) varies fastest. Each member is named
@@ -63,6 +71,13 @@ def expand_grid(base: Mapping[str, Any], grid: Mapping[str, Sequence[Any]], limi
     # NUL, no integer beyond 64 bits), even one the grid overrides.
     errors = unstorable_values(dict(base), ("body", "base")) + unstorable_values(dict(grid), ("body", "grid"))
     errors += _check_grid(grid, limits)
+    overrides = dict(overrides or {})
+    errors += unstorable_values(overrides, ("body", "overrides"))
+    errors += [
+        {"loc": ["body", "overrides", path], "msg": _unknown_path(path), "type": "value_error"}
+        for path in overrides
+        if path not in SPEC_PATHS or path.split(".", 1)[0] == "tags"
+    ]
     if errors:
         raise SweepError(errors)
     keys = list(grid)
@@ -71,7 +86,7 @@ def expand_grid(base: Mapping[str, Any], grid: Mapping[str, Sequence[Any]], limi
     for combination in itertools.product(*(grid[key] for key in keys)):
         params = dict(zip(keys, combination, strict=True))
         spec = copy.deepcopy(dict(base))
-        for path, value in params.items():
+        for path, value in (*params.items(), *overrides.items()):
             _set_path(spec, path, value)
         if "name" not in params:
             label = member_label(params, [key for key in keys if len(grid[key]) > 1]) or member_label(params)

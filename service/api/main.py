@@ -31,7 +31,10 @@ from service.api.routes import (
     experiments,
     export,
     health,
+    histograms,
     plots,
+    reproduction_runs,
+    reproductions,
     series,
     session,
     sweeps,
@@ -42,7 +45,7 @@ from service.config import Settings
 from service.config import settings as default_settings
 from service.db.engine import make_engine, make_session_factory
 from service.db.reachability import DatabaseReachability, probe_write
-from service.dispatch import reconcile_once
+from service.dispatch import reconcile_once, send_requeued
 from service.queue import Enqueuer
 from service.store.idempotency import purge_expired_keys
 from service.web import install_web
@@ -53,17 +56,24 @@ KEY_PURGE_INTERVAL_S = 600.0
 
 
 def reap_once(app: FastAPI) -> list[str]:
-    """Fail the running experiments whose worker stopped writing heartbeats."""
+    """Requeue (to resume from their checkpoint) or, past GRADWATCH_MAX_ATTEMPTS, fail the
+    running experiments whose worker stopped writing heartbeats; returns the ids of both."""
     settings: Settings = app.state.settings
     with app.state.session_factory() as session:
-        failed = store.fail_stale_experiments(session, settings.heartbeat_stale_s)
-    for experiment_id in failed:
+        outcome = store.reap_stale_experiments(
+            session, settings.heartbeat_stale_s, settings.max_attempts, settings.keep_checkpoints
+        )
+        if outcome.requeued:
+            send_requeued(session, app.state.enqueuer, outcome.requeued)
+    for experiment_id in outcome.requeued:
         log.warning(
-            "experiment %s failed: no heartbeat for %s s (worker lost)",
+            "experiment %s: no heartbeat for %s s (worker lost): queued again to resume from its checkpoint",
             experiment_id,
             settings.heartbeat_stale_s,
         )
-    return failed
+    for experiment_id in outcome.failed:
+        log.warning("experiment %s ended: worker lost and not resumed again", experiment_id)
+    return outcome.requeued + outcome.failed
 
 
 def purge_keys_once(app: FastAPI) -> int:
@@ -190,11 +200,14 @@ def create_app(settings: Settings | None = None, enqueuer: Enqueuer | None = Non
         callbacks.sweeps_router,
         callbacks.secret_router,
         plots.experiments_router,
+        histograms.router,
         sweeps.router,
         plots.sweeps_router,
         compare.router,
         events.router,
         session.router,
+        reproductions.router,
+        reproduction_runs.router,
     ):
         app.include_router(router, dependencies=[Depends(get_caller)], responses=AUTH_RESPONSES)
     install_web(app)  # the dashboard's pages, /docs and /redoc; last, so `/` catches nothing of the API's

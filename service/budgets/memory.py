@@ -40,9 +40,10 @@ OPTIMIZER_TEMPORARIES = {"sgd": 0, "momentum": 0, "adam": 1, "adamw": 1, "rmspro
 # its peak (during backward): what autograd saves for the layer's backward (LSTM: its
 # 4 gates, the cell and its tanh; GRU: 3 gates, the recurrent candidate part and the
 # update's operands; Elman RNN: its state; MLP: pre-activation and activation), the
-# output and its retained gradient (the probes' ‖∂L/∂y‖), the output pieces the
-# timestep probes cut and concatenate, the gradient flowing back, and the probes'
-# no-grad recomputation of the gates. Measured on the CPU kernels (peak RSS growth less
+# output and its retained gradient (the probes' ‖∂L/∂y‖), the gradient flowing back,
+# and the probes' no-grad recomputation of the gates. (Measured when the timestep probes
+# still cut the sequence into pieces; their recursion now runs after backward, once the
+# saved tensors are freed, so the factors are an upper bound.) Measured on the CPU kernels (peak RSS growth less
 # the ~200 MiB fixed part, over batch × T × H × 4 bytes): LSTM 22-34, GRU 26-31, RNN
 # 7.4-8.1. The spread is the allocator's: a process that has already freed large blocks
 # (a worker's pool process after its first run) has raised glibc's mmap threshold, so

@@ -3,7 +3,7 @@
     {"id": "<event id>", "type": "experiment.ended", "created_at": "…",
      "experiment": {"id", "name", "owner", "status", "result", "error", "finished_at",
                     "sweep_id", "tags"},
-     "summary": {"verdict": "vanishing" | "exploding" | "healthy" | null},
+     "summary": {"verdict": "vanishing" | "exploding" | "not_learning" | "healthy" | "no_data" | null},
      "links": {"experiment": URL, "summary": URL, "series": URL, "deliveries": URL}}
 
 A sweep's (`"type": "sweep.ended"`) carries `sweep` (id, name, owner, size, status

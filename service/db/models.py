@@ -26,6 +26,9 @@ EXPERIMENT_STATUSES = ("queued", "running", "succeeded", "failed", "diverged", "
 # `timed_out`: stopped by its training.max_runtime_s (migration 0003), points kept.
 FINISHED_STATUSES = ("succeeded", "failed", "diverged", "cancelled", "timed_out")
 TOKEN_SCOPES = ("read", "write", "admin")
+# How a worker's attempt at an experiment ended: the run ended there (`finished`), the
+# worker died or went silent (`lost`), or it shut down and gave the run back (`handed_back`).
+ATTEMPT_ENDINGS = ("finished", "lost", "handed_back")
 # The owner of rows stored before ownership existed (migration 0002) and of rows a
 # caller outside the API creates without naming one (tests, scripts using the store).
 LEGACY_OWNER = "legacy"
@@ -42,6 +45,22 @@ class Sweep(Base):
     owner: Mapped[str] = mapped_column(sa.String(100), server_default=LEGACY_OWNER)
     base_spec: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
     grid: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ReproductionRun(Base):
+    """One run of a catalogued study (service/reproductions/): the sweep its protocol became."""
+
+    __tablename__ = "reproduction_runs"
+    __table_args__ = (sa.Index("ix_reproduction_runs_owner", "owner"),)
+
+    id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    study: Mapped[str] = mapped_column(sa.String(100))
+    owner: Mapped[str] = mapped_column(sa.String(100))
+    sweep_id: Mapped[str] = mapped_column(sa.String(32), sa.ForeignKey("sweeps.id", ondelete="CASCADE"))
+    # Spec changes applied to every member after the grid ({} for the protocol as catalogued):
+    # a variant that tests whether the claim survives them.
+    overrides: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
@@ -191,6 +210,32 @@ class TimestepChunk(Base):
     cell_grad_norm: Mapped[bytes | None] = mapped_column(sa.LargeBinary)
 
 
+class HistogramChunk(Base):
+    """The histograms one flush measured for one (metric, layer) (service/store/histograms.py).
+
+    `steps` is little-endian int64 (n_steps,); `counts` the zlib-compressed little-endian
+    int64 (n_steps, bins + 4) matrix, row-major (mostly zeros: it compresses ~10×); the bin
+    edges are `bins` + 1 evenly spaced values from `first_edge` to `last_edge`.
+    """
+
+    __tablename__ = "histogram_chunks"
+
+    experiment_id: Mapped[str] = mapped_column(
+        sa.String(32), sa.ForeignKey("experiments.id", ondelete="CASCADE"), primary_key=True
+    )
+    metric: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    layer: Mapped[str] = mapped_column(sa.String(200), primary_key=True)
+    first_step: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True)
+    last_step: Mapped[int] = mapped_column(sa.BigInteger)
+    position: Mapped[int] = mapped_column(sa.Integer)  # the row's place in the engine's order
+    n_steps: Mapped[int] = mapped_column(sa.Integer)
+    bins: Mapped[int] = mapped_column(sa.Integer)
+    first_edge: Mapped[float] = mapped_column(sa.Float)
+    last_edge: Mapped[float] = mapped_column(sa.Float)
+    steps: Mapped[bytes] = mapped_column(sa.LargeBinary)
+    counts: Mapped[bytes] = mapped_column(sa.LargeBinary)
+
+
 class ApiToken(Base):
     """An API token: only the SHA-256 of its secret is stored (service/auth/tokens.py)."""
 
@@ -307,3 +352,38 @@ class CallbackSecret(Base):
     owner: Mapped[str] = mapped_column(sa.String(100), primary_key=True)
     secret: Mapped[str] = mapped_column(sa.String(100))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Checkpoint(Base):
+    """The latest checkpoint of a run (workers/engine/checkpoint.py), kept in the database so
+    that every worker of a deployment can resume it without a shared volume. One row per
+    experiment, replaced by each newer one; deleted with the experiment and cleared when
+    the run ends (unless GRADWATCH_KEEP_CHECKPOINTS)."""
+
+    __tablename__ = "checkpoints"
+
+    experiment_id: Mapped[str] = mapped_column(
+        sa.String(32), sa.ForeignKey("experiments.id", ondelete="CASCADE"), primary_key=True
+    )
+    step: Mapped[int] = mapped_column(sa.BigInteger)  # steps done when it was taken
+    payload: Mapped[bytes] = mapped_column(sa.LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Attempt(Base):
+    """One claim of an experiment by a worker: who, when, until when, and why it ended."""
+
+    __tablename__ = "attempts"
+
+    experiment_id: Mapped[str] = mapped_column(
+        sa.String(32), sa.ForeignKey("experiments.id", ondelete="CASCADE"), primary_key=True
+    )
+    number: Mapped[int] = mapped_column(sa.Integer, primary_key=True)  # 1, 2, …
+    worker: Mapped[str] = mapped_column(sa.String(200))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    resumed_from_step: Mapped[int | None] = mapped_column(sa.BigInteger)  # None: from the start
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # How it ended (ATTEMPT_ENDINGS), None while it runs; only `lost` ones count against
+    # GRADWATCH_MAX_ATTEMPTS, so a scale-down never uses up a run's retries.
+    ending: Mapped[str | None] = mapped_column(sa.String(16))
+    why: Mapped[str | None] = mapped_column(sa.Text)

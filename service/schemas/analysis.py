@@ -108,16 +108,44 @@ class HorizonSummary(BaseModel):
     per_step: Points
 
 
+class LearningSummary(BaseModel):
+    baseline: dict[str, Any] = Field(
+        description="The input-blind predictor's losses on this run's data (see ExperimentResult.baseline)."
+    )
+    train_loss: float | None = Field(description="Median training loss over the last recorded steps.")
+    test_loss: float | None
+    train_ratio: float | None = Field(description="train_loss over the baseline's.")
+    test_ratio: float | None = Field(description="test_loss over the baseline's.")
+    test_accuracy: float | None
+    chance_accuracy: float | None
+    judged_on: Literal["test", "train"] | None
+    learned: bool | None = Field(
+        description="The judged ratio below GRADWATCH_DIAGNOSIS_NOT_LEARNING_LOSS_RATIO; null with no loss."
+    )
+
+
+class SharpnessSummary(BaseModel):
+    measurements: int
+    stability_factor: float | None = Field(description="c in the limit c/η: 2 for SGD, 2 + 2β with momentum β.")
+    at_start: float | None
+    maximum: float | None
+    final: float | None = Field(description="λ_max, median over the last measurements.")
+    final_limit: float | None = Field(description="c/η at the last measurement.")
+    final_ratio: float | None = Field(description="λ_max / (c/η), median over the last measurements.")
+    first_step_at_limit: int | None
+
+
 class Finding(BaseModel):
     kind: str = Field(
-        description="vanishing_depth | vanishing_time | exploding | clipping_controls | small_first_layer_gradient"
+        description="vanishing_depth | vanishing_time | exploding | clipping_controls | small_first_layer_gradient "
+        "| not_learning | no_data | edge_of_stability"
     )
     message: str
     evidence: dict[str, Any]
 
 
 class Remedy(BaseModel):
-    problem: Literal["vanishing", "exploding"]
+    problem: Literal["vanishing", "exploding", "not_learning"]
     action: str
     reference: str
     spec_changes: dict[str, Any] = Field(description="Dotted spec path → value that applies the remedy.")
@@ -127,7 +155,12 @@ class SummaryResponse(BaseModel):
     experiment_id: str
     name: str
     status: str
-    verdict: Literal["vanishing", "exploding", "healthy"]
+    verdict: Literal["vanishing", "exploding", "not_learning", "healthy", "no_data"] = Field(
+        description="`not_learning`: the loss stays at the task's trivial baseline with no gradient pathology "
+        "to blame (with one, the pathology is the verdict and the headline says both); `no_data`: nothing "
+        "recorded yet (queued) or ever (failed before its first step)."
+    )
+    headline: str = Field(description="One sentence: the verdict and its main evidence.")
     findings: list[Finding]
     remedies: list[Remedy]
     thresholds: dict[str, float]
@@ -137,3 +170,7 @@ class SummaryResponse(BaseModel):
     grad_norm: GradNormSummary | None
     nonfinite: NonFiniteSummary
     horizon: list[HorizonSummary]
+    learning: LearningSummary | None = Field(description="Final losses against the task's trivial baseline.")
+    sharpness: SharpnessSummary | None = Field(
+        None, description="λ_max of the training loss against 2/η (runs with logging.curvature_every)."
+    )

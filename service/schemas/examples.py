@@ -25,26 +25,30 @@ SPEC_EXAMPLES: dict[str, dict[str, Any]] = {
     "rnn": {
         "summary": "rnn: a tanh RNN on the adding problem",
         "description": "Hochreiter & Schmidhuber's adding problem, T = 50: the plain RNN's "
-        "gradient through time vanishes and it does not beat a constant prediction.",
+        "gradient through time vanishes and it does not beat a constant prediction (test MSE "
+        "0.167). Also examples/models/rnn.json.",
         "value": {
             "name": "rnn-adding-50",
             "tags": ["rnn-vs-lstm"],
-            "model": {"type": "rnn", "hidden_size": 64, "activation": "tanh"},
+            "model": {"type": "rnn", "hidden_size": 64, "num_layers": 1, "activation": "tanh"},
             "dataset": {"name": "adding", "seq_len": 50},
-            "training": {"optimizer": "adam", "lr": 0.001, "steps": 1500},
+            "training": {"optimizer": "adam", "lr": 0.01, "batch_size": 64, "steps": 1500, "seed": 0},
             "clipping": {"mode": "norm", "threshold": 1.0},
+            "logging": {"every": 10, "timesteps_every": 1},
         },
     },
     "lstm": {
         "summary": "lstm: the same adding problem with an LSTM",
-        "description": "The LSTM's cell keeps the gradient alive over 50 timesteps.",
+        "description": "The LSTM's cell keeps the gradient alive over 50 timesteps and it learns "
+        "the sum: test MSE far below the constant predictor's 0.167. Also examples/models/lstm.json.",
         "value": {
             "name": "lstm-adding-50",
             "tags": ["rnn-vs-lstm"],
-            "model": {"type": "lstm", "hidden_size": 64, "forget_bias": 1.0},
+            "model": {"type": "lstm", "hidden_size": 64, "num_layers": 1},
             "dataset": {"name": "adding", "seq_len": 50},
-            "training": {"optimizer": "adam", "lr": 0.001, "steps": 1500},
+            "training": {"optimizer": "adam", "lr": 0.01, "batch_size": 64, "steps": 1500, "seed": 0},
             "clipping": {"mode": "norm", "threshold": 1.0},
+            "logging": {"every": 10, "timesteps_every": 1},
         },
     },
     "gru": {

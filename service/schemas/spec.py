@@ -26,6 +26,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictInt,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -57,6 +58,8 @@ DatasetName = Literal[
 Optimizer = Literal["sgd", "momentum", "adam", "adamw", "rmsprop"]
 Schedule = Literal["constant", "step", "cosine"]
 ClippingMode = Literal["none", "norm", "value"]
+Loss = Literal["cross_entropy", "mse"]
+REGRESSION_DATASETS = ("adding",)
 Device = Literal["auto", "cpu", "cuda"]
 
 RECURRENT_MODELS = ("rnn", "lstm", "gru")
@@ -246,6 +249,12 @@ class TrainingSpec(_Section):
         None, description="`step` schedule: steps between decays (default steps // 3)."
     )
     lr_gamma: float = Field(0.1, gt=0, le=1, description="`step` schedule: decay factor.")
+    loss: Loss | None = Field(
+        None,
+        description="`cross_entropy` (the default for classification) or `mse`: ½‖f(x) − onehot(y)‖² "
+        "per example for classification (Cohen et al. 2021's square loss), the squared error for "
+        "the regression task `adding` (its only loss). Stored resolved.",
+    )
     max_runtime_s: Annotated[int, Field(ge=1), _limited("max_runtime_s")] | None = Field(
         None,
         validate_default=True,
@@ -306,18 +315,65 @@ class LoggingSpec(_Section):
         description="Recorded steps the engine gathers before handing a batch to the store "
         "(default: the worker's GRADWATCH_FLUSH_EVERY).",
     )
+    checkpoint_every: Literal["auto"] | Annotated[StrictInt, Field(ge=0), _limited("max_steps")] | None = Field(
+        "auto",
+        description="Training steps between two checkpoints of the run, from which it resumes on "
+        "another worker if its worker dies or shuts down (README, \"Failure handling\"). `auto`: a "
+        "few per run, on flushes, and at least every GRADWATCH_CHECKPOINT_EVERY_FLUSHES flushes; "
+        "0 or null: none (a lost run then starts again from step 0).",
+    )
     timesteps_every: Annotated[int, Field(ge=1), _limited("max_steps")] = Field(
         10,
         description="Recurrent models: record the gradient through time on every this many "
-        "recorded steps. Each recorded timestep costs one more call of the fused recurrent "
-        "kernel, so the default keeps through-time probes to about a tenth of a step's cost; "
-        "1 records it on every recorded step.",
+        "recorded steps. Recording it costs about one more backward pass of the recurrence "
+        "(the fused kernel itself always runs whole), so the default keeps through-time "
+        "probes to about a tenth of that; 1 records it on every recorded step.",
     )
     max_timesteps: Annotated[int, Field(ge=2), _limited("max_seq_len")] = Field(
         100,
         description="Recurrent models: record ‖∂L/∂h_t‖ at most at this many timesteps, "
         "evenly spaced, the first and the last always included.",
     )
+    histogram_every: Annotated[StrictInt, Field(ge=1), _limited("max_steps")] | None = Field(
+        None,
+        description="Histograms of log10|∂L/∂θ| per parameter tensor and of each layer's "
+        "pre-activation and output on every this many recorded steps "
+        "(`GET /experiments/{id}/histograms`). Off by default.",
+    )
+    curvature_every: Annotated[StrictInt, Field(ge=1), _limited("max_steps")] | None = Field(
+        None,
+        description="Measure the sharpness λ_max of the training loss (series `hessian_max_eig`) "
+        "every this many training steps, by power iteration on Hessian-vector products. Off by "
+        "default: one measurement costs about 2·curvature_iterations backward passes over "
+        "curvature_batch examples.",
+    )
+    curvature_iterations: Annotated[StrictInt, Field(ge=1), _limited("max_curvature_iterations")] = Field(
+        20,
+        description="Power-iteration steps per measurement; each starts from the previous "
+        "measurement's eigenvector.",
+    )
+    curvature_batch: Annotated[StrictInt, Field(ge=1), _limited("max_batch_size")] = Field(
+        1000,
+        description="The curvature is measured on a fixed, seeded subset of this many training "
+        "examples (all of them, if fewer), the same at every measurement.",
+    )
+    curvature_trace_samples: Annotated[StrictInt, Field(ge=0), _limited("max_curvature_trace_samples")] = Field(
+        0,
+        description="Rademacher probes of Hutchinson's estimator of the Hessian trace per "
+        "measurement (series `hessian_trace`); 0 measures no trace.",
+    )
+
+    @model_validator(mode="after")
+    def _curvature_knobs_apply(self) -> LoggingSpec:
+        if self.curvature_every is None and (
+            self.curvature_iterations != 20 or self.curvature_batch != 1000 or self.curvature_trace_samples != 0
+        ):
+            raise _fail(
+                "not_applicable",
+                "logging.curvature_iterations, curvature_batch and curvature_trace_samples apply "
+                "only when logging.curvature_every is set",
+            )
+        return self
 
 
 class ExperimentSpec(_Section):
@@ -384,6 +440,16 @@ class ExperimentSpec(_Section):
                 batch_size=self.training.batch_size,
                 limit=self.dataset.limit,
             )
+        regression = self.dataset.name in REGRESSION_DATASETS
+        if regression and self.training.loss == "cross_entropy":
+            raise _fail(
+                "incompatible",
+                "training.loss 'cross_entropy' needs a classification task; '{name}' is a "
+                "regression task trained with 'mse'",
+                name=self.dataset.name,
+            )
+        if self.training.loss is None:
+            self.training.loss = "mse" if regression else "cross_entropy"
         if self.logging.every > self.training.steps:
             raise _fail(
                 "incompatible",

@@ -35,9 +35,27 @@ from service.store.records import (
     TimestepData,
     TokenRecord,
 )
+from service.store.resume import (
+    AttemptRecord,
+    ReapOutcome,
+    StoredCheckpoint,
+    hand_back,
+    list_attempts,
+    load_checkpoint,
+    reap_stale_experiments,
+    save_checkpoint,
+)
 from service.store.tokens import create_token, find_active_token, list_tokens, revoke_token, touch_token
 
 __all__ = [
+    "AttemptRecord",
+    "ReapOutcome",
+    "StoredCheckpoint",
+    "hand_back",
+    "list_attempts",
+    "load_checkpoint",
+    "reap_stale_experiments",
+    "save_checkpoint",
     "ActiveLimitExceeded",
     "ChunkTable",
     "DispatchCandidate",

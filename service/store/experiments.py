@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -24,6 +23,7 @@ from service.db.models import FINISHED_STATUSES, LEGACY_OWNER, Experiment, Exper
 from service.store.callbacks import new_callback
 from service.store.idempotency import KeyClaim, claim_key, commit_claimed
 from service.store.records import ActiveLimitExceeded, ExperimentNotFound, ExperimentRecord
+from service.store.resume import clear_checkpoint, end_attempt, reap_stale_experiments, start_attempt
 
 ACTIVE_STATUSES = ("queued", "running")
 
@@ -224,16 +224,20 @@ def delete_experiment(
     return deleted.rowcount > 0
 
 
-def request_cancel(session: Session, experiment_id: str, owner: str | None = None) -> ExperimentRecord:
-    """Cancel: a queued experiment ends `cancelled` now; a running one gets the flag its
-    worker polls (it then stops within a few steps and keeps its points); a finished one
-    is left as it is. Raises ExperimentNotFound."""
+def request_cancel(
+    session: Session, experiment_id: str, owner: str | None = None, keep_checkpoint: bool = False
+) -> ExperimentRecord:
+    """Cancel: a queued experiment (new, or waiting to resume) ends `cancelled` now; a
+    running one gets the flag its worker polls (it then stops within a few steps and keeps
+    its points); a finished one is left as it is. Raises ExperimentNotFound."""
     now = utcnow()
     cancelled_queued = session.execute(
         sa.update(Experiment)
         .where(Experiment.id == experiment_id, Experiment.status == "queued", *_owned(owner))
         .values(status="cancelled", cancel_requested=True, finished_at=now)
     )
+    if cancelled_queued.rowcount == 1 and not keep_checkpoint:
+        clear_checkpoint(session, experiment_id)
     if cancelled_queued.rowcount == 0:
         session.execute(
             sa.update(Experiment)
@@ -248,14 +252,19 @@ def claim_experiment(session: Session, experiment_id: str, worker: str) -> Exper
     """Atomically move a queued experiment to running for `worker`.
 
     None when it is not queued (already claimed by a first delivery, finished, cancelled)
-    or does not exist: the task must then do nothing.
+    or does not exist: the task must then do nothing. The claim starts the run's next
+    attempt in the same transaction; `started_at` keeps the first attempt's start.
     """
     now = utcnow()
     claimed = session.execute(
         sa.update(Experiment)
         .where(Experiment.id == experiment_id, Experiment.status == "queued")
-        .values(status="running", started_at=now, heartbeat_at=now, worker=worker)
+        .values(
+            status="running", started_at=sa.func.coalesce(Experiment.started_at, now), heartbeat_at=now, worker=worker
+        )
     )
+    if claimed.rowcount == 1:
+        start_attempt(session, experiment_id, worker, now)
     session.commit()
     if claimed.rowcount != 1:
         return None
@@ -292,17 +301,27 @@ def finish_experiment(
     status: str,
     result: dict[str, Any] | None,
     error: str | None = None,
+    keep_checkpoint: bool = False,
+    worker: str | None = None,
 ) -> ExperimentRecord | None:
-    """End a running experiment with `status`; None if it was no longer running (e.g.
-    the reaper failed it meanwhile), in which case nothing changes."""
+    """End a running experiment with `status`, and its attempt; None if it was no longer
+    running (e.g. the reaper failed it meanwhile), in which case nothing changes. Its
+    checkpoint goes too, unless `keep_checkpoint` (GRADWATCH_KEEP_CHECKPOINTS). With
+    `worker`, only that worker's run: one the reaper requeued while its worker was merely
+    slow, and another worker has claimed since, is not the slow one's to end."""
     if status not in FINISHED_STATUSES:
         raise ValueError(f"finish status must be one of {FINISHED_STATUSES}, got {status!r}")
     now = utcnow()
+    mine = [] if worker is None else [Experiment.worker == worker]
     finished = session.execute(
         sa.update(Experiment)
-        .where(Experiment.id == experiment_id, Experiment.status == "running")
+        .where(Experiment.id == experiment_id, Experiment.status == "running", *mine)
         .values(status=status, result=result, error=error, finished_at=now, heartbeat_at=now)
     )
+    if finished.rowcount == 1:
+        end_attempt(session, experiment_id, "finished", status if error is None else f"{status}: {error}", now)
+        if not keep_checkpoint:
+            clear_checkpoint(session, experiment_id)
     session.commit()
     if finished.rowcount != 1:
         return None
@@ -320,35 +339,6 @@ def fail_unsent_experiment(session: Session, experiment_id: str, error: str) -> 
 
 
 def fail_stale_experiments(session: Session, stale_after_s: float) -> list[str]:
-    """Fail running experiments whose worker has not written for `stale_after_s` seconds
-    (killed, out of memory, machine gone). Returns their ids."""
-    now = utcnow()
-    threshold = now - timedelta(seconds=stale_after_s)
-    stale = session.execute(
-        sa.select(Experiment.id, Experiment.heartbeat_at).where(
-            Experiment.status == "running", Experiment.heartbeat_at < threshold
-        )
-    ).all()
-    failed: list[str] = []
-    for experiment_id, heartbeat_at in stale:
-        silent_s = int((now - heartbeat_at).total_seconds())
-        changed = session.execute(
-            sa.update(Experiment)
-            # Re-check both conditions: the worker may have written since the SELECT.
-            .where(
-                Experiment.id == experiment_id,
-                Experiment.status == "running",
-                Experiment.heartbeat_at < threshold,
-            )
-            .values(
-                status="failed",
-                finished_at=now,
-                error=f"worker lost: no heartbeat for {silent_s} s "
-                f"(stale after {stale_after_s:g} s); the points stored so far are kept",
-            )
-        )
-        if changed.rowcount == 1:
-            failed.append(experiment_id)
-    session.commit()
-    return failed
-
+    """Fail running experiments whose worker has not written for `stale_after_s` seconds,
+    never requeueing them (`reap_stale_experiments` with one attempt). Returns their ids."""
+    return reap_stale_experiments(session, stale_after_s, max_attempts=1).failed

@@ -22,6 +22,8 @@ from sqlalchemy.orm import Session
 
 from service.db.base import utcnow
 from service.db.models import Experiment, PointChunk, Series, TimestepChunk
+from service.store.dialect import insert_for as _insert
+from service.store.histograms import HistogramChunk as HistogramChunkRecord, histogram_rows, insert_histogram_rows
 from service.store.codec import (
     decode_steps,
     decode_values,
@@ -42,18 +44,6 @@ from service.store.summaries import read_representatives, summary_columns
 # Global metrics have no layer; the unique key (experiment_id, metric, layer) needs a
 # value that is not NULL, so they are stored with layer '' and read back as None.
 GLOBAL_LAYER = ""
-
-
-def _insert(session: Session, table: Any) -> Any:
-    """INSERT with the dialect's ON CONFLICT support (SQLite and PostgreSQL)."""
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    elif dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
-    else:  # pragma: no cover - only the two supported databases
-        raise NotImplementedError(f"gradwatch supports SQLite and PostgreSQL, not {dialect}")
-    return insert(table)
 
 
 class _SeriesIdCache:
@@ -128,6 +118,7 @@ def write_chunks(
     series: Sequence[SeriesChunk],
     timesteps: Sequence[TimestepChunkRecord] = (),
     progress_step: int | None = None,
+    histograms: Sequence[HistogramChunkRecord] = (),
 ) -> None:
     """Store probe points in one transaction, idempotently, and commit.
 
@@ -138,11 +129,12 @@ def write_chunks(
     """
     series = [c for c in series if len(c.steps)]
     timestep_rows = [_timestep_row(experiment_id, c) for c in timesteps if len(c.steps)]
+    rows_of_histograms = histogram_rows(experiment_id, histograms)
     point_rows = [_point_row(c) for c in series]
     cache_key = (str(session.get_bind().url), experiment_id)
     for attempt in (1, 2):
         try:
-            _write(session, experiment_id, series, point_rows, timestep_rows, progress_step, cache_key)
+            _write(session, experiment_id, series, point_rows, timestep_rows, rows_of_histograms, progress_step, cache_key)
             return
         except sa.exc.IntegrityError:
             session.rollback()
@@ -162,6 +154,7 @@ def _write(
     series: Sequence[SeriesChunk],
     point_rows: list[dict[str, Any]],
     timestep_rows: list[dict[str, Any]],
+    rows_of_histograms: list[dict[str, Any]],
     progress_step: int | None,
     cache_key: tuple[str, str],
 ) -> None:
@@ -192,6 +185,7 @@ def _write(
             ),
             timestep_rows,
         )
+    insert_histogram_rows(session, rows_of_histograms)
     if progress_step is not None:
         session.execute(
             sa.update(Experiment)

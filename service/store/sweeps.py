@@ -20,6 +20,7 @@ from service.db.models import LEGACY_OWNER, Experiment, ExperimentTag, Sweep
 from service.store.experiments import add_callback, check_active_limit, to_record
 from service.store.idempotency import KeyClaim, KeyTaken, claim_key, commit_claimed
 from service.store.records import ExperimentRecord
+from service.store.reproductions import NewReproductionRun, add_reproduction_run
 
 
 @dataclass(frozen=True)
@@ -59,13 +60,15 @@ def create_sweep(
     max_active: int | None = None,
     notify: dict[str, Any] | None = None,
     idempotency: KeyClaim | None = None,
+    reproduction: NewReproductionRun | None = None,
 ) -> tuple[SweepRecord, list[ExperimentRecord]]:
     """Insert the sweep and its queued members (all owned by `owner`) in one transaction
     and commit; with `max_active`, ActiveLimitExceeded when the members would take the
     owner's queued + running experiments above it (nothing is stored then). `notify`
     (the sweep's) and each member spec's `notify` become waiting callbacks, and
     `idempotency` is stored, in the same transaction (KeyTaken: another request stored
-    the key first, and nothing was stored)."""
+    the key first, and nothing was stored). `reproduction` records which catalogued study
+    the sweep reproduces, in the same transaction."""
     now = utcnow()
     sweep = Sweep(id=uuid.uuid4().hex, name=name, owner=owner, base_spec=base_spec, grid=grid, created_at=now)
     try:
@@ -94,6 +97,8 @@ def create_sweep(
         ]
         session.add_all(rows)
         add_callback(session, owner, notify, sweep_id=sweep.id)
+        if reproduction is not None:
+            add_reproduction_run(session, reproduction, sweep.id, owner, now)
         for row in rows:
             add_callback(session, owner, row.spec.get("notify"), experiment_id=row.id)
         commit_claimed(session, idempotency)

@@ -243,7 +243,11 @@ def test_gradwatch_up_restarts_its_worker_refuses_a_second_instance_and_dies_who
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = tmp_path / "up.log"
-    up, env, up_argv = start_gradwatch_up(up_home, mnist_data_dir, port, log, GRADWATCH_WORKER_TORCH_THREADS="1", GRADWATCH_ALLOW_DOWNLOAD="false")
+    up, env, up_argv = start_gradwatch_up(
+        up_home, mnist_data_dir, port, log, GRADWATCH_WORKER_TORCH_THREADS="1", GRADWATCH_ALLOW_DOWNLOAD="false",
+        # The killed worker's run is found lost this soon, then resumes from its checkpoint.
+        GRADWATCH_HEARTBEAT_STALE_S="10", GRADWATCH_REAPER_INTERVAL_S="0.5",
+    )  # fmt: skip
     try:
         wait_until_healthy(url, up, log)
         # The admin token `gradwatch up` wrote (this test process has another GRADWATCH_HOME).
@@ -259,9 +263,14 @@ def test_gradwatch_up_restarts_its_worker_refuses_a_second_instance_and_dies_who
         assert other_home.returncode == 1
         assert f"gradwatch is already running at {url}" in " ".join(other_home.stderr.split())
 
-        # The worker killed mid-run: restarted while the API keeps answering.
-        running = client.submit({**TINY_MLP, "name": "orphaned", "training": {**TINY_MLP["training"], "steps": 1_000_000}})
-        while client.get(running["id"])["progress"]["step"] < 5:
+        # The worker killed mid-run: restarted while the API keeps answering, and the run
+        # resumes from its last checkpoint (in the SQLite file) and succeeds.
+        resumable = {
+            **TINY_MLP, "name": "orphaned", "training": {**TINY_MLP["training"], "steps": 4_000},
+            "logging": {"checkpoint_every": 500},
+        }  # fmt: skip
+        running = client.submit(resumable)
+        while client.get(running["id"])["progress"]["step"] < 600:
             assert time.monotonic() < deadline + 120, log.read_text()
             time.sleep(0.2)
         killed = _worker_pid(up.pid)
@@ -275,6 +284,13 @@ def test_gradwatch_up_restarts_its_worker_refuses_a_second_instance_and_dies_who
         assert restarted != killed and f"worker restarted (pid {restarted})" in log.read_text()
         after = client.submit({**TINY_MLP, "name": "after-restart"})
         assert client.wait(after["id"], timeout=180, poll=0.25)["status"] == "succeeded", log.read_text()
+        resumed = client.wait(running["id"], timeout=300, poll=0.25)
+        assert resumed["status"] == "succeeded", (resumed, log.read_text())
+        lost, finished = resumed["attempts"]
+        assert lost["ending"] == "lost" and finished["ending"] == "finished", resumed["attempts"]
+        assert finished["resumed_from_step"] >= 500 and finished["resumed_from_step"] % 500 == 0
+        (loss,) = client.series(running["id"], "loss")["series"]
+        assert loss["steps"] == list(range(4_000))
 
         # The parent SIGKILLed: no process of this gradwatch is left.
         assert len(processes_with_home(up_home)) >= 4  # up, the API, the worker, its pool child

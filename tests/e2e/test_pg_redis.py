@@ -263,3 +263,26 @@ def test_a_sweep_over_activations_and_seeds_compares_aligned_labelled_series(sta
         assert set(group["count"]) == {2}, "both seeds measured at every step"
         for low, mean, high in zip(group["minimum"], group["mean"], group["maximum"], strict=True):
             assert low <= mean <= high
+
+
+def test_histograms_and_sharpness_through_a_real_worker(stack: Stack) -> None:
+    """The instruments of the distributions and curvature issue, trained by the worker
+    process and read back by HTTP: exact histogram counts, λ_max series, both pictures."""
+    client = stack.client
+    spec = seed_spec("sigmoid", [30, 30]) | {"name": "instruments"}
+    spec["training"] |= {"steps": 6, "loss": "mse"}
+    spec["logging"] = {"histogram_every": 2, "curvature_every": 3, "curvature_iterations": 10, "curvature_batch": 500}
+    experiment = client.submit(spec)
+    finished = stack.wait(experiment["id"], timeout=180)
+    assert finished["status"] == "succeeded", finished
+    gradients = client.histograms(experiment["id"])
+    first = gradients["histograms"][0]
+    assert first["layer"] == "layers.0.weight" and first["steps"] == [0, 2, 4]
+    totals = np.asarray(first["counts"]).sum(axis=1) + sum(np.asarray(first[c]) for c in ("zero", "below", "above", "nonfinite"))
+    assert (totals == 784 * 30).all()
+    outputs = client.histograms(experiment["id"], "act_out", "layers.1")["histograms"][0]
+    assert all(sum(row) + zero == 5000 * 30 for row, zero in zip(outputs["counts"], outputs["zero"]))
+    sharpness = client.series(experiment["id"], "hessian_max_eig")["series"][0]
+    assert sharpness["steps"] == [0, 3] and all(value > 0 for value in sharpness["values"])
+    for path in ("histograms.png", "sharpness.png"):
+        assert client.plot(f"/experiments/{experiment['id']}/{path}").startswith(b"\x89PNG\r\n\x1a\n")

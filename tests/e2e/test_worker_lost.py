@@ -1,7 +1,8 @@
 """A worker killed with SIGKILL in the middle of a run, on PostgreSQL + Redis.
 
-The run cannot resume (no checkpoint), so the stale-heartbeat reaper in the API marks it
-`failed` once its writer has been silent for GRADWATCH_HEARTBEAT_STALE_S; no point is
+With GRADWATCH_MAX_ATTEMPTS=1 the run is not resumed (tests/e2e/test_resume.py covers
+that), so the stale-heartbeat reaper in the API marks it `failed` once its writer has
+been silent for GRADWATCH_HEARTBEAT_STALE_S; no point is
 stored twice; the API keeps serving throughout. Then Redis redelivers the message the
 dead worker never acknowledged (acks_late) to a new worker, which finds the experiment
 no longer queued and does nothing.
@@ -36,6 +37,7 @@ def stack(make_pg_redis_stack) -> Stack:
         GRADWATCH_HEARTBEAT_STALE_S=str(STALE_S),
         GRADWATCH_REAPER_INTERVAL_S="0.5",
         GRADWATCH_FLUSH_EVERY="20",
+        GRADWATCH_MAX_ATTEMPTS="1",
     )
     stack.start_api()
     return stack

@@ -157,3 +157,25 @@ def test_the_api_offers_exactly_what_the_engine_trains(spec_choices, engine_choi
     # The service may not import the engine (it would import torch), so the two lists are
     # written twice; this keeps them the same set.
     assert set(typing.get_args(spec_choices)) == set(engine_choices)
+
+
+@pytest.mark.parametrize(
+    ("logging", "steps", "expected"),
+    [
+        ({}, 300, 100),  # auto: about four per run, on whole flushes of 50
+        ({}, 1_000_000, 1_000),  # auto: never more than 20 flushes apart
+        ({}, 30, 50),  # a run shorter than one flush: none before its end
+        ({"checkpoint_every": "auto"}, 2_000, 500),
+        ({"checkpoint_every": 0}, 2_000, 0),
+        ({"checkpoint_every": None}, 2_000, 0),
+        ({"checkpoint_every": 70}, 2_000, 70),
+    ],
+)
+def test_checkpoint_interval(logging: dict, steps: int, expected: int) -> None:
+    from workers.spec import checkpoint_interval
+
+    spec = {"training": {"steps": steps}, "logging": logging}
+    assert checkpoint_interval(spec, Settings(flush_every=50), 50) == expected
+    if "checkpoint_every" in logging:
+        validated = ExperimentSpec.model_validate({"model": {"type": "mlp"}, "dataset": {"name": "digits"}, "logging": logging})
+        assert validated.logging.checkpoint_every == logging["checkpoint_every"]

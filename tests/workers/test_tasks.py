@@ -95,7 +95,7 @@ def test_a_run_is_claimed_trained_stored_and_finished(config, sessions) -> None:
     assert experiment.status == "succeeded" and experiment.error is None
     assert experiment.worker == "test" and experiment.finished_at >= experiment.started_at
     assert experiment.progress_step == 30
-    assert set(experiment.result) == {"final_loss", "final_accuracy", "diverged_at_step", "test_loss", "test_accuracy", "steps_done"}
+    assert set(experiment.result) == {"final_loss", "final_accuracy", "diverged_at_step", "test_loss", "test_accuracy", "steps_done", "baseline"}
     # The engine trained in this process on the same spec and seed gives the same numbers.
     from workers.engine import train
     from workers.spec import to_run_config

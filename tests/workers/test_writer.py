@@ -40,6 +40,7 @@ class FakeBatch:
     values: dict[tuple[str, str | None], np.ndarray]
     layers: tuple[str, ...] = LAYERS
     timesteps: FakeTimesteps | None = field(default=None)
+    sparse_values: dict[tuple[str, str | None], tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
 
 def make_batch(first: int, count: int, recurrent: bool = False) -> FakeBatch:

@@ -27,6 +27,7 @@ DATASETS = ("mnist", "digits", "mnist1d", "adding", "copy", "temporal_order", "s
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw", "rmsprop")
 SCHEDULES = ("constant", "step", "cosine")
 CLIPPING_MODES = ("none", "norm", "value")
+LOSSES = ("cross_entropy", "mse")
 DEVICES = ("cpu", "cuda", "auto")
 
 
@@ -86,6 +87,10 @@ class TrainingConfig:
     step_size: int = 1_000  # step schedule: multiply the lr by `gamma` every `step_size` steps
     gamma: float = 0.1  # step schedule factor
     min_lr: float = 0.0  # cosine schedule: the lr reached at the last step
+    # None = the task's own: cross-entropy for classification, MSE for regression. "mse" on a
+    # classification task is ½‖f(x) − onehot(y)‖² per example, the square loss under which
+    # Cohen et al. 2021 watch full-batch GD's sharpness rise to 2/η.
+    loss: str | None = None
 
 
 @dataclass
@@ -107,13 +112,26 @@ class ProbeConfig:
     layers: bool = True  # per layer back-propagated signal, activation and gate statistics
     timesteps: bool = True  # recurrent models: ‖∂L/∂h_t‖ (and ‖∂L/∂c_t‖) through time
     timesteps_every: int = 1  # record the timestep gradients on every n-th recorded step
-    # Recorded timesteps, evenly spaced, first and last included. Each recorded timestep splits
-    # the fused recurrent kernel into one more call (see models.py), so this trades resolution
-    # against speed.
+    # Recorded timesteps, evenly spaced, first and last included. The recurrence runs as one
+    # fused call however many there are (through_time.py); more cost only their norms.
     max_timesteps: int = 16
     # A σ/tanh/softsign unit is saturated when its derivative is below this fraction of the
     # activation's largest derivative (σ: outside [0.013, 0.987]; tanh: |a| > 0.975).
     saturation_threshold: float = 0.05
+    # Histograms of log10|g| per parameter tensor and of each layer's pre-activation and
+    # output on every n-th recorded step (workers/engine/histograms.py); 0 = never.
+    histogram_every: int = 0
+    # The parameter statistics from one kernel compiled by torch.compile, warmed in a background
+    # thread (row_statistics.py); the plain PyTorch path serves until then, and when False.
+    fused: bool = True
+
+
+@dataclass
+class CurvatureConfig:
+    every: int = 0  # measure the sharpness every n-th training step; 0 = never
+    iterations: int = 20  # power-iteration steps (Hessian-vector products) per measurement
+    batch: int = 1_000  # a fixed, seeded subset of this many training examples (all, if fewer)
+    trace_samples: int = 0  # Hutchinson probes for tr(H) per measurement; 0 = no trace
 
 
 @dataclass
@@ -124,6 +142,7 @@ class RunConfig:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     clipping: ClippingConfig = field(default_factory=ClippingConfig)
     probes: ProbeConfig = field(default_factory=ProbeConfig)
+    curvature: CurvatureConfig = field(default_factory=CurvatureConfig)
     seed: int = 0  # initial weights and batch order
     device: str = "cpu"  # "cpu" | "cuda" | "auto" (cuda when available)
 
@@ -140,6 +159,7 @@ class RunConfig:
             ("training.optimizer", self.training.optimizer, OPTIMIZERS),
             ("training.schedule", self.training.schedule, SCHEDULES),
             ("clipping.mode", self.clipping.mode, CLIPPING_MODES),
+            ("training.loss", self.training.loss, (None, *LOSSES)),
             ("device", self.device, DEVICES),
         ]
         for name, value, allowed in checks:
@@ -157,6 +177,8 @@ class RunConfig:
             "dataset.seq_len": self.dataset.seq_len,
             "dataset.num_train": self.dataset.num_train,
             "dataset.num_test": self.dataset.num_test,
+            "curvature.iterations": self.curvature.iterations,
+            "curvature.batch": self.curvature.batch,
         }
         if self.training.batch_size is not None:
             positive["training.batch_size"] = self.training.batch_size
@@ -165,6 +187,14 @@ class RunConfig:
         for name, value in positive.items():
             if value < 1:
                 raise ValueError(f"{name} must be at least 1, got {value}")
+        never_or_more = {
+            "curvature.every": self.curvature.every,
+            "curvature.trace_samples": self.curvature.trace_samples,
+            "probes.histogram_every": self.probes.histogram_every,
+        }
+        for name, value in never_or_more.items():
+            if value < 0:
+                raise ValueError(f"{name} must be 0 (never) or more, got {value}")
         if self.model.kind == "mlp" and any(size < 1 for size in self.model.hidden_sizes):
             raise ValueError(f"model.hidden_sizes must all be at least 1, got {self.model.hidden_sizes}")
         if self.training.lr <= 0:

@@ -2,10 +2,8 @@
 
 Recurrent layers run PyTorch's fused kernels (oneDNN on CPU, cuDNN on CUDA), which are
 3-5× faster than a Python loop over timesteps but hide the hidden states between steps.
-To measure the true ∂L/∂h_t at a recorded timestep t, a layer's sequence is cut after t
-and the kernel is called once per piece: h_t then exists as the tensor carried from one
-call into the next, and autograd gives its gradient from both of its uses (the layer above,
-and the next step). Without timestep probes a layer is one call.
+Each layer is always one call over the whole sequence, probed or not: the true ∂L/∂h_t is
+rebuilt afterwards from the output sequence and its gradient (through_time.py).
 
 Both models take an optional `taps` object (see probes.py) that they hand their internal
 tensors to; with `taps=None` the forward pass is exactly the bare network.
@@ -123,8 +121,7 @@ class RecurrentLayer(nn.Module):
         for t in range(steps):
             state = self._act(torch.addmm(self.bias_hh, state, recurrent) + inputs[:, t])
             outputs.append(state)
-        # The state handed on is a view, a node of its own, as in the fused kernels: its gradient
-        # is only what flows back from the next piece, not also from the output sequence.
+        # The state handed on is a view, a node of its own, as in the fused kernels.
         return torch.stack(outputs, 1), (state.view(1, batch, -1), None)
 
 
@@ -157,19 +154,8 @@ class RecurrentNet(nn.Module):
 
     def forward(self, x: torch.Tensor, taps: ForwardTaps | None = None) -> torch.Tensor:
         """x (B, T, D) → (B, C) for many-to-one, (B, T, C) for many-to-many."""
-        steps = x.shape[1]
-        ends = taps.timestep_ends(steps) if taps is not None else [steps - 1]
         for index, layer in enumerate(self.layers):
-            state = layer.initial_state(x)
-            pieces = []
-            start = 0
-            for end in ends:  # one fused call per piece [start, end]; see the module docstring
-                out, state = layer(x[:, start : end + 1], state)
-                if taps is not None:
-                    taps.piece(index, out, state)
-                pieces.append(out)
-                start = end + 1
-            out = pieces[0] if len(pieces) == 1 else torch.cat(pieces, 1)  # (B, T, H)
+            out, _ = layer(x, layer.initial_state(x))  # (B, T, H): one fused call
             if taps is not None:
                 taps.recurrent(index, layer, x, out)
             x = out

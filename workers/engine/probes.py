@@ -11,12 +11,15 @@ a pass over the data.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from .activations import RECTIFYING, SATURATING, saturation_bound
 from .models import RecurrentLayer
+from .row_statistics import STATISTICS, RowStatistics
+from .through_time import Preactivations, preactivations, state_gradients
 
 class FlatParameters:
     """Every parameter and its gradient as a view into one (R, C) buffer each.
@@ -68,70 +71,92 @@ def _row_width(sizes: list[int]) -> int:
     return width
 
 
+@dataclass(frozen=True)
+class DerivedUpdate:
+    """Plain SGD's step is w ← w − lr (s g + λ w), with s the clipping factor min(1, τ/‖g‖)
+    (Pascanu et al. 2013, Alg. 1; 1 without clipping) and λ the weight decay. So per row
+    ‖Δw‖² = lr² (s² ‖g‖² + 2 s λ ⟨g, w⟩ + λ² ‖w‖²), from statistics the fused pass already has:
+    no copy of the weights before the step and no pass over them after it."""
+
+    weight_decay: float
+    max_norm: float | None  # norm clipping's τ, or None without clipping
+
+
 class ParameterProbe:
     """Per parameter tensor: ‖g‖, mean |g|, std g, max |g|, #NaN/Inf, ‖w‖ and ‖Δw‖/‖w‖.
 
-    `gradients()` runs after backward and before clipping, so the gradient statistics describe
-    ∂L/∂θ itself; `before_update()` / `after_update()` bracket the optimiser step. Each writes
-    per-row partial results with `out=` into the views of one Recorder row (see `views()`):
-    no allocation and no stacking in the step. `finish()` turns them into per-tensor figures.
+    `gradients()` runs after backward and before clipping and the step, so the gradient
+    statistics describe ∂L/∂θ itself and ‖w‖ the weights the step starts from: one pass over
+    both buffers (row_statistics.py). ‖Δw‖ is derived on the host for plain SGD (`derived`);
+    for every other optimiser `before_update()` / `after_update()` bracket the step and measure
+    it. Each writes per-row partial results with `out=` into the views of one Recorder row (see
+    `views()`): no allocation in the step. `finish()` turns them into per-tensor figures.
     """
 
-    def __init__(self, names: list[str], flat: FlatParameters) -> None:
+    def __init__(self, names: list[str], flat: FlatParameters, derived: DerivedUpdate | None = None, fused: bool = False) -> None:
         self.names = tuple(names)
         self.flat = flat
+        self.derived = derived
         rows = flat.rows
-        self.width = 7 * rows  # row norms ‖g‖ | Σg, Σ|g|, #finite | max |g| | ‖w‖, ‖Δw‖
-        self._weights = torch.zeros(2, rows, flat.width, dtype=flat.weight.dtype, device=flat.weight.device)
+        # Row layout: the 7 row statistics (‖g‖ | Σg, Σ|g|, #finite | max |g| | ‖w‖ | ⟨g, w⟩), then ‖Δw‖.
+        self.width = (STATISTICS + 1) * rows
+        self._product = derived is not None and derived.weight_decay != 0.0
+        self._statistics = RowStatistics(flat.grad_block, flat.weight, fused)
+        if derived is None:
+            self._weights = torch.zeros(2, rows, flat.width, dtype=flat.weight.dtype, device=flat.weight.device)
 
-    def views(self, row: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Where one recorded step's raw columns go, inside `row` (a view of the Recorder's buffer)."""
+    @property
+    def compiled(self) -> bool:
+        """Whether the statistics now come from the compiled kernel (else the plain path)."""
+        return self._statistics.compiled
+
+    def views(self, row: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Where one recorded step's raw columns go, inside `row` (a view of the Recorder's buffer):
+        the (7, R) row statistics and the (R,) measured ‖Δw‖."""
         rows = self.flat.rows
-        return (
-            row[:rows],  # ‖g‖ per row
-            row[rows : 4 * rows].view(3, rows),  # Σg, Σ|g|, #finite per row
-            row[4 * rows : 5 * rows],  # max |g| per row
-            row[5 * rows : 7 * rows].view(2, rows),  # ‖w‖ before the step, ‖Δw‖ per row
-        )
+        return row[: STATISTICS * rows].view(STATISTICS, rows), row[STATISTICS * rows : self.width]
 
-    def gradients(self, views: tuple[torch.Tensor, ...]) -> None:
-        norms, sums, maxima, _ = views
-        block = self.flat.grad_block
-        grad, magnitude, finite = block[0], block[1], block[2]
-        torch.linalg.vector_norm(grad, dim=1, out=norms)
-        torch.abs(grad, out=magnitude)
-        # |g| < ∞ is false for ±Inf and NaN; written as floats, since bool kernels are slow on CPU.
-        torch.lt(magnitude, math.inf, out=finite)
-        torch.sum(block, dim=2, out=sums)
-        torch.amax(magnitude, dim=1, out=maxima)
+    def gradients(self, views: tuple[torch.Tensor, torch.Tensor]) -> None:
+        self._statistics(views[0], self._product)
 
     def before_update(self) -> None:
-        self._weights[0].copy_(self.flat.weight)
+        if self.derived is None:
+            self._weights[0].copy_(self.flat.weight)
 
-    def after_update(self, views: tuple[torch.Tensor, ...]) -> None:
-        torch.sub(self._weights[0], self.flat.weight, out=self._weights[1])  # w_before − w_after
-        torch.linalg.vector_norm(self._weights, dim=2, out=views[3])
+    def after_update(self, views: tuple[torch.Tensor, torch.Tensor]) -> None:
+        if self.derived is None:
+            torch.sub(self._weights[0], self.flat.weight, out=self._weights[1])  # w_before − w_after
+            torch.linalg.vector_norm(self._weights[1], dim=1, out=views[1])
 
-    def finish(self, raw: np.ndarray) -> dict[tuple[str, str], np.ndarray]:
-        """Per-tensor metrics from the raw columns of S steps, (S, width) → {(metric, name): (S,)}, float64."""
+    def finish(self, raw: np.ndarray, lr: np.ndarray | None = None, total_norm: np.ndarray | None = None) -> dict[tuple[str, str], np.ndarray]:
+        """Per-tensor metrics from the raw columns of S steps, (S, width) → {(metric, name): (S,)}, float64.
+        `lr` and `total_norm` (‖g‖ over all parameters before clipping), (S,) each, serve the derived ‖Δw‖."""
         rows, flat = self.flat.rows, self.flat
         starts = flat.row_starts
+
+        def column(index: int) -> np.ndarray:
+            return raw[:, index * rows : (index + 1) * rows]
 
         def per_tensor(block: np.ndarray) -> np.ndarray:  # (S, R) → (S, P): sum over each tensor's rows
             return np.add.reduceat(block, starts, axis=1)
 
-        grad_norm = np.sqrt(per_tensor(raw[:, :rows] ** 2))
-        total = per_tensor(raw[:, rows : 2 * rows])
-        sum_abs = per_tensor(raw[:, 2 * rows : 3 * rows])
-        nonfinite = flat.padded - per_tensor(raw[:, 3 * rows : 4 * rows])  # padding counts as finite
-        max_abs = np.maximum.reduceat(raw[:, 4 * rows : 5 * rows], starts, axis=1)  # NaN propagates
-        weight_norm = np.sqrt(per_tensor(raw[:, 5 * rows : 6 * rows] ** 2))
-        update_norm = np.sqrt(per_tensor(raw[:, 6 * rows : 7 * rows] ** 2))
+        grad_square = per_tensor(column(0) ** 2)
+        grad_norm = np.sqrt(grad_square)
+        total = per_tensor(column(1))
+        sum_abs = per_tensor(column(2))
+        nonfinite = flat.padded - per_tensor(column(3))  # padding counts as finite
+        max_abs = np.maximum.reduceat(column(4), starts, axis=1)  # NaN propagates
+        weight_square = per_tensor(column(5) ** 2)
+        weight_norm = np.sqrt(weight_square)
         count = flat.numel
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            if self.derived is None:
+                update_norm = np.sqrt(per_tensor(column(7) ** 2))
+            else:
+                update_norm = self._derived_update(grad_square, per_tensor(column(6)), weight_square, lr, total_norm)
             mean = total / count
             # Population std from Σg and Σg² = ‖g‖²: accurate unless |mean| ≫ std (float32 inputs).
-            std = np.sqrt(np.maximum(grad_norm * grad_norm / count - mean * mean, 0.0))  # NaN passes
+            std = np.sqrt(np.maximum(grad_square / count - mean * mean, 0.0))  # NaN passes
             metrics = {
                 "grad_norm": grad_norm,
                 "grad_mean_abs": sum_abs / count,
@@ -142,6 +167,18 @@ class ParameterProbe:
                 "update_ratio": update_norm / weight_norm,
             }
         return {(metric, name): table[:, i] for metric, table in metrics.items() for i, name in enumerate(self.names)}
+
+    def _derived_update(self, grad_square: np.ndarray, product: np.ndarray, weight_square: np.ndarray, lr: np.ndarray | None, total_norm: np.ndarray | None) -> np.ndarray:
+        """‖Δw‖ per tensor of plain SGD, (S, P); see DerivedUpdate."""
+        derived = self.derived
+        assert derived is not None and lr is not None
+        scale = np.ones_like(lr)
+        if derived.max_norm is not None:
+            assert total_norm is not None
+            scale = np.minimum(1.0, derived.max_norm / total_norm)  # inf (‖g‖ = 0) → 1, as on the device
+        s, decay = scale[:, None], derived.weight_decay
+        square = s * s * grad_square + (2.0 * s * decay * product if decay else 0.0) + decay * decay * weight_square
+        return lr[:, None] * np.sqrt(np.maximum(square, 0.0))  # NaN passes
 
 
 def timestep_indices(length: int, max_timesteps: int) -> np.ndarray:
@@ -164,7 +201,8 @@ class ForwardTaps:
     standard deviations and fractions on the host.
 
     Through time (`timesteps`): ‖∂L/∂h_t‖ at the recorded timesteps, the total gradient from both
-    uses of h_t, and for LSTMs ‖∂L/∂c_t‖.
+    uses of h_t, and for LSTMs ‖∂L/∂c_t‖, from the retained ∂L/∂y and the chain rule through
+    the recomputed gates (through_time.py): the recurrence itself always runs as one fused call.
 
     One instance serves a whole run: `start()` before each tapped forward pass.
     """
@@ -188,7 +226,6 @@ class ForwardTaps:
         self._vectors: list[torch.Tensor] = []  # 1-d, keyed after the scalars
         self._vector_keys: list[tuple[str, str]] = []
         self._retained: list[tuple[str, torch.Tensor]] = []  # (layer, tensor whose .grad is the signal)
-        self._pieces: dict[int, list[tuple[torch.Tensor, torch.Tensor | None]]] = {}
         self._recurrent: dict[int, tuple[RecurrentLayer, torch.Tensor, torch.Tensor]] = {}
 
     # --- called by the models during the forward pass -------------------------------------
@@ -206,31 +243,16 @@ class ForwardTaps:
             out.retain_grad()
             self._retained.append(("head", out))
 
-    def timestep_ends(self, length: int) -> list[int]:
-        if self.timesteps is None:
-            return [length - 1]
-        return [int(t) for t in self.timesteps]
-
-    def piece(self, index: int, out: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor | None]) -> None:
-        """The state carried out of a piece: its gradient is ∂L/∂(h_t, c_t) through the future only."""
-        if self.timesteps is None:
-            return
-        h, c = state
-        h.retain_grad()
-        if c is not None:
-            c.retain_grad()
-        self._pieces.setdefault(index, []).append((h, c))
-
     def recurrent(self, index: int, layer: RecurrentLayer, x: torch.Tensor, out: torch.Tensor) -> None:
-        self._recurrent[index] = (layer, x, out)
-        if self.timesteps is not None or self.layers:
-            out.retain_grad()  # ∂L/∂y for backprop_norm, and the from-above part of ∂L/∂h_t
-        if not self.layers:
+        if self.timesteps is None and not self.layers:
             return
-        name = f"layers.{index}"
-        self._retained.append((name, out))
-        with torch.no_grad():
-            self._recurrent_stats(name, layer, x.detach(), out.detach())
+        out.retain_grad()  # ∂L/∂y for backprop_norm, and the from-above part of ∂L/∂h_t
+        # The gates are recomputed after backward, once for the gate statistics and the
+        # recursion together, rather than kept through it: they never add to the step's peak
+        # memory (autograd's saved tensors are freed by then).
+        self._recurrent[index] = (layer, x, out)
+        if self.layers:
+            self._retained.append((f"layers.{index}", out))
 
     # --- statistics --------------------------------------------------------------------------
 
@@ -269,27 +291,23 @@ class ForwardTaps:
         torch.gt(scaled, 1.0, out=scaled)
         return scaled.sum(0).view(-1, size).sum(1)
 
-    def _recurrent_stats(self, name: str, layer: RecurrentLayer, x: torch.Tensor, out: torch.Tensor) -> None:
-        batch, steps, _ = x.shape
+    def _recurrent_stats(self, name: str, layer: RecurrentLayer, pre: Preactivations, out: torch.Tensor) -> None:
         size = layer.hidden_size
-        previous = torch.cat([out.new_zeros(batch, 1, size), out[:, :-1]], 1).view(batch * steps, size)  # h_{t−1}
-        inputs = x.reshape(batch * steps, -1)
         if layer.kind == "gru":  # r, z, n; n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn))
-            from_input = torch.addmm(layer.bias_ih, inputs, layer.weight_ih.t())
-            from_state = torch.addmm(layer.bias_hh, previous, layer.weight_hh.t())
-            pre = from_input[:, : 2 * size] + from_state[:, : 2 * size]  # (B·T, 2H)
-            candidate = torch.addcmul(from_input[:, 2 * size :], torch.sigmoid(pre[:, :size]), from_state[:, 2 * size :])
-            self._gates(name, layer, pre, ["reset", "update"], size)
+            from_input, from_state = pre.from_input, pre.from_state
+            assert from_input is not None and from_state is not None
+            gates = from_input[:, : 2 * size] + from_state[:, : 2 * size]  # (T·B, 2H)
+            candidate = torch.addcmul(from_input[:, 2 * size :], torch.sigmoid(gates[:, :size]), from_state[:, 2 * size :])
+            self._gates(name, layer, gates, ["reset", "update"], size)
             self._sums(name, out)
             self._add("_act_saturated", name, _count_above(candidate, self._tanh_bound))
             return
-        # s = W_ih x + b_ih + W_hh h_{t−1} + b_hh as two chained addmm: no separate pass to add them.
-        pre = torch.addmm(torch.addmm(layer.bias_ih + layer.bias_hh, inputs, layer.weight_ih.t()), previous, layer.weight_hh.t())
-        if layer.kind == "rnn":  # (B·T, H)
-            self._activation_stats(name, pre, out, layer.activation)
+        assert pre.summed is not None
+        if layer.kind == "rnn":  # (T·B, H)
+            self._activation_stats(name, pre.summed, out, layer.activation)
             return
         # LSTM blocks i, f, g, o: σ gates, and the tanh candidate g (its saturation is the layer's).
-        self._gates(name, layer, pre, ["input", "forget", "candidate", "output"], size)
+        self._gates(name, layer, pre.summed, ["input", "forget", "candidate", "output"], size)
         self._sums(name, out)
 
     def _gates(self, name: str, layer: RecurrentLayer, pre: torch.Tensor, blocks: list[str], size: int) -> None:
@@ -306,7 +324,7 @@ class ForwardTaps:
             grads = [tensor.grad if tensor.grad is not None else torch.zeros_like(tensor) for _, tensor in self._retained]
             self._scalars.extend(torch._foreach_norm(grads))
             self._scalar_keys.extend(("backprop_norm", name) for name, _ in self._retained)
-        timestep_norms = self._timestep_norms() if self.timesteps is not None and self._pieces else None
+        timestep_norms = self._recurrent_probes()
         self.keys = self._scalar_keys + self._vector_keys
         parts = ([torch.stack(self._scalars)] if self._scalars else []) + self._vectors
         values = (torch.cat(parts) if len(parts) > 1 else parts[0]) if parts else None
@@ -348,38 +366,23 @@ class ForwardTaps:
                 values[(f"gate_{block}", name)] = raw
 
     @torch.no_grad()
-    def _timestep_norms(self) -> torch.Tensor:
-        """(L·T' hidden norms, then L·T' cell norms for LSTMs), 1-d."""
-        ends = torch.as_tensor(self.timesteps, device=next(iter(self._recurrent.values()))[2].device)
+    def _recurrent_probes(self) -> torch.Tensor | None:
+        """The recurrent layers' gate statistics (when `layers`), and their timestep norms
+        (when `timesteps`): L·T' hidden norms, then L·T' cell norms for LSTMs, 1-d."""
         hidden_norms, cell_norms = [], []
-        for index in sorted(self._pieces):
-            pieces = self._pieces[index]
+        for index in sorted(self._recurrent):
             layer, x, out = self._recurrent[index]
-            # ∂L/∂h_t = from the output at t (layer above / head) + from the state handed to t+1.
-            from_above = _grad(out).index_select(1, ends).transpose(0, 1)  # (T', B, H)
-            hidden = from_above + torch.stack([_grad(h)[0] for h, _ in pieces])  # (T', B, H)
-            hidden_norms.append(torch.linalg.vector_norm(hidden, dim=(1, 2)))
-            if layer.kind == "lstm":
-                cell_norms.append(self._cell_norms(layer, x.detach(), out.detach(), pieces, hidden, ends))
-        self._pieces = {}
-        return torch.cat(hidden_norms + cell_norms)
-
-    def _cell_norms(self, layer: RecurrentLayer, x: torch.Tensor, out: torch.Tensor, pieces: list, hidden: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
-        """‖∂L/∂c_t‖: the fused kernel hides the path c_t → h_t = o_t ⊙ tanh(c_t) inside a piece,
-        so only the future path reaches the carried c_t; add the hidden one by the chain rule."""
-        size = layer.hidden_size
-        previous = torch.cat([out.new_zeros(out.shape[0], 1, size), out[:, :-1]], 1)[:, ends]  # (B, T', H)
-        pre = (
-            x[:, ends] @ layer.weight_ih[3 * size :].t()
-            + previous @ layer.weight_hh[3 * size :].t()
-            + layer.bias_ih[3 * size :]
-            + layer.bias_hh[3 * size :]
-        )
-        output_gate = torch.sigmoid(pre).transpose(0, 1)  # (T', B, H)
-        cell = torch.stack([c[0] for _, c in pieces])  # (T', B, H)
-        future = torch.stack([_grad(c)[0] for _, c in pieces])
-        total = future + hidden * output_gate * (1.0 - torch.tanh(cell) ** 2)
-        return torch.linalg.vector_norm(total, dim=(1, 2))
+            pre = preactivations(layer, x.detach(), out.detach())
+            if self.layers:
+                self._recurrent_stats(f"layers.{index}", layer, pre, out.detach())
+            if self.timesteps is None:
+                continue
+            ends = torch.as_tensor(self.timesteps, device=out.device)
+            hidden, cell = state_gradients(layer, pre, _grad(out))  # (T, B, H) each
+            hidden_norms.append(torch.linalg.vector_norm(hidden.index_select(0, ends), dim=(1, 2)))
+            if cell is not None:
+                cell_norms.append(torch.linalg.vector_norm(cell.index_select(0, ends), dim=(1, 2)))
+        return torch.cat(hidden_norms + cell_norms) if hidden_norms else None
 
 
 def _count_above(values: torch.Tensor, bound: float) -> torch.Tensor:
@@ -390,7 +393,7 @@ def _count_above(values: torch.Tensor, bound: float) -> torch.Tensor:
 
 
 def _grad(tensor: torch.Tensor) -> torch.Tensor:
-    """A retained gradient, or zeros where nothing flowed back (the last piece's carried state)."""
+    """A retained gradient, or zeros where nothing flowed back."""
     return tensor.grad if tensor.grad is not None else torch.zeros_like(tensor)
 
 

@@ -75,6 +75,22 @@ class Recorder:
         self.last_loss: float | None = None
         self.last_accuracy: float | None = None
 
+    def state(self) -> dict:
+        """The counters a checkpoint keeps; taken only right after a sync that handed
+        everything out, so nothing else is pending."""
+        return {
+            "first_loss_step": self._first_loss_step,
+            "layer_keys": None if self.layer_keys is None else [list(key) for key in self.layer_keys],
+            "last_loss": self.last_loss,
+            "last_accuracy": self.last_accuracy,
+        }
+
+    def load_state(self, state: dict) -> None:
+        self._first_loss_step = int(state["first_loss_step"])
+        keys = state["layer_keys"]
+        self.layer_keys = None if keys is None else [(metric, layer) for metric, layer in keys]
+        self.last_loss, self.last_accuracy = state["last_loss"], state["last_accuracy"]
+
     @property
     def pending(self) -> int:
         """Recorded steps not yet synchronised."""

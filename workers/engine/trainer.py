@@ -10,22 +10,27 @@ including that step handed out.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import numpy as np
 import torch
-from torch.nn import functional as F
-
+from .batches import BatchStream
+from .checkpoint import Checkpointing, RunState, capture_rng, from_bytes, restore_rng, to_bytes
 from .clipping import clip_by_norm_, clip_by_value_
 from .config import RunConfig
+from .baselines import trivial_baseline
+from .curvature import CurvatureProbe, curvature_subset
 from .datasets import TaskData, load_dataset
 from .device import resolve_device
+from .histograms import HistogramProbe
 from .init import initialize
+from .losses import compute_loss, resolve_loss
 from .models import RecurrentNet, build_model
 from .optim import learning_rate, make_optimizer, set_learning_rate
-from .probes import FlatParameters, ForwardTaps, ParameterProbe, parameter_order, timestep_indices
+from .probes import DerivedUpdate, FlatParameters, ForwardTaps, ParameterProbe, parameter_order, timestep_indices
 from .recorder import Recorder
 from .records import ProbeBatch, RunResult
+from .scheduled import attach
 
 EVAL_BATCH = 1_000
 
@@ -49,25 +54,9 @@ def make_model(config: RunConfig, data: TaskData) -> torch.nn.Module:
     return model
 
 
-def batches(data: TaskData, batch_size: int | None, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def batches(data: TaskData, batch_size: int | None, seed: int) -> BatchStream:
     """Endless minibatches: a seeded shuffle per epoch, then contiguous slices (views)."""
-    count = data.train_x.shape[0]
-    if batch_size is None or batch_size >= count:  # full batch, as in the seed's notebook
-        while True:
-            yield data.train_x, data.train_y
-    generator = torch.Generator().manual_seed(seed)
-    device = data.train_x.device
-    while True:
-        order = torch.randperm(count, generator=generator).to(device)  # host → device, once per epoch
-        x, y = data.train_x[order], data.train_y[order]
-        for start in range(0, count - batch_size + 1, batch_size):
-            yield x[start : start + batch_size], y[start : start + batch_size]
-
-
-def compute_loss(output: torch.Tensor, target: torch.Tensor, task: str) -> torch.Tensor:
-    if task == "regression":
-        return F.mse_loss(output.squeeze(-1), target)
-    return F.cross_entropy(output.reshape(-1, output.shape[-1]), target.reshape(-1))
+    return BatchStream(data, batch_size, seed)
 
 
 def compute_accuracy(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -75,7 +64,7 @@ def compute_accuracy(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, data: TaskData) -> tuple[float, float | None]:
+def evaluate(model: torch.nn.Module, data: TaskData, loss: str = "cross_entropy") -> tuple[float, float | None]:
     """Mean loss (and accuracy) on the held-out split."""
     count = data.test_x.shape[0]
     loss_sum = torch.zeros((), device=data.test_x.device, dtype=torch.float64)
@@ -83,12 +72,24 @@ def evaluate(model: torch.nn.Module, data: TaskData) -> tuple[float, float | Non
     for start in range(0, count, EVAL_BATCH):
         x, y = data.test_x[start : start + EVAL_BATCH], data.test_y[start : start + EVAL_BATCH]
         output = model(x)
-        loss_sum += compute_loss(output, y, data.task).double() * x.shape[0]
+        loss_sum += compute_loss(output, y, data.task, loss).double() * x.shape[0]
         if data.task == "classification":
             correct += (output.argmax(-1) == y).double().mean() * x.shape[0]
     loss = float(loss_sum) / count  # sync: once, after training
     accuracy = float(correct) / count if data.task == "classification" else None  # sync
     return loss, accuracy
+
+
+def make_curvature_probe(config: RunConfig, model: torch.nn.Module, params: list, data: TaskData, loss: str) -> CurvatureProbe:
+    """λ_max (and tr(H)) of the training loss on a fixed subset of the training set."""
+    subset = curvature_subset(data.train_x.shape[0], config.curvature.batch, config.seed).to(data.train_x.device)
+    x, y = data.train_x[subset], data.train_y[subset]  # one copy, kept for the whole run
+
+    def loss_at() -> torch.Tensor:
+        return compute_loss(model(x), y, data.task, loss)
+
+    cudnn = isinstance(model, RecurrentNet) and x.device.type == "cuda"
+    return CurvatureProbe(config.curvature, params, loss_at, config.seed, cudnn)
 
 
 class _Finisher:
@@ -116,7 +117,7 @@ class _Finisher:
                 clipped = vectors[:, 2] > clipping.max_value
         values[("clipped", None)] = clipped.astype(np.float64)
         if self._parameter_probe is not None:
-            values.update(self._parameter_probe.finish(vectors[:, GLOBAL_COLUMNS:]))
+            values.update(self._parameter_probe.finish(vectors[:, GLOBAL_COLUMNS:], values[("lr", None)], before))
         if self._taps is not None:
             self._taps.finish(values)
         return {key: value for key, value in values.items() if not key[0].startswith("_")}
@@ -125,15 +126,32 @@ class _Finisher:
 GLOBAL_COLUMNS = 3  # grad_norm_total, grad_norm_total_clipped, max |g| (value clipping)
 
 
+def derived_update(config: RunConfig) -> DerivedUpdate | None:
+    """How ‖Δw‖ follows from the row statistics, where it does: plain SGD without value clipping
+    (which changes g element by element, so the clipped gradient's statistics are not at hand)."""
+    if config.training.optimizer != "sgd" or config.clipping.mode == "value":
+        return None
+    max_norm = config.clipping.max_norm if config.clipping.mode == "norm" else None
+    return DerivedUpdate(weight_decay=config.training.weight_decay, max_norm=max_norm)
+
+
 def train(
     config: RunConfig,
     on_flush: Callable[[ProbeBatch], None],
     should_stop: Callable[[], bool] = lambda: False,
+    checkpointing: Checkpointing | None = None,
 ) -> RunResult:
-    """Train as configured, handing probe records to `on_flush`; see docs/architecture.md."""
+    """Train as configured, handing probe records to `on_flush`; see docs/architecture.md.
+
+    With `checkpointing`, a checkpoint is handed to its `save` every `every` steps, right
+    after the flush of the steps before it (so a checkpoint never runs ahead of the stored
+    points), and the run continues from `resume_from` when given (workers/engine/checkpoint.py)."""
     config.validate()
     device = resolve_device(config.device)
-    data = load_dataset(config.dataset).to(device)
+    loaded = load_dataset(config.dataset)
+    # On the host, before the data moves to the device, scored with the run's own loss.
+    baseline = trivial_baseline(loaded, resolve_loss(config.training.loss, loaded.task))
+    data = loaded.to(device)
     model = make_model(config, data).to(device)
     names, params = zip(*model.named_parameters())
     params = list(params)
@@ -142,8 +160,13 @@ def train(
     flat = FlatParameters(params, scratch=probes.parameters)
     optimizer = make_optimizer(params, config.training)
     recurrent = isinstance(model, RecurrentNet)
+    loss_name = resolve_loss(training.loss, data.task)
+    curvature = make_curvature_probe(config, model, params, data, loss_name) if config.curvature.every else None
+    histograms = None
+    if probes.histogram_every:
+        histograms = HistogramProbe(list(names), flat, config.model.activation, config.model.negative_slope)
 
-    parameter_probe = ParameterProbe(list(names), flat) if probes.parameters else None
+    parameter_probe = ParameterProbe(list(names), flat, derived_update(config), probes.fused) if probes.parameters else None
     timesteps = timestep_indices(data.train_x.shape[1], probes.max_timesteps) if recurrent and probes.timesteps else None
     activation = config.model.activation if (config.model.kind in ("mlp", "rnn")) else "tanh"
     taps = None
@@ -151,7 +174,7 @@ def train(
         taps = ForwardTaps(activation, probes.saturation_threshold, probes.layers, timesteps)
     classification = data.task == "classification"
     recorder = Recorder(
-        on_flush,
+        attach(on_flush, curvature, histograms),
         probes.flush_every,
         parameter_order(model),
         _Finisher(config, parameter_probe, taps),
@@ -166,11 +189,42 @@ def train(
     stream = batches(data, training.batch_size, config.seed)
     status, diverged_at, steps_done, recorded = "succeeded", None, 0, 0
     last_step = training.steps - 1
+    checkpoint_every = checkpointing.every if checkpointing is not None else 0
 
-    for step in range(training.steps):
+    def take_checkpoint(steps_taken: int) -> None:
+        assert checkpointing is not None
+        state = RunState(
+            step=steps_taken,
+            model=model.state_dict(),
+            optimizer=optimizer.state_dict(),
+            data_order=stream.state(),
+            recorder={**recorder.state(), "recorded": recorded},
+            rng=capture_rng(),
+        )
+        checkpointing.save(steps_taken, to_bytes(state))
+
+    if checkpointing is not None and checkpointing.resume_from is not None:
+        resumed = from_bytes(checkpointing.resume_from)
+        # In place: the parameters are views of the flat buffer, which must stay theirs.
+        model.load_state_dict(resumed.model)
+        optimizer.load_state_dict(resumed.optimizer)
+        stream.load_state(resumed.data_order)
+        recorder.load_state(resumed.recorder)
+        recorded = int(resumed.recorder["recorded"])
+        restore_rng(resumed.rng)
+        steps_done = resumed.step
+
+    for step in range(steps_done, training.steps):
         if should_stop():
             status = "cancelled"
+            if checkpointing is not None and checkpointing.on_stop():
+                # Hand out what is recorded first: the checkpoint must not run ahead of it.
+                diverged_at = recorder.sync(final=True)
+                if diverged_at is None:
+                    take_checkpoint(step)
             break
+        if curvature is not None and curvature.due(step):
+            curvature.measure(step)  # at w_t, before this step's update
         lr = learning_rate(training, step)
         set_learning_rate(optimizer, lr)
         x, y = next(stream)
@@ -181,11 +235,16 @@ def train(
             if probes.layers or with_timesteps:
                 taps.start(with_timesteps)
                 tapped = taps
+        histogram_step = histograms is not None and logged and recorded % probes.histogram_every == 0
+        if histogram_step:
+            histograms.watch(model)
         output = model(x, tapped)
-        loss = compute_loss(output, y, data.task)
+        loss = compute_loss(output, y, data.task, loss_name)
         flat.zero_grad()
         loss.backward()
         recorder.loss(loss)
+        if histogram_step:
+            histograms.record(step)  # the raw gradient, before clipping
 
         if not logged:
             if norm_clip:
@@ -199,9 +258,10 @@ def train(
             if parameter_probe is not None:
                 views = parameter_probe.views(row[GLOBAL_COLUMNS:])
                 parameter_probe.gradients(views)
-                torch.linalg.vector_norm(views[0], out=before)  # from the per-row norms
+                statistics = views[0]  # (7, R): row 0 the per-row norms, row 4 the per-row max |g|
+                torch.linalg.vector_norm(statistics[0], out=before)
                 if value_clip:
-                    torch.amax(views[2], out=row[2])
+                    torch.amax(statistics[4], out=row[2])
             else:
                 torch.linalg.vector_norm(grad, out=before)
                 if value_clip:
@@ -225,10 +285,14 @@ def train(
                 recorder.record_timesteps(step, timestep_norms)
             recorded += 1
         steps_done = step + 1
-        if steps_done % probes.flush_every == 0 or recorder.pending >= probes.flush_every:
-            diverged_at = recorder.sync()
+        checkpoint_due = checkpoint_every > 0 and steps_done % checkpoint_every == 0 and steps_done < training.steps
+        if checkpoint_due or steps_done % probes.flush_every == 0 or recorder.pending >= probes.flush_every:
+            # A checkpoint flushes even a partial batch: it holds no recorded step.
+            diverged_at = recorder.sync(final=checkpoint_due)
             if diverged_at is not None:
                 break
+            if checkpoint_due:
+                take_checkpoint(steps_done)
 
     if diverged_at is None:
         diverged_at = recorder.sync(final=True)
@@ -236,7 +300,7 @@ def train(
         status, steps_done = "diverged", diverged_at + 1
     test_loss = test_accuracy = None
     if status == "succeeded":
-        test_loss, test_accuracy = evaluate(model, data)
+        test_loss, test_accuracy = evaluate(model, data, loss_name)
     return RunResult(
         status=status,
         steps_done=steps_done,
@@ -245,4 +309,5 @@ def train(
         diverged_at_step=diverged_at,
         test_loss=test_loss,
         test_accuracy=test_accuracy,
+        baseline=baseline,
     )

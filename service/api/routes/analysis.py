@@ -141,8 +141,10 @@ def get_summary(
 ) -> JSONBytesResponse:
     """The diagnosis: per-layer medians, the first-to-last layer ratio and the decay per
     layer, the gradient norm before and after clipping, non-finite steps, the memory
-    horizon of recurrent models, and a verdict (`vanishing`, `exploding` or `healthy`)
-    with its evidence, the thresholds it used, and the literature's remedies."""
+    horizon of recurrent models, the final losses against the task's trivial baseline, and
+    a verdict (`vanishing`, `exploding`, `not_learning`, `healthy`, or `no_data` when
+    nothing was recorded) with a one-sentence headline, its evidence, the thresholds it
+    used, and the literature's remedies."""
     record = require_experiment(session, experiment_id, owner)
     diagnosis = diagnose(read_for_diagnosis(session, record), settings.diagnosis, max_points)
     return JSONBytesResponse(

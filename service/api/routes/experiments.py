@@ -92,13 +92,14 @@ def create_experiment(
             "submit it again once the broker is up (GET /api/v1/health says whether it is)",
         ) from error
     response.headers["Location"] = f"{router.prefix}/{record.id}"
-    return ExperimentPublic.from_record(record)
+    return ExperimentPublic.from_record(record, [])  # no worker has claimed it yet
 
 
 def _replayed(session: SessionDep, experiment_id: str, owner: str, response: Response) -> ExperimentPublic:
     record = store.get_experiment(session, experiment_id, owner)
     location = f"{router.prefix}/{experiment_id}"
-    return ExperimentPublic.from_record(idempotency.replay(response, record, "experiment", experiment_id, location))
+    replayed = idempotency.replay(response, record, "experiment", experiment_id, location)
+    return ExperimentPublic.from_record(replayed, store.list_attempts(session, experiment_id))
 
 
 def _parse_ids(ids: str | None, settings: SettingsDep) -> list[str] | None:
@@ -164,15 +165,19 @@ def get_experiment(experiment_id: ExperimentId, session: SessionDep, owner: Curr
     # The status poll, the API's most frequent request: serialised here, in the thread
     # that built it, rather than validated again against the response model and then
     # serialised in another hand-off to the thread pool (the model is the schema either way).
-    return JSONBytesResponse(ExperimentPublic.from_record(record).model_dump(mode="json"))
+    attempts = store.list_attempts(session, experiment_id)
+    return JSONBytesResponse(ExperimentPublic.from_record(record, attempts).model_dump(mode="json"))
 
 
 @router.post("/{experiment_id}/cancel", response_model=ExperimentPublic, responses=NOT_FOUND)
-def cancel_experiment(experiment_id: ExperimentId, session: SessionDep, owner: CurrentOwner) -> ExperimentPublic:
-    """A queued experiment is cancelled at once; a running one stops within a few steps
+def cancel_experiment(
+    experiment_id: ExperimentId, session: SessionDep, owner: CurrentOwner, settings: SettingsDep
+) -> ExperimentPublic:
+    """A queued experiment (new, or waiting to resume) is cancelled at once; a running one stops within a few steps
     (its worker polls the flag) and keeps the points it measured; a finished one is
     returned unchanged."""
-    return ExperimentPublic.from_record(store.request_cancel(session, experiment_id, owner))
+    record = store.request_cancel(session, experiment_id, owner, keep_checkpoint=settings.keep_checkpoints)
+    return ExperimentPublic.from_record(record, store.list_attempts(session, experiment_id))
 
 
 @router.delete(

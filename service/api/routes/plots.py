@@ -40,6 +40,7 @@ from service.plots import (
     render_compare,
     render_metric,
     render_profile,
+    render_sharpness,
     render_timesteps,
 )
 from service.schemas.errors import ErrorResponse, ValidationErrorResponse
@@ -118,6 +119,22 @@ def plot_timesteps(
     threshold = settings.diagnosis.horizon_relative_norm
     data = store.read_timesteps(session, experiment_id)
     return png_response(render_timesteps(data, memory_horizons(data, threshold), record.name, threshold))
+
+
+@experiments_router.get("/{experiment_id}/sharpness.png", response_class=Response, responses=PNG)
+def plot_sharpness(experiment_id: ExperimentId, session: SessionDep, owner: CurrentOwner) -> Response:
+    """λ_max of the training loss (`hessian_max_eig`, with `logging.curvature_every`) over
+    training against SGD's stability limit 2/η (2(1 + β)/η with momentum β), and tr(H)."""
+    record = require_experiment(session, experiment_id, owner)
+    available = store.list_metrics(session, experiment_id)
+    wanted = [m for m in ("hessian_max_eig", "hessian_trace", "lr") if m in available]
+    found = {m: store.read_series(session, experiment_id, m)[0] for m in wanted}
+    training = record.spec.get("training") or {}
+    factor = None
+    if training.get("optimizer", "sgd") in ("sgd", "momentum"):
+        factor = 2.0 * (1.0 + float(training.get("momentum") or 0.0))
+    series = [found.get(m) for m in ("hessian_max_eig", "hessian_trace", "lr")]
+    return png_response(render_sharpness(*series, factor, record.name))
 
 
 @sweeps_router.get("/{sweep_id}/compare.png", response_class=Response, responses=PNG)

@@ -142,9 +142,9 @@ def test_thresholds_are_configurable_and_reported() -> None:
     assert _diagnose(recurrent_run("rnn"), lenient).verdict == "healthy"
 
 
-def test_an_experiment_without_data_is_healthy_with_nothing_to_report() -> None:
+def test_an_experiment_without_data_has_no_verdict_and_nothing_to_report() -> None:
     diagnosis = diagnose(DiagnosisInput(spec={"model": {"type": "mlp"}}, series={}), THRESHOLDS)
-    assert diagnosis.verdict == "healthy"
+    assert diagnosis.verdict == "no_data"
     assert diagnosis.depth_ratio is None and diagnosis.grad_norm is None and diagnosis.horizon == []
 
 

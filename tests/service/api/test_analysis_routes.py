@@ -147,3 +147,13 @@ def test_errors_name_the_problem(client: Client, api_session: Session) -> None:
     assert nonsense.status_code == 422 and "max_points" in nonsense.json()["message"]
     not_recurrent = client.get(f"{API}/{experiment_id}/horizon")
     assert not_recurrent.status_code == 404 and "rnn, lstm and gru" in not_recurrent.json()["detail"]
+
+
+def test_a_queued_experiments_summary_is_no_data(client: Client) -> None:
+    spec = {"name": "queued-lstm", "model": {"type": "lstm"}, "dataset": {"name": "adding"}}
+    created = client.post(API, json=spec)
+    assert created.status_code == 201, created.text
+    body = client.get(f"{API}/{created.json()['id']}/summary").json()
+    assert body["status"] == "queued" and body["verdict"] == "no_data"
+    assert body["findings"][0]["kind"] == "no_data" and body["headline"].startswith("queued")
+    assert body["learning"] is None and body["remedies"] == []

@@ -100,7 +100,8 @@ def test_every_parameter_of_every_operation_refuses_nul_and_huge_integers(client
     experiment_id = client.post("/api/v1/experiments", json=MLP).json()["id"]
     sweep = client.post("/api/v1/sweeps", json={"base": MLP, "grid": SWEEP_GRID})
     sweep_id = sweep.json()["id"]
-    ids = {"experiment_id": experiment_id, "sweep_id": sweep_id}
+    run_id = client.post("/api/v1/reproductions/pascanu-2013/runs", json={}).json()["id"]
+    ids = {"experiment_id": experiment_id, "sweep_id": sweep_id, "name": "pascanu-2013", "run_id": run_id}
     checked = 0
     for path, operations in document["paths"].items():
         for method, operation in operations.items():

@@ -125,3 +125,32 @@ def test_momentum_defaults_by_optimizer_and_cuda_goes_to_gpu() -> None:
     assert spec.training.momentum is None
     spec = ExperimentSpec.model_validate(base | {"training": {"schedule": "step", "steps": 300}})
     assert spec.training.lr_step_size == 100
+
+
+def test_training_loss_resolves_by_task_and_refuses_cross_entropy_for_regression() -> None:
+    mlp = {"model": {"type": "mlp"}, "dataset": {"name": "digits"}}
+    assert ExperimentSpec.model_validate(mlp).training.loss == "cross_entropy"
+    square = ExperimentSpec.model_validate({**mlp, "training": {"loss": "mse"}})
+    assert square.training.loss == "mse"
+    adding = {"model": {"type": "lstm"}, "dataset": {"name": "adding"}}
+    assert ExperimentSpec.model_validate(adding).training.loss == "mse"
+    errors = _errors({**adding, "training": {"loss": "cross_entropy"}})
+    assert "regression" in errors[0]["msg"] and "adding" in errors[0]["msg"]
+
+
+def test_curvature_and_histogram_settings() -> None:
+    base = {"model": {"type": "mlp"}, "dataset": {"name": "digits"}}
+    spec = ExperimentSpec.model_validate(base)
+    assert spec.logging.curvature_every is None and spec.logging.histogram_every is None
+    spec = ExperimentSpec.model_validate(
+        {**base, "logging": {"curvature_every": 10, "curvature_iterations": 50, "curvature_trace_samples": 8, "histogram_every": 5}}
+    )
+    assert spec.logging.curvature_iterations == 50 and spec.logging.curvature_batch == 1000
+    # A curvature knob without curvature_every would silently do nothing: refused.
+    errors = _errors({**base, "logging": {"curvature_iterations": 50}})
+    assert "curvature_every" in errors[0]["msg"]
+    errors = _errors({**base, "logging": {"curvature_every": 1, "curvature_iterations": 2_000}})
+    assert "max_curvature_iterations" in errors[0]["msg"]
+    small = Limits(max_curvature_trace_samples=4)
+    errors = _errors({**base, "logging": {"curvature_every": 1, "curvature_trace_samples": 5}}, limits=small)
+    assert "max_curvature_trace_samples" in errors[0]["msg"]

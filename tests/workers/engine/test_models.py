@@ -1,5 +1,6 @@
-"""The pieces-of-fused-kernel trick gives the true ∂L/∂h_t and ∂L/∂c_t: compare with a plain
-Python unroll of the same weights, where every h_t and c_t is a tensor with its own .grad."""
+"""The chain rule through the recomputed gates (through_time.py) gives the true ∂L/∂h_t and
+∂L/∂c_t of a layer run as one fused call: compare with a plain Python unroll of the same
+weights, where every h_t and c_t is a tensor with its own .grad."""
 
 from __future__ import annotations
 
@@ -50,10 +51,16 @@ def reference(model: RecurrentNet, x: torch.Tensor) -> tuple[torch.Tensor, list[
     ("kind", "activation", "layers", "many_to_many"),
     [
         ("lstm", "tanh", 2, False),
+        ("lstm", "tanh", 1, True),
+        ("lstm", "tanh", 3, True),
         ("gru", "tanh", 1, True),
+        ("gru", "tanh", 2, False),
         ("rnn", "tanh", 2, False),
+        ("rnn", "tanh", 1, True),
         ("rnn", "relu", 1, True),
+        ("rnn", "relu", 2, False),
         ("rnn", "sigmoid", 2, False),  # the Python-loop fallback
+        ("rnn", "gelu", 1, True),
     ],
 )
 def test_timestep_gradients_are_the_true_hidden_state_gradients(kind: str, activation: str, layers: int, many_to_many: bool) -> None:

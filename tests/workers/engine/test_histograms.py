@@ -1,0 +1,175 @@
+"""Distributions: exact counts, equal to NumPy's histogram of the same values; saturation shows."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from workers.engine import DatasetConfig, InitConfig, ModelConfig, ProbeConfig, RunConfig, TrainingConfig
+from workers.engine.activations import saturation_bound
+from workers.engine.datasets import load_dataset
+from workers.engine.histograms import (
+    ABOVE,
+    ACTIVATION_EDGES,
+    BELOW,
+    BINS,
+    GRADIENT_EDGES,
+    NONFINITE,
+    ZERO,
+    HistogramProbe,
+    LogMagnitudeColumns,
+    log_magnitude_counts,
+    value_counts,
+)
+from workers.engine.probes import FlatParameters
+from workers.engine.records import HistogramBatch
+from workers.engine.trainer import compute_loss, make_model
+
+from .helpers import run, series
+
+
+def mlp(activation: str, histogram_every: int = 1, steps: int = 4, **init: object) -> RunConfig:
+    return RunConfig(
+        model=ModelConfig(kind="mlp", hidden_sizes=(16, 16), activation=activation),
+        init=InitConfig(**init),  # type: ignore[arg-type]
+        dataset=DatasetConfig(name="digits", limit=300),
+        training=TrainingConfig(steps=steps, batch_size=None, optimizer="sgd", lr=0.1),
+        probes=ProbeConfig(flush_every=2, histogram_every=histogram_every),
+        seed=1,
+    )
+
+
+def histograms(batches: list) -> HistogramBatch:
+    parts = [b.histograms for b in batches if b.histograms is not None]
+    return HistogramBatch(
+        steps=np.concatenate([p.steps for p in parts]),
+        keys=parts[0].keys,
+        counts=np.concatenate([p.counts for p in parts]),
+        edges=parts[0].edges,
+    )
+
+
+def numpy_columns(values: np.ndarray, edges: np.ndarray, log_magnitude: bool) -> np.ndarray:
+    """The B + 4 columns computed independently with np.histogram."""
+    finite = values[np.isfinite(values)]
+    nonzero = finite[finite != 0]
+    scale = np.log10(np.abs(nonzero)) if log_magnitude else nonzero
+    inside, _ = np.histogram(scale[(scale >= edges[0]) & (scale < edges[-1])], bins=edges)
+    return np.concatenate([
+        [finite.size - nonzero.size, np.sum(scale < edges[0])], inside, [np.sum(scale >= edges[-1]), values.size - finite.size]
+    ])
+
+
+def test_gradient_histograms_equal_numpys_of_the_same_gradients_and_sum_to_each_size() -> None:
+    config = mlp("tanh")
+    data = load_dataset(config.dataset)
+    model = make_model(config, data)  # step 0's weights, and full batch: step 0's exact gradient
+    loss = compute_loss(model(data.train_x), data.train_y, data.task)
+    loss.backward()
+    expected = {name: p.grad.double().numpy().ravel() for name, p in model.named_parameters()}
+
+    _, batches = run(config)
+    table = histograms(batches)
+    assert table.steps.tolist() == [0, 1, 2, 3]
+    assert table.counts.shape[1:] == (len(table.keys), BINS + 4)
+    np.testing.assert_array_equal(table.edges["grad_log10_abs"], GRADIENT_EDGES)
+    sizes = {name: p.numel() for name, p in model.named_parameters()}
+    for row, (metric, layer) in enumerate(table.keys):
+        if metric == "grad_log10_abs":
+            assert (table.counts[:, row].sum(axis=1) == sizes[layer]).all()
+            # The engine bins float32 gradients; NumPy bins the same values in float64.
+            np.testing.assert_array_equal(table.counts[0, row], numpy_columns(expected[layer], GRADIENT_EDGES, True))
+    assert {layer for metric, layer in table.keys if metric == "grad_log10_abs"} == set(sizes)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_zeros_and_non_finite_values_are_counted_exactly(dtype: torch.dtype) -> None:
+    tiny, huge = torch.finfo(dtype).tiny * torch.finfo(dtype).eps, torch.finfo(dtype).max  # the extremes of the dtype
+    values = torch.tensor([0.0, -0.0, 1e-20, tiny, 3e-5, -2.0, 5e5, huge, math.nan, math.inf, -math.inf, 1e-3], dtype=dtype)
+    counts = log_magnitude_counts(values, None, 1, LogMagnitudeColumns(dtype))[0].numpy()
+    assert counts[ZERO] == 2 and counts[NONFINITE] == 3 and counts[BELOW] == 2 and counts[ABOVE] == 2
+    assert counts.sum() == values.numel()
+    np.testing.assert_array_equal(counts, numpy_columns(values.double().numpy(), GRADIENT_EDGES, True))
+
+    generator = torch.Generator().manual_seed(0)
+    activations = torch.randn(4000, generator=generator, dtype=dtype) * 5
+    activations[:7] = torch.tensor([0.0, math.nan, math.inf, -math.inf, -8.0, 8.0, 7.999])
+    counts = value_counts(activations).numpy()
+    np.testing.assert_array_equal(counts, numpy_columns(activations.double().numpy(), ACTIVATION_EDGES, False))
+    assert counts[ZERO] == 1 and counts[NONFINITE] == 3 and counts.sum() == 4000
+
+    # Through the flat buffer, whose zero padding must not count as zero gradients.
+    params = [torch.nn.Parameter(torch.zeros(3, 5)), torch.nn.Parameter(torch.zeros(7))]
+    flat = FlatParameters(params, scratch=False)
+    params[0].grad.copy_(torch.tensor([[0.0, math.nan, 1.0, 2.0, math.inf]] * 3))
+    params[1].grad.copy_(torch.tensor([1e-13, 0.0, 0.0, 1e5, 1e-2, -1e-2, math.nan]))
+    probe = HistogramProbe(["a", "b"], flat, "tanh", 0.01)
+    probe.record(0)
+    batch = probe.take(0)
+    assert batch is not None and batch.keys == (("grad_log10_abs", "a"), ("grad_log10_abs", "b"))
+    first, second = batch.counts[0]
+    assert first.sum() == 15 and first[ZERO] == 3 and first[NONFINITE] == 6
+    assert second.sum() == 7 and second[ZERO] == 2 and second[NONFINITE] == 1 and second[BELOW] == 1 and second[ABOVE] == 1
+    assert probe.take(0) is None  # handed out once
+
+
+def saturated_fraction(counts: np.ndarray, bound: float) -> tuple[float, float]:
+    """Bounds on the fraction of pre-activations with |s| > bound, from whole bins."""
+    centres = ACTIVATION_EDGES[:-1]
+    inside = counts[2 : BINS + 2]
+    surely = inside[(centres >= bound) | (ACTIVATION_EDGES[1:] <= -bound)].sum() + counts[BELOW] + counts[ABOVE]
+    maybe = inside[(ACTIVATION_EDGES[1:] > bound) | (centres < -bound)].sum() + counts[BELOW] + counts[ABOVE]
+    return surely / counts.sum(), maybe / counts.sum()
+
+
+def test_a_sigmoid_nets_activations_saturate_where_a_relu_nets_do_not() -> None:
+    # Large random weights (N(0, 4²)), where Glorot & Bengio 2010's sigmoid units sit at 0 and 1.
+    _, sigmoid_batches = run(mlp("sigmoid", steps=1, scheme="normal", std=4.0))
+    _, relu_batches = run(mlp("relu", steps=1, scheme="normal", std=4.0))
+    sigmoid, relu = histograms(sigmoid_batches), histograms(relu_batches)
+    bound = saturation_bound("sigmoid", 0.05)
+    for layer in ("layers.0", "layers.1"):
+        pre = sigmoid.counts[0, sigmoid.keys.index(("act_pre", layer))]
+        low, high = saturated_fraction(pre, bound)
+        # The histogram agrees with the engine's own saturation probe, measured independently.
+        measured = float(series(sigmoid_batches, "act_saturation", layer)[0])
+        assert low <= measured <= high and measured > 0.5
+        out = sigmoid.counts[0, sigmoid.keys.index(("act_out", layer))]
+        # Within ⅛ of σ's asymptotes: the bins [0, ⅛) and [⅞, 1), and 0 or 1 exactly.
+        near_ends = out[ZERO] + out[2 + 64] + out[2 + 71] + out[2 + 72]
+        assert near_ends > 0.75 * out.sum()
+        assert out[BELOW] == out[ABOVE] == 0  # σ's range is [0, 1]
+
+        relu_out = relu.counts[0, relu.keys.index(("act_out", layer))]
+        # No asymptote to pile at: half the units are exactly zero, the rest spread far past 1.
+        assert 0.3 < relu_out[ZERO] / relu_out.sum() < 0.7
+        assert relu_out[2 + 64 + 8 :].sum() > 0.25 * relu_out.sum()
+
+
+def test_histograms_every_nth_recorded_step_and_recurrent_layers() -> None:
+    _, batches = run(mlp("tanh", histogram_every=3, steps=10))
+    assert histograms(batches).steps.tolist() == [0, 3, 6, 9]
+    config = RunConfig(
+        model=ModelConfig(kind="lstm", hidden_size=8),
+        dataset=DatasetConfig(name="adding", seq_len=12, num_train=64, num_test=16),
+        training=TrainingConfig(steps=2, batch_size=32, optimizer="adam", lr=0.01),
+        probes=ProbeConfig(histogram_every=1, max_timesteps=4),
+    )
+    _, batches = run(config)
+    table = histograms(batches)
+    row = table.keys.index(("act_out", "layers.0"))
+    assert (table.counts[:, row].sum(axis=1) == 32 * 12 * 8).all()  # every timestep, across the pieces
+    assert ("act_pre", "layers.0") not in table.keys
+
+
+def test_histograms_are_off_by_default() -> None:
+    _, batches = run(mlp("tanh", histogram_every=0))
+    assert all(b.histograms is None for b in batches)
+
+
+@pytest.mark.parametrize("edges", [GRADIENT_EDGES, ACTIVATION_EDGES])
+def test_edges_are_exact_in_float32(edges: np.ndarray) -> None:
+    assert np.array_equal(edges.astype(np.float32).astype(np.float64), edges)

@@ -1,0 +1,142 @@
+"""Every per-row statistic of the flat gradient and weight buffers in one pass.
+
+Per row of the (R, C) buffers: ‖g‖, Σg, Σ|g|, the finite count, max |g|, ‖w‖ and ⟨g, w⟩ (the
+last one lets ‖Δw‖ of plain SGD be derived on the host, see ParameterProbe). Written as plain
+PyTorch, each is its own kernel and its own pass over the buffer; the same function compiled by
+`torch.compile` (Inductor: C++ on a CPU, Triton on CUDA, one code path for both) becomes one
+kernel that reads g and w once. Measured for the MLP of bench/probe_overhead.py (90 × 1024
+rows) on a loaded 2-core CPU, one thread: see the README's Performance section.
+
+The first compile takes 10 s to minutes, and must never land in a run's hot path: a worker
+process starts it at its start (`warm_process()`, from workers/celery_app.py) in a background
+thread, and the plain path serves until it is done. Inductor keeps what it compiled in its
+on-disk cache, and the sizes are compiled as symbols (`dynamic=True`), so every run of any model
+in the process reuses the kernel; each run's own buffer layout is checked against its guards
+once, again in a background thread. A process that never warmed it (tests, benchmarks that do
+not ask) never compiles. The plain path stays as the fallback (no C++ compiler, a failed
+compile, a device not warmed) and as the reference the tests compare the compiled kernel with.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections.abc import Callable
+
+import torch
+
+log = logging.getLogger(__name__)
+
+STATISTICS = 7  # ‖g‖, Σg, Σ|g|, #finite, max |g|, ‖w‖, ⟨g, w⟩ per row, in this order
+
+
+def row_statistics(grad: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """(R, C) gradient and weight → (7, R), in the order of STATISTICS. Written for Inductor,
+    which fuses every reduction here into one loop over the row; eager, it is 10 kernels."""
+    magnitude = grad.abs()
+    finite = (magnitude < math.inf).to(grad.dtype)  # false for ±Inf and NaN
+    return torch.stack(
+        [
+            torch.sqrt((grad * grad).sum(1)),
+            grad.sum(1),
+            magnitude.sum(1),
+            finite.sum(1),
+            magnitude.amax(1),  # NaN propagates, as in torch.amax
+            torch.sqrt((weight * weight).sum(1)),
+            (grad * weight).sum(1),
+        ]
+    )
+
+
+def plain_row_statistics(block: torch.Tensor, weight: torch.Tensor, out: torch.Tensor, product: bool) -> None:
+    """The plain-PyTorch path, allocation-free: writes `out` (7, R) with `out=` kernels.
+
+    `block` is FlatParameters.grad_block (3, R, C): the gradient, then scratch rows for |g| and
+    the finite flags, so that Σg, Σ|g| and the finite count are one reduction over the block.
+    ⟨g, w⟩ is computed only when `product` is set (SGD with weight decay)."""
+    grad, magnitude, finite = block[0], block[1], block[2]
+    torch.linalg.vector_norm(grad, dim=1, out=out[0])
+    torch.abs(grad, out=magnitude)
+    # |g| < ∞ written as floats: bool kernels are slow on a CPU.
+    torch.lt(magnitude, math.inf, out=finite)
+    torch.sum(block, dim=2, out=out[1:4])
+    torch.amax(magnitude, dim=1, out=out[4])
+    torch.linalg.vector_norm(weight, dim=1, out=out[5])
+    if product:
+        torch.sum(grad * weight, dim=1, out=out[6])
+
+
+class _Compiled:
+    """The process's one compiled kernel, and the buffer layouts it has been called with."""
+
+    def __init__(self) -> None:
+        self.function: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+        self.ready: dict[tuple, threading.Event] = {}
+        self.lock = threading.Lock()
+
+    def warm(self, grad: torch.Tensor, weight: torch.Tensor) -> threading.Event:
+        """Call the compiled kernel once on buffers like these, in a background thread; the event
+        is set when the hot path can call it on them without compiling. The first call for a
+        device and dtype compiles; a later one only checks the guards (or, should they fail for
+        this layout, compiles again, still off the hot path)."""
+        key = (grad.device.type, grad.dtype, tuple(grad.shape), grad.stride(), tuple(weight.shape), weight.stride())
+        with self.lock:
+            event = self.ready.get(key)
+            if event is not None:
+                return event
+            event = self.ready[key] = threading.Event()
+            if self.function is None:
+                self.function = torch.compile(row_statistics, dynamic=True)
+        # Zeros of the same layout, so the run's buffers are never read from two threads.
+        sample_grad = torch.zeros_like(grad, memory_format=torch.preserve_format)
+        sample_weight = torch.zeros_like(weight, memory_format=torch.preserve_format)
+        thread = threading.Thread(target=self._call, args=(sample_grad, sample_weight, event), daemon=True, name="gradwatch-row-statistics")
+        thread.start()
+        return event
+
+    def _call(self, grad: torch.Tensor, weight: torch.Tensor, event: threading.Event) -> None:
+        try:
+            assert self.function is not None
+            self.function(grad, weight)
+        except Exception:  # no C++ compiler, an unsupported device: the plain path goes on serving
+            log.warning("compiling the fused row statistics failed; the plain path serves", exc_info=True)
+            return
+        event.set()
+
+
+    def warmed(self, device: torch.device, dtype: torch.dtype) -> bool:
+        """Whether this process has started compiling for the device type and dtype."""
+        return any(key[:2] == (device.type, dtype) for key in self.ready)
+
+
+COMPILED = _Compiled()
+
+
+def warm_process() -> None:
+    """Start compiling the kernel for the CPU (and CUDA, when present) in the background."""
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    for device in devices:
+        sample = torch.zeros(4, 64, device=device)
+        COMPILED.warm(sample, sample.clone())
+
+
+class RowStatistics:
+    """The row statistics of one run's buffers: compiled when warm, plain until then."""
+
+    def __init__(self, block: torch.Tensor, weight: torch.Tensor, fused: bool) -> None:
+        self.block, self.weight = block, weight
+        use = fused and COMPILED.warmed(weight.device, weight.dtype)
+        self._ready = COMPILED.warm(block[0], weight) if use else None
+
+    @property
+    def compiled(self) -> bool:
+        return self._ready is not None and self._ready.is_set()
+
+    def __call__(self, out: torch.Tensor, product: bool) -> None:
+        """Write the (7, R) statistics into `out` (rows of the Recorder's buffer)."""
+        if self.compiled:
+            assert COMPILED.function is not None
+            out.copy_(COMPILED.function(self.block[0], self.weight))
+        else:
+            plain_row_statistics(self.block, self.weight, out, product)
