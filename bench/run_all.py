@@ -21,7 +21,7 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 # In the order the README presents them; the engine issue's probe overhead and the
 # analysis issue's series queries belong to other modules and run when present.
-BENCHMARKS = ["training_loop", "probe_overhead", "curvature_cost", "ingest", "queries", "series_query", "load", "scale_out", "downsample", "checkpoint"]
+BENCHMARKS = ["training_loop", "probe_overhead", "curvature_cost", "ingest", "queries", "series_query", "load", "scale_out", "downsample", "checkpoint", "dashboard"]
 QUICK = {  # a few seconds of measuring each (CI runs them all in about two minutes)
     "training_loop": ["--steps", "150", "--repeats", "1"],
     "probe_overhead": ["--repeats", "1", "--scale", "0.05", "--threads", "1"],
@@ -33,6 +33,7 @@ QUICK = {  # a few seconds of measuring each (CI runs them all in about two minu
     "scale_out": ["--steps", "100", "--runs", "2"],
     "downsample": ["--repeats", "1"],
     "checkpoint": ["--repeats", "1", "--scale", "0.05", "--no-recovery"],
+    "dashboard": ["--steps", "2000", "--layers", "3", "--watchers", "3", "--duration", "2", "--repeats", "1"],
 }
 
 

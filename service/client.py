@@ -204,6 +204,8 @@ class GradwatchClient:
                     if response.is_error or "text/event-stream" not in response.headers.get("content-type", ""):
                         return None
                     for data in sse_data(response.iter_lines()):
+                        if isinstance(data, dict) and "series" in data and "through" in data:
+                            continue  # new points: wait() follows the state only
                         full = isinstance(data, dict) and {"id", "status", "progress"} <= data.keys()
                         experiment = data if full else self.get(experiment_id)
                         if on_update is not None:

@@ -254,6 +254,19 @@ class Settings(BaseSettings):
     # One delivery's connect + read timeout; a receiver should answer at once and work later.
     callback_timeout_s: float = 10.0
 
+    # The dashboard's live view (GET /experiments/{id}/events): how often a stream looks
+    # for a change (points reach the page within this plus the writer's flush), the
+    # keep-alive comment interval, and the most a stream stays open before it ends and
+    # the browser reconnects with Last-Event-ID (so proxies and old streams never pile up).
+    events_poll_s: float = Field(0.25, gt=0, le=10)
+    events_keepalive_s: float = Field(15.0, gt=0)
+    events_max_stream_s: float = Field(600.0, gt=0)
+    # Points per series in one event at most (more are thinned, extremes kept).
+    events_max_points: int = Field(1000, ge=2)
+    # The dashboard's session cookie lives this long in the browser (its token lives until
+    # logout or `gradwatch token revoke`); `Secure` is set when the request came over https.
+    session_max_age_s: int = Field(7 * 24 * 3600, ge=60)
+
     # Seconds the CLI's client spends retrying an unreachable or 502/503/504-answering API
     # per call before it gives up (GradwatchClient's `retry_for`).
     client_retry_for_s: float = 60.0

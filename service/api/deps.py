@@ -12,6 +12,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from service.auth.guard import authenticate
+from service.auth.session import SESSION_COOKIE, check_browser_write
 from service.auth.tokens import Caller
 from service.config import Settings
 from service.queue import Enqueuer
@@ -53,8 +54,17 @@ def get_caller(
     settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Caller:
-    """Every protected router depends on this (FastAPI runs it once per request)."""
-    return authenticate(session, settings, credentials.credentials if credentials else None, request.method)
+    """Every protected router depends on this (FastAPI runs it once per request).
+
+    The bearer header wins; without one, the dashboard's session cookie stands in for it,
+    and a request it carries that changes anything must pass the CSRF check
+    (service/auth/session.py), as must any browser's while authentication is off."""
+    if credentials is not None:
+        return authenticate(session, settings, credentials.credentials, request.method)
+    cookie = request.cookies.get(SESSION_COOKIE) if settings.auth != "off" else None
+    caller = authenticate(session, settings, cookie, request.method)
+    check_browser_write(request, cookie)
+    return caller
 
 
 CurrentToken = Annotated[Caller, Depends(get_caller)]

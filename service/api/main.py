@@ -27,6 +27,7 @@ from service.api.routes import (
     analysis,
     callbacks,
     compare,
+    events,
     experiments,
     export,
     health,
@@ -35,6 +36,7 @@ from service.api.routes import (
     reproduction_runs,
     reproductions,
     series,
+    session,
     sweeps,
 )
 from service.auth.guard import AUTH_RESPONSES, check_binding
@@ -46,6 +48,7 @@ from service.db.reachability import DatabaseReachability, probe_write
 from service.dispatch import reconcile_once, send_requeued
 from service.queue import Enqueuer
 from service.store.idempotency import purge_expired_keys
+from service.web import install_web
 
 log = logging.getLogger("gradwatch.api")
 # Expired idempotency keys are dead weight only (a reused one is replaced anyway).
@@ -160,6 +163,9 @@ def create_app(settings: Settings | None = None, enqueuer: Enqueuer | None = Non
         summary="Train networks and watch their gradients vanish or explode.",
         version="0.1.0",
         lifespan=lifespan,
+        # served by service/web/docs.py with bundles shipped in the package (no CDN)
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.engine = make_engine(
@@ -198,10 +204,13 @@ def create_app(settings: Settings | None = None, enqueuer: Enqueuer | None = Non
         sweeps.router,
         plots.sweeps_router,
         compare.router,
+        events.router,
+        session.router,
         reproductions.router,
         reproduction_runs.router,
     ):
         app.include_router(router, dependencies=[Depends(get_caller)], responses=AUTH_RESPONSES)
+    install_web(app)  # the dashboard's pages, /docs and /redoc; last, so `/` catches nothing of the API's
     return app
 
 

@@ -27,9 +27,11 @@ from service.queue import broker_folders
 @pytest.fixture
 def settings(database_url: str, tmp_path: Path) -> Settings:
     # reaper_interval_s=0: the reaper is tested on its own in test_main.py; callback_poll_s=0:
-    # the callback tests run the delivery loop's passes themselves.
+    # the callback tests run the delivery loop's passes themselves. events_max_stream_s=1:
+    # the walks over every route read a queued experiment's event stream to its end.
     return Settings(
-        home=tmp_path / "home", database_url=database_url, broker_url="", reaper_interval_s=0, callback_poll_s=0
+        home=tmp_path / "home", database_url=database_url, broker_url="", reaper_interval_s=0, callback_poll_s=0,
+        events_max_stream_s=1,
     )
 
 

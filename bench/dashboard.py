@@ -1,0 +1,214 @@
+"""The dashboard in a real browser (headless Chromium via Playwright), on PostgreSQL:
+the issue's performance goals for the pages.
+
+    python -m bench.dashboard [--steps 100000] [--layers 10] [--watchers 20] [--duration 20]
+
+- first chart: a finished `--steps`-step experiment with `--layers` layers (grad_mean_abs,
+  grad_norm and loss, as the worker stores them: chunks of 50 steps); navigation start →
+  the loss chart drawn, and → the per-layer chart drawn (goal: first chart < 1 s);
+- metric switch: picking another metric in the page → its per-layer chart redrawn (goal
+  < 300 ms);
+- API p99 of other requests (an experiment, a thinned 10-layer series, the list; one
+  client in a loop for `--duration` s) with no browser watching, then with `--watchers`
+  browser contexts (each its own connection pool, as separate browsers) each watching a
+  running experiment's page live, whose points a writer thread appends every 0.5 s
+  through the store as a worker would (no training: the cost measured is the streams').
+  RATIO = p99 with watchers / p99 without (goal ≤ 1.20).
+
+Needs PostgreSQL (GRADWATCH_BENCH_POSTGRES_URL) and Chromium (/usr/bin/chromium or
+GRADWATCH_BENCH_CHROMIUM).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import threading
+import time
+
+import httpx
+import numpy as np
+
+from bench.common import BENCH_OWNER, api_server, bench_headers, latency, machine, scratch_database, service_env
+from service import store
+from service.db.engine import make_engine, make_session_factory
+from service.store.records import SeriesChunk
+
+CHROMIUM = os.environ.get("GRADWATCH_BENCH_CHROMIUM", "/usr/bin/chromium")
+FLUSH = 50
+METRICS = ("grad_mean_abs", "grad_norm")
+
+
+def _spec(n_layers: int, steps: int) -> dict:
+    return {"name": "bench-dashboard", "model": {"type": "mlp", "hidden_sizes": [100] * (n_layers - 1)},
+            "dataset": {"name": "mnist"}, "training": {"steps": steps}}  # fmt: skip
+
+
+def _chunks(steps: np.ndarray, n_layers: int, rng: np.random.Generator) -> list[SeriesChunk]:
+    chunks = [SeriesChunk("loss", None, -1, steps, np.exp(-steps / 1e4) + rng.normal(0, 0.01, len(steps)))]
+    for metric in METRICS:
+        scale = np.logspace(-4, -2, n_layers)
+        values = np.abs(rng.normal(1, 0.1, (len(steps), n_layers))) * scale
+        chunks += [SeriesChunk(metric, f"layers.{i}.weight", i, steps, np.ascontiguousarray(values[:, i])) for i in range(n_layers)]
+    return chunks
+
+
+def fill_finished(url: str, n_steps: int, n_layers: int) -> str:
+    engine = make_engine(url)
+    rng = np.random.default_rng(0)
+    with make_session_factory(engine)() as session:
+        record = store.create_experiment(session, name="bench-finished", tags=[], spec=_spec(n_layers, n_steps), queue="cpu", owner=BENCH_OWNER)
+        store.claim_experiment(session, record.id, "bench")
+        batch: list[SeriesChunk] = []
+        for start in range(0, n_steps, FLUSH):
+            batch += _chunks(np.arange(start, min(start + FLUSH, n_steps), dtype=np.int64), n_layers, rng)
+            if len(batch) >= 3000:
+                store.write_chunks(session, record.id, batch, progress_step=start)
+                batch = []
+        store.write_chunks(session, record.id, batch, progress_step=n_steps)
+        store.finish_experiment(session, record.id, "succeeded", {"final_loss": 0.1})
+    engine.dispose()
+    return record.id
+
+
+class LiveWriter(threading.Thread):
+    """Appends a flush of points to each running experiment every 0.5 s, as workers would."""
+
+    def __init__(self, url: str, count: int, n_layers: int) -> None:
+        super().__init__(daemon=True)
+        self.engine = make_engine(url)
+        self.n_layers = n_layers
+        self.stop = threading.Event()
+        with make_session_factory(self.engine)() as session:
+            self.ids = []
+            for i in range(count):
+                record = store.create_experiment(session, name=f"bench-live-{i}", tags=[], spec=_spec(n_layers, 10**6), queue="cpu", owner=BENCH_OWNER)
+                store.claim_experiment(session, record.id, "bench")
+                self.ids.append(record.id)
+        self.step = 0
+
+    def run(self) -> None:
+        rng = np.random.default_rng(1)
+        factory = make_session_factory(self.engine)
+        while not self.stop.wait(0.5):
+            steps = np.arange(self.step, self.step + 5, dtype=np.int64)
+            self.step += 5
+            with factory() as session:
+                for experiment_id in self.ids:
+                    store.write_chunks(session, experiment_id, _chunks(steps, self.n_layers, rng), progress_step=self.step)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.join()
+        with make_session_factory(self.engine)() as session:
+            for experiment_id in self.ids:
+                store.finish_experiment(session, experiment_id, "cancelled", None)
+        self.engine.dispose()
+
+
+def session_cookie(base: str, headers: dict[str, str]) -> dict:
+    response = httpx.post(f"{base}/api/v1/session", headers=headers)
+    response.raise_for_status()
+    return {"name": "gw_session", "value": response.cookies["gw_session"], "url": base}
+
+
+def first_chart(browser, base: str, cookie: dict, experiment_id: str, repeats: int) -> tuple[list[float], list[float], list[float]]:
+    loss, layers, switch = [], [], []
+    for _ in range(repeats):
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        context.add_cookies([cookie])
+        page = context.new_page()
+        page.goto(f"{base}/experiments/{experiment_id}", wait_until="commit")
+        page.wait_for_function("document.querySelector('#chart-loss .main-svg .trace')", timeout=60_000)
+        loss.append(page.evaluate("performance.now()"))
+        page.wait_for_function("document.getElementById('chart-layers').dataset.metric", timeout=60_000)
+        layers.append(page.evaluate("performance.now()"))
+        page.wait_for_selector("body[data-ready=true]", timeout=60_000)
+        switch.append(page.evaluate("""async (metric) => {
+            const chart = document.getElementById('chart-layers');
+            const select = document.getElementById('metric');
+            const started = performance.now();
+            select.value = metric;
+            select.dispatchEvent(new Event('change'));
+            while (chart.dataset.metric !== metric) await new Promise(requestAnimationFrame);
+            return performance.now() - started;
+        }""", METRICS[1]))
+        context.close()
+    return loss, layers, switch
+
+
+def api_load(base: str, headers: dict[str, str], experiment_id: str, duration_s: float) -> list[float]:
+    requests = [
+        (f"/api/v1/experiments/{experiment_id}", {}),
+        (f"/api/v1/experiments/{experiment_id}/series", {"metric": "grad_mean_abs", "max_points": 1000}),
+        ("/api/v1/experiments", {"limit": 50}),
+    ]
+    timings = []
+    with httpx.Client(base_url=base, headers=headers, timeout=60) as client:
+        for path, params in requests:
+            client.get(path, params=params).raise_for_status()  # warm-up
+        deadline = time.monotonic() + duration_s
+        while time.monotonic() < deadline:
+            for path, params in requests:
+                started = time.perf_counter()
+                client.get(path, params=params).raise_for_status()
+                timings.append((time.perf_counter() - started) * 1000)
+    return timings
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=100_000)
+    parser.add_argument("--layers", type=int, default=10)
+    parser.add_argument("--watchers", type=int, default=20)
+    parser.add_argument("--duration", type=float, default=20.0)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    from playwright.sync_api import sync_playwright
+
+    print(f"dashboard: {machine()}; load average {os.getloadavg()[0]:.1f}")
+    with scratch_database("dashboard") as url:
+        started = time.perf_counter()
+        finished = fill_finished(url, args.steps, args.layers)
+        print(f"stored a finished {args.steps:,}-step, {args.layers}-layer experiment in {time.perf_counter() - started:.1f} s")
+        headers = bench_headers(url)
+        env = service_env(url, GRADWATCH_REAPER_INTERVAL_S="0", GRADWATCH_DISPATCH_INTERVAL_S="0", GRADWATCH_CALLBACK_POLL_S="0")
+        with api_server(env) as server, sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+            cookie = session_cookie(server.url, headers)
+            loss, layers, switch = first_chart(browser, server.url, cookie, finished, args.repeats)
+            print(f"first chart (loss) after navigation:  median {statistics.median(loss):6.0f} ms  max {max(loss):6.0f} ms  (goal < 1000 ms)")
+            print(f"per-layer chart after navigation:     median {statistics.median(layers):6.0f} ms  max {max(layers):6.0f} ms")
+            print(f"metric switch redraw:                 median {statistics.median(switch):6.0f} ms  max {max(switch):6.0f} ms  (goal < 300 ms)")
+
+            quiet = latency(api_load(server.url, headers, finished, args.duration))
+            print(f"API, nobody watching:        {quiet}  p99 {quiet.p99_ms:7.1f} ms")
+            writer = LiveWriter(url, args.watchers, args.layers)
+            writer.start()
+            contexts = []
+            try:
+                for experiment_id in writer.ids:
+                    context = browser.new_context()
+                    context.set_default_timeout(120_000)  # twenty pages on a busy machine load slowly
+                    context.add_cookies([cookie])
+                    page = context.new_page()
+                    page.goto(f"{server.url}/experiments/{experiment_id}")
+                    contexts.append((context, page))
+                for _, page in contexts:
+                    page.wait_for_function("window.gradwatchLive && window.gradwatchLive.some(e => e.kind === 'points')", timeout=180_000)
+                busy = latency(api_load(server.url, headers, finished, args.duration))
+                received = sum(page.evaluate("window.gradwatchLive.length") for _, page in contexts)
+            finally:
+                for context, _ in contexts:
+                    context.close()
+                writer.close()
+            print(f"API, {args.watchers} browsers watching live: {busy}  p99 {busy.p99_ms:7.1f} ms  ({received} live events received)")
+            browser.close()
+    ratio = busy.p99_ms / quiet.p99_ms
+    verdict = "MET" if ratio <= 1.2 else "MISSED"
+    print(f"RATIO dashboard_api_p99_with_{args.watchers}_watchers_vs_none = {ratio:.2f}x (goal <= 1.20x: {verdict})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,271 @@
+// The experiment page: status and progress live over the event stream, loss and accuracy,
+// per-layer gradient curves with a metric picker, the depth heatmap, the gradient through
+// time of recurrent runs, the diagnosis with one-click remedies, and the spec.
+import { api, badge, el, flash, FINISHED, num, paceText, showWho } from "./api.js";
+import { CONFIG, DEPTH_LEGEND, forLog, heatmap, isMagnitude, layerTraces, layout, log10Matrix } from "./charts.js";
+
+const root = document.getElementById("experiment");
+const id = root.dataset.id;
+const MAX_POINTS = 2000; // per series: thinned by the server, keeping every extreme (agg=minmax)
+let experiment = null;
+let metricLayers = {};
+let metric = new URLSearchParams(location.search).get("metric");
+let shownMetric = null;
+let lastStep = -1; // the highest step drawn: the stream sends what comes after it
+let stream = null;
+// When each live event reached the page (the browser tests and bench/dashboard.py read it).
+const arrivals = [];
+window.gradwatchLive = arrivals;
+
+function setText(elementId, text) { document.getElementById(elementId).textContent = text; }
+
+function renderHeader() {
+  setText("name", experiment.name);
+  const status = document.getElementById("status");
+  status.className = `badge status-${experiment.status}`;
+  status.textContent = experiment.status + (experiment.cancel_requested && !FINISHED.has(experiment.status) ? " (cancelling)" : "");
+  const { step, total } = experiment.progress;
+  const bar = document.getElementById("progress");
+  bar.max = total || 1;
+  bar.value = step;
+  setText("progress-text", `step ${step.toLocaleString()} / ${total.toLocaleString()}${paceText(experiment) ? ` · ${paceText(experiment)}` : ""}`);
+  document.getElementById("cancel").hidden = FINISHED.has(experiment.status);
+  document.getElementById("delete").hidden = !FINISHED.has(experiment.status);
+  const error = document.getElementById("error");
+  error.hidden = !experiment.error;
+  error.textContent = experiment.error ? `Error: ${experiment.error}` : "";
+  setText("spec", JSON.stringify(experiment.spec, null, 2));
+  document.getElementById("export").href = `/api/v1/experiments/${id}/export?format=csv`;
+}
+
+async function drawGlobal(name, elementId, title) {
+  const data = await api(`/experiments/${id}/series`, { params: { metric: name, max_points: MAX_POINTS } });
+  const series = data.series.filter((s) => s.steps.length);
+  const traces = series.map((s) => ({ type: "scatter", mode: "lines", name, x: s.steps, y: s.values, line: { width: 1.6 } }));
+  await Plotly.react(elementId, traces, layout(title, "training step", name), CONFIG);
+  for (const s of series) lastStep = Math.max(lastStep, s.steps.at(-1));
+}
+
+// Weights by default (the essay's picture: one curve per weight matrix); biases on request.
+const withBiases = () => document.getElementById("biases").checked;
+const isBias = (layer) => /(^|\.)bias[^.]*$/.test(String(layer)); // bias, bias_ih, bias_hh
+const shownLayers = (series) => series.filter((s) => withBiases() || !isBias(s.layer));
+
+async function drawLayers() {
+  const picked = metric;
+  const data = await api(`/experiments/${id}/series`, { params: { metric: picked, max_points: MAX_POINTS } });
+  data.series = shownLayers(data.series);
+  const log = isMagnitude(picked);
+  const title = `${picked} per layer (${data.series.length} layers, input → output)`;
+  const figureLayout = { ...layout(title, "training step", picked, { logY: log }), legend: DEPTH_LEGEND };
+  await Plotly.react("chart-layers", layerTraces(data.series, picked), figureLayout, CONFIG);
+  shownMetric = picked;
+  for (const s of data.series) if (s.steps.length) lastStep = Math.max(lastStep, s.steps.at(-1));
+  document.getElementById("chart-layers").dataset.metric = picked;
+  document.getElementById("chart-layers").dataset.traces = String(data.series.length);
+}
+
+async function drawProfile() {
+  if (!metricLayers[metric] || metricLayers[metric][0] === null) return;
+  const profile = await api(`/experiments/${id}/profile`, { params: { metric, max_points: 400 } });
+  const log = isMagnitude(metric);
+  const columns = profile.layers.map((layer, j) => [layer, j]).filter(([layer]) => withBiases() || !isBias(layer));
+  const byLayer = columns.map(([, j]) => profile.values.map((row) => row[j]));
+  const z = log ? log10Matrix(byLayer) : byLayer;
+  const figure = heatmap(profile.steps, columns.map((_, i) => i), z, {
+    title: `Depth profile of ${metric} (step × layer, input at the bottom)`, xTitle: "training step", yTitle: "layer",
+    colourTitle: log ? `log10 ${metric}` : metric, yLabels: columns.map(([layer]) => layer),
+  });
+  await Plotly.react("chart-profile", figure.data, figure.layout, CONFIG);
+}
+
+async function drawThroughTime() {
+  const recurrent = ["rnn", "lstm", "gru"].includes(experiment.spec.model?.type);
+  document.getElementById("through-time").hidden = !recurrent;
+  if (!recurrent) return;
+  let data;
+  try { data = await api(`/experiments/${id}/timesteps`); } catch { return; }
+  if (!data.steps.length) return;
+  // Curves: ‖∂L/∂h_t‖ over t at a few recorded steps, early (dark) to late (light).
+  const picks = [...new Set([0, Math.floor(data.steps.length / 3), Math.floor((2 * data.steps.length) / 3), data.steps.length - 1])];
+  const curves = picks.map((row, i) => ({
+    type: "scatter", mode: "lines", name: `step ${data.steps[row]}`, x: data.timesteps,
+    y: forLog(data.hidden_grad_norm[row], true), line: { color: ["#440154", "#31688e", "#35b779", "#e3b505"][i] },
+  }));
+  await Plotly.react("chart-timesteps", curves,
+    layout("‖∂L/∂h_t‖ through time (loss at the last timestep)", "timestep t", "‖∂L/∂h_t‖", { logY: true }), CONFIG);
+  const figure = heatmap(data.timesteps, data.steps, log10Matrix(data.hidden_grad_norm), {
+    title: "‖∂L/∂h_t‖: training step × timestep", xTitle: "timestep t", yTitle: "training step",
+    colourTitle: "log10 ‖∂L/∂h_t‖",
+  });
+  await Plotly.react("chart-timesteps-heatmap", figure.data, figure.layout, CONFIG);
+  const horizon = await api(`/experiments/${id}/horizon`);
+  const traces = horizon.layers.map((layer) => ({
+    type: "scatter", mode: "lines", name: `recurrent layer ${layer.layer_index}`, x: layer.steps, y: layer.horizon,
+  }));
+  const maxHorizon = Math.max(...horizon.layers.map((l) => l.max_horizon));
+  const figureLayout = layout(`Memory horizon: timesteps back with ‖∂L/∂h_t‖ ≥ ${horizon.threshold}·‖∂L/∂h_T‖ (max ${maxHorizon})`,
+    "training step", "horizon (timesteps)");
+  figureLayout.yaxis.range = [0, maxHorizon + 1];
+  await Plotly.react("chart-horizon", traces, figureLayout, CONFIG);
+}
+
+function specWith(changes) {
+  const spec = structuredClone(experiment.spec);
+  for (const [path, value] of Object.entries(changes)) {
+    const keys = path.split(".");
+    let node = spec;
+    for (const key of keys.slice(0, -1)) node = node[key] ??= {};
+    node[keys.at(-1)] = value;
+  }
+  return spec;
+}
+
+function openNew(spec, origin) {
+  sessionStorage.setItem("gradwatch.newSpec", JSON.stringify({ spec, origin }));
+  location.assign(`/new?from=${id}`);
+}
+
+async function drawSummary() {
+  let summary;
+  try { summary = await api(`/experiments/${id}/summary`); } catch { return; }
+  const verdict = document.getElementById("verdict");
+  verdict.className = `badge verdict-${summary.verdict}`;
+  verdict.textContent = summary.verdict;
+  const box = document.getElementById("summary");
+  box.className = "summary";
+  box.replaceChildren(
+    el("p", {}, "Verdict: ", badge("verdict", summary.verdict)),
+    el("h3", {}, "Evidence"),
+    summary.findings.length
+      ? el("ul", {}, summary.findings.map((f) => el("li", {}, el("strong", {}, f.kind), ": ", f.message)))
+      : el("p", { class: "muted" }, "No finding crossed a threshold."),
+    el("h3", {}, "Thresholds"),
+    el("ul", {}, Object.entries(summary.thresholds).map(([k, v]) => el("li", {}, `${k} = ${num(v)}`))),
+    el("h3", {}, "Remedies"),
+    summary.remedies.length
+      ? el("div", {}, summary.remedies.map((remedy, i) => el("div", { class: "remedy" },
+        el("strong", {}, remedy.problem), ": ", remedy.action, " ", el("span", { class: "muted" }, `(${remedy.reference})`),
+        el("button", {
+          class: "try-remedy", "data-remedy": i,
+          onclick: () => openNew(specWith(remedy.spec_changes), `remedy of ${experiment.name}: ${remedy.action}`),
+        }, "Try this remedy"),
+        el("div", { class: "muted" }, Object.entries(remedy.spec_changes).map(([k, v]) => `${k} → ${JSON.stringify(v)}`).join(", ")),
+      )))
+      : el("p", { class: "muted" }, "None needed."),
+  );
+}
+
+async function loadMetrics() {
+  metricLayers = (await api(`/experiments/${id}/metrics`)).metrics;
+  const perLayer = Object.keys(metricLayers).filter((m) => metricLayers[m][0] !== null);
+  const select = document.getElementById("metric");
+  const current = select.value;
+  select.replaceChildren(...perLayer.map((m) => el("option", { value: m }, m)));
+  metric = metric && perLayer.includes(metric) ? metric : perLayer.includes("grad_mean_abs") ? "grad_mean_abs" : perLayer[0];
+  if (current && perLayer.includes(current)) metric = current;
+  select.value = metric ?? "";
+}
+
+async function drawAll() {
+  await loadMetrics();
+  await drawGlobal("loss", "chart-loss", "Training loss");
+  // A regression (the adding problem) has no accuracy: the loss takes the whole row.
+  document.getElementById("chart-accuracy").hidden = !metricLayers.accuracy;
+  document.querySelector(".charts.two").classList.toggle("one", !metricLayers.accuracy);
+  if (metricLayers.accuracy) await drawGlobal("accuracy", "chart-accuracy", "Training accuracy");
+  if (metric) { await drawLayers(); await drawProfile(); }
+  await drawThroughTime();
+  if (FINISHED.has(experiment.status) || experiment.status === "running") await drawSummary();
+}
+
+// A long live run would grow its traces without end: past twice the thinned size, the
+// charts are read again from the API (thinned, extremes kept), at most every 5 s.
+let rethinAt = 0;
+function rethinIfLong() {
+  const longest = Math.max(0, ...["chart-loss", "chart-layers"].map((c) => document.getElementById(c).data?.[0]?.x.length ?? 0));
+  if (longest <= 2 * MAX_POINTS || performance.now() < rethinAt) return;
+  rethinAt = performance.now() + 5000;
+  drawGlobal("loss", "chart-loss", "Training loss");
+  if (metricLayers.accuracy) drawGlobal("accuracy", "chart-accuracy", "Training accuracy");
+  drawLayers();
+}
+
+// New points from the stream: appended to the traces on screen, in place.
+function appendPoints(payload) {
+  const byMetric = {};
+  for (const s of payload.series) (byMetric[s.metric] ??= []).push(s);
+  for (const [name, elementId] of [["loss", "chart-loss"], ["accuracy", "chart-accuracy"]]) {
+    const s = byMetric[name]?.[0];
+    const chart = document.getElementById(elementId);
+    if (!s || !chart.data) continue;
+    if (!chart.data.length) Plotly.addTraces(chart, { type: "scatter", mode: "lines", name, x: [], y: [] });
+    Plotly.extendTraces(chart, { x: [s.steps], y: [s.values] }, [0]);
+  }
+  const chart = document.getElementById("chart-layers");
+  const layers = byMetric[shownMetric] && shownLayers(byMetric[shownMetric]);
+  if (layers && chart.data) {
+    if (chart.data.length !== layers.length) {
+      drawLayers();
+    } else {
+      const log = isMagnitude(shownMetric);
+      Plotly.extendTraces(chart, { x: layers.map((s) => s.steps), y: layers.map((s) => forLog(s.values, log)) }, layers.map((_, i) => i));
+    }
+  }
+  lastStep = Math.max(lastStep, payload.through);
+  chart.dataset.lastStep = String(lastStep);
+  arrivals.push({ kind: "points", step: payload.through, at: Date.now() });
+  rethinIfLong();
+}
+
+function listen() {
+  stream = new EventSource(`/api/v1/experiments/${id}/events?after_step=${lastStep}`);
+  stream.addEventListener("experiment", (event) => {
+    const previous = experiment.status;
+    experiment = JSON.parse(event.data);
+    renderHeader();
+    arrivals.push({ kind: "progress", step: experiment.progress.step, at: Date.now() });
+    setText("live", FINISHED.has(experiment.status) ? "" : "live");
+    if (FINISHED.has(experiment.status)) {
+      stream.close();
+      drawAll();
+    } else if (previous === "queued" && experiment.status === "running") {
+      loadMetrics();
+    }
+  });
+  stream.addEventListener("points", (event) => appendPoints(JSON.parse(event.data)));
+  stream.addEventListener("deleted", () => { stream.close(); flash("This experiment was deleted."); });
+  stream.onerror = () => setText("live", "reconnecting…");
+}
+
+document.getElementById("metric").addEventListener("change", async (event) => {
+  metric = event.target.value;
+  const url = new URL(location.href);
+  url.searchParams.set("metric", metric);
+  history.replaceState(null, "", url);
+  const started = performance.now();
+  await drawLayers();
+  await drawProfile();
+  document.getElementById("chart-layers").dataset.redrawMs = String(Math.round(performance.now() - started));
+});
+document.getElementById("biases").addEventListener("change", () => drawLayers().then(drawProfile));
+document.getElementById("cancel").addEventListener("click", async () => {
+  try { experiment = await api(`/experiments/${id}/cancel`, { method: "POST" }); renderHeader(); } catch (e) { flash(e.message); }
+});
+document.getElementById("delete").addEventListener("click", async () => {
+  if (!confirm(`Delete ${experiment.name} and everything it measured?`)) return;
+  try { await api(`/experiments/${id}`, { method: "DELETE" }); location.assign("/"); } catch (e) { flash(e.message); }
+});
+document.getElementById("run-again").addEventListener("click", () => openNew(experiment.spec, `a copy of ${experiment.name}`));
+
+async function main() {
+  await showWho();
+  try {
+    experiment = await api(`/experiments/${id}`);
+  } catch (error) { flash(error.message); return; }
+  renderHeader();
+  await drawAll();
+  document.body.dataset.ready = "true";
+  if (!FINISHED.has(experiment.status)) listen();
+}
+main().catch((error) => flash(error.message));
