@@ -75,10 +75,13 @@ CANCEL_STEPS_BOUND = 2_000
 
 # The README's claims table, which states these bands beside the numbers measured here
 # (seed 0, one torch thread: 0.0167, 0.403, 0.330; LSTM 0.118, RNN 5.7e-13; horizon 49, 7).
+# The trained tanh RNN's horizon is not a stable number: 7 here, 19 through the composed
+# stack and in the reproductions' sweep (RNN trained first), with the same seed; the claim
+# is that it stays far short of the LSTM's 49, so its band is the reproductions' 2–30.
 SEED_BANDS = {"sigmoid": (0.015, 0.019), "relu": (0.36, 0.44), "tanh": (0.30, 0.36)}
 LSTM_RATIO_BAND = (0.05, 0.2)
 RNN_RATIO_BELOW = 1e-6
-RNN_HORIZON_BAND = (4, 12)
+RNN_HORIZON_BAND = (2, 30)
 
 
 def weight_layers(series: dict) -> list[dict]:
