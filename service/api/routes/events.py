@@ -59,15 +59,18 @@ def sse(event: str, data: bytes, event_id: int | None = None) -> bytes:
     return head.encode() + b"data: " + data + b"\n\n"  # orjson never writes a newline
 
 
-def _state(record: ExperimentRecord) -> tuple[Any, ...]:
-    return (record.status, record.progress_step, record.progress_total, record.cancel_requested, record.error)
+def _state(record: ExperimentRecord, attempts: list[Any]) -> tuple[Any, ...]:
+    ended = [attempt.ending for attempt in attempts]
+    return (record.status, record.progress_step, record.progress_total, record.cancel_requested, record.error, ended)
 
 
-def _look(app_state: Any, experiment_id: str, owner: str | None) -> ExperimentRecord | None:
+def _look(app_state: Any, experiment_id: str, owner: str | None) -> tuple[ExperimentRecord | None, list[Any]]:
+    """The experiment and its attempts: an `experiment` event says what GET /experiments/{id} says."""
     with app_state.session_factory() as session:
         record = store.get_experiment(session, experiment_id, owner)
+        attempts = [] if record is None else store.list_attempts(session, experiment_id)
         session.commit()
-        return record
+        return record, attempts
 
 
 def _catch_up(session: Any, experiment_id: str, after_step: int, max_points: int) -> list[Any]:
@@ -114,7 +117,7 @@ async def _stream(
     looked_at_progress: int | None = None
     last_write = time.monotonic()
     while True:
-        record = await run_in_threadpool(_look, state, experiment_id, owner)
+        record, attempts = await run_in_threadpool(_look, state, experiment_id, owner)
         if record is None:  # deleted while watched
             yield sse("deleted", dumps({"id": experiment_id}), cursor)
             return
@@ -130,9 +133,9 @@ async def _stream(
             if payload is not None:
                 yield sse("points", payload, cursor)
                 last_write = time.monotonic()
-        if _state(record) != sent_state:
-            sent_state = _state(record)
-            yield sse("experiment", dumps(ExperimentPublic.from_record(record).model_dump(mode="json")), cursor)
+        if _state(record, attempts) != sent_state:
+            sent_state = _state(record, attempts)
+            yield sse("experiment", dumps(ExperimentPublic.from_record(record, attempts).model_dump(mode="json")), cursor)
             last_write = time.monotonic()
         if finished or time.monotonic() >= deadline:
             return
