@@ -254,6 +254,11 @@ def train(
             optimizer.step()
         else:
             row = recorder.row()  # (W,) on the device: every raw column of this step goes here
+            layer_values = timestep_norms = None
+            if tapped is not None:
+                # Before the update: the through-time recursion recomputes the gates from the
+                # weights, which must be the ones this step's forward and backward used.
+                layer_values, timestep_norms = tapped.after_backward()
             before, after = row[0], row[1]
             if parameter_probe is not None:
                 views = parameter_probe.views(row[GLOBAL_COLUMNS:])
@@ -277,9 +282,6 @@ def train(
             optimizer.step()
             if parameter_probe is not None:
                 parameter_probe.after_update(views)
-            layer_values = timestep_norms = None
-            if tapped is not None:
-                layer_values, timestep_norms = tapped.after_backward()
             recorder.record(step, lr, output, y, layer_values, tapped.keys if tapped is not None else [])
             if timestep_norms is not None:
                 recorder.record_timesteps(step, timestep_norms)

@@ -61,6 +61,7 @@ def reference(model: RecurrentNet, x: torch.Tensor) -> tuple[torch.Tensor, list[
         ("rnn", "relu", 2, False),
         ("rnn", "sigmoid", 2, False),  # the Python-loop fallback
         ("rnn", "gelu", 1, True),
+        ("rnn", "identity", 1, False),  # a linear RNN: Pascanu et al. 2013 spectral-radius study
     ],
 )
 def test_timestep_gradients_are_the_true_hidden_state_gradients(kind: str, activation: str, layers: int, many_to_many: bool) -> None:
