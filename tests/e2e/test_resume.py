@@ -11,6 +11,7 @@ by `GET /experiments/{id}`.
 
 from __future__ import annotations
 
+import math
 import signal
 import time
 
@@ -73,12 +74,20 @@ def check_resumed(stack: Stack, twin: dict, experiment_id: str, ending: str) -> 
     finished = stack.wait(experiment_id, timeout=300)
     assert finished["status"] == "succeeded", finished
     assert finished["progress"] == {"step": STEPS, "total": STEPS}
-    # Bit-identical to the twin: JSON carries every float64 exactly (shortest repr).
+    # The loss bit-identical to the twin (JSON carries every float64 exactly): the training
+    # itself resumed exactly. The per-row statistics are float32 reductions, and one of two
+    # fresh worker processes once summed a row one float32 ulp apart from the other at step 0,
+    # before any checkpoint (0.27983021506 against 0.27983021072): that is the reduction's
+    # own cross-process rounding, not the resume, so they must agree to two ulps.
     series = measured(stack, experiment_id)
     assert series.keys() == twin["series"].keys()
     for key, (steps, values) in series.items():
         assert steps == list(range(STEPS)), key
-        assert values == twin["series"][key][1], key
+        expected = twin["series"][key][1]
+        if key[0] == "loss":
+            assert values == expected, key
+        else:
+            assert all(math.isclose(a, b, rel_tol=2.0**-22) for a, b in zip(values, expected, strict=True)), key
     stored, distinct = stack.stored_points(experiment_id)
     assert stored == distinct > 0  # recomputed steps stored once
     attempts = finished["attempts"]
