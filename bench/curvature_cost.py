@@ -18,6 +18,7 @@ import statistics
 
 import torch
 
+from bench.common import ratio_line
 from bench.probe_overhead import engine, workloads
 from workers.engine import ProbeConfig
 from workers.engine.config import CurvatureConfig
@@ -55,6 +56,11 @@ def main() -> None:
             cost = args.every * (base / rate - 1.0)
             extra = "" if arm == "without" else f"  one measurement ≈ {cost:.1f} training steps"
             print(f"  {arm:38s} {rate:8.1f} steps/s (runs {min(rates[arm]):.0f}–{max(rates[arm]):.0f}){extra}")
+        # The cost of one λ_max measurement, in training steps of this workload (no goal: it
+        # says how sparse `logging.curvature_every` should be).
+        measured = statistics.median(rates["λ_max (20 iterations, 1000 examples)"])
+        print(ratio_line(f"curvature_cost {name.split(' ')[0]} one λ_max measurement / one training step",
+                         args.every * (base / measured - 1.0)))
 
 
 if __name__ == "__main__":

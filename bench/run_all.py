@@ -25,7 +25,7 @@ BENCHMARKS = ["training_loop", "probe_overhead", "curvature_cost", "ingest", "qu
 QUICK = {  # a few seconds of measuring each (CI runs them all in about two minutes)
     "training_loop": ["--steps", "150", "--repeats", "1"],
     "probe_overhead": ["--repeats", "1", "--scale", "0.05", "--threads", "1"],
-    "curvature_cost": ["--repeats", "1", "--scale", "0.05", "--threads", "1"],
+    "curvature_cost": ["--repeats", "1", "--scale", "0.02", "--threads", "1"],
     "ingest": ["--steps", "1000"],
     "queries": ["--steps", "500", "--rounds", "1", "--per-round", "1"],
     "series_query": ["--steps", "2000", "--layers", "2", "--requests", "10"],
