@@ -178,7 +178,8 @@ class Settings(BaseSettings):
     # Compile the parameter probes' one-pass kernel (torch.compile) in each worker process at
     # its start, in the background; runs use the plain PyTorch path until it is ready. Off,
     # they always do: no compiler needed, and no minutes of CPU per new worker process.
-    worker_compile_probes: bool = True
+    # Off by default, as the engine's `fused` is (workers/engine/config.py says why).
+    worker_compile_probes: bool = False
     # PyTorch intra-op threads per training process; 0 keeps PyTorch's default (one per
     # core). Set it to cores / concurrency when a worker trains several runs at once, or
     # to 1 on a shared machine: oversubscribed threads make small models many times slower.

@@ -42,7 +42,7 @@ COUNTED = ("item", "tolist", "cpu", "numpy", "__float__", "__int__", "__bool__",
 
 
 ENGINE = str(Path(workers.engine.__file__).resolve().parent)
-SHUFFLE = "batches"  # workers/engine/trainer.py: the epoch's order, host → device
+SHUFFLE = "_shuffle"  # workers/engine/batches.py BatchStream: the epoch's order, host → device
 
 
 def _device_read(tensor: torch.Tensor) -> bool:
