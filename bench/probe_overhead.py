@@ -184,7 +184,7 @@ def main() -> None:
             # The engine's own loop with no probe but the global ones (loss, accuracy, total norms):
             # what the probes' ratios include besides the probes.
             "engine/global": lambda: engine(config, steps, ProbeConfig(parameters=False, layers=False, timesteps=False)),
-            "engine/params": lambda: engine(config, steps, ProbeConfig(parameters=True, layers=False, timesteps=False)),
+            "engine/params": lambda: engine(config, steps, ProbeConfig(parameters=True, layers=False, timesteps=False, fused=True)),
             "engine/params-plain": lambda: engine(
                 config, steps, ProbeConfig(parameters=True, layers=False, timesteps=False, fused=False)
             ),
