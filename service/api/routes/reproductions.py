@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import logging
 import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, HTTPException, Path, Response, status
 from fastapi.exceptions import RequestValidationError
 
-from service import store
 from service.analysis.sweeps import SweepError, expand_grid
 from service.api.deps import CurrentToken, EnqueuerDep, SessionDep, SettingsDep
 from service.api.routes.reproduction_runs import read_report
 from service.auth.guard import LIMIT_RESPONSES
-from service.dispatch import hand_over
+from service.api.routes.sweeps import new_members, send_members
 from service.reproductions.catalogue import BY_NAME, STUDIES
 from service.reproductions.records import Study
 from service.reproductions.report import study_public
@@ -22,9 +20,8 @@ from service.schemas.errors import ErrorResponse, ValidationErrorResponse
 from service.schemas.reproductions import ReproductionList, ReproductionRunCreate, ReproductionRunPublic, StudyPublic
 from service.schemas.text import SafeStr
 from service.store.reproductions import NewReproductionRun
-from service.store.sweeps import NewMember, create_sweep
+from service.store.sweeps import create_sweep
 
-log = logging.getLogger("gradwatch.api")
 
 router = APIRouter(prefix="/api/v1/reproductions", tags=["reproductions"])
 
@@ -92,25 +89,12 @@ def start_run(
         name=f"reproduce {study.name}" + (" (variant)" if overrides else ""),
         base_spec=protocol["base"],
         grid=protocol["grid"],
-        members=[
-            NewMember(
-                name=str(member.spec.name),
-                tags=[*member.spec.tags, "reproduction", study.name],
-                spec=member.spec.model_dump(mode="json"),
-                queue=member.spec.queue,
-                params=member.params,
-            )
-            for member in members
-        ],
+        members=new_members(members, ("reproduction", study.name)),
         owner=caller.owner,
         max_active=settings.limits.max_active_per_owner,
         reproduction=run,
     )
-    unsent = []
-    for record, error in hand_over(session, enqueuer, records, settings):
-        log.error("could not send reproduction member %s to queue %s: %s", record.id, record.queue, error)
-        store.fail_unsent_experiment(session, record.id, f"could not send the task to the broker: {error}")
-        unsent.append(record.id)
+    unsent = send_members(session, enqueuer, records, settings)
     if unsent:
         raise HTTPException(
             status_code=503,

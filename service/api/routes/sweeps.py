@@ -154,16 +154,7 @@ def create(
             name=name,
             base_spec=body.base,
             grid=body.grid,
-            members=[
-                NewMember(
-                    name=str(member.spec.name),
-                    tags=member.spec.tags,
-                    spec=member.spec.model_dump(mode="json"),
-                    queue=member.spec.queue,
-                    params=member.params,
-                )
-                for member in members
-            ],
+            members=new_members(members),
             owner=caller.owner,
             max_active=settings.limits.max_active_per_owner,
             notify=None if body.notify is None else body.notify.model_dump(mode="json"),
@@ -174,11 +165,7 @@ def create(
         log.info("Idempotency-Key %r of %s: a concurrent request created the sweep", claim.key, claim.owner)
         return _replayed(session, idempotency.winner(session, claim), caller.owner, response)
     # Only after the commit: a worker that picks a task up at once must find its row.
-    unsent = []
-    for record, error in hand_over(session, enqueuer, records, settings):
-        log.error("could not send sweep member %s to queue %s: %s", record.id, record.queue, error)
-        store.fail_unsent_experiment(session, record.id, f"could not send the task to the broker: {error}")
-        unsent.append(record.id)
+    unsent = send_members(session, enqueuer, records, settings)
     if unsent:
         if claim is not None:  # a retry with this key must create anew, not replay a failure
             store.forget_key(session, claim.owner, claim.key)
@@ -190,6 +177,31 @@ def create(
         )
     response.headers["Location"] = f"{router.prefix}/{sweep.id}"
     return _public(sweep, records)
+
+
+def new_members(members: list[Any], extra_tags: tuple[str, ...] = ()) -> list[NewMember]:
+    """The rows to create for a grid's expanded members (`expand_grid`)."""
+    return [
+        NewMember(
+            name=str(member.spec.name),
+            tags=[*member.spec.tags, *extra_tags],
+            spec=member.spec.model_dump(mode="json"),
+            queue=member.spec.queue,
+            params=member.params,
+        )
+        for member in members
+    ]
+
+
+def send_members(session: Session, enqueuer: Any, records: list[Any], settings: Any) -> list[str]:
+    """Hand the committed members to the broker; those it refused are marked failed and
+    their ids returned."""
+    unsent = []
+    for record, error in hand_over(session, enqueuer, records, settings):
+        log.error("could not send sweep member %s to queue %s: %s", record.id, record.queue, error)
+        store.fail_unsent_experiment(session, record.id, f"could not send the task to the broker: {error}")
+        unsent.append(record.id)
+    return unsent
 
 
 def _replayed(session: Session, sweep_id: str, owner: str, response: Response) -> dict[str, Any]:
