@@ -22,6 +22,9 @@ from service.web.assets import TEMPLATES, static_url
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=TEMPLATES)
 templates.env.globals["static"] = static_url
+# The experiment page's thinned series length (experiment.js reads it from the page): the
+# page preloads the loss series with it, and the script must ask for the very same URL.
+SERIES_MAX_POINTS = 2000
 
 
 def _logged_in(request: Request, session: SessionDep, settings: SettingsDep) -> bool:
@@ -46,7 +49,7 @@ def experiments_page(request: Request, session: SessionDep, settings: SettingsDe
 
 @router.get("/experiments/{experiment_id}", response_class=HTMLResponse)
 def experiment_page(experiment_id: ExperimentId, request: Request, session: SessionDep, settings: SettingsDep) -> Response:
-    return _page(request, session, settings, "experiment", experiment_id=experiment_id)
+    return _page(request, session, settings, "experiment", experiment_id=experiment_id, max_points=SERIES_MAX_POINTS)
 
 
 @router.get("/compare", response_class=HTMLResponse)

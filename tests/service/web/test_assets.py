@@ -62,6 +62,9 @@ def test_every_page_names_its_files_by_versioned_urls(client: httpx.Client) -> N
     page = client.get("/experiments/" + "0" * 32).text
     assert static_url(PLOTLY) in page and static_url("js/experiment.js") in page and static_url("app.css") in page
     assert 'src="/static/js' not in page and 'href="/static/app.css' not in page
+    # The loss series is preloaded by the very URL experiment.js asks for (its length from the page).
+    assert 'data-max-points="2000"' in page
+    assert f'href="/api/v1/experiments/{"0" * 32}/series?metric=loss&amp;max_points=2000"' in page
 
 
 def test_no_page_or_script_names_another_host() -> None:

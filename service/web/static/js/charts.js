@@ -1,19 +1,15 @@
 // Plotly figures as the dashboard draws them: axis titles always, log axes marked in the
 // title, layers coloured by depth (input dark → output light) and listed input → output.
 
-// Plotly's bundle is run only after the page's module has sent its API requests: the
-// bundle takes the main thread for several hundred milliseconds while it starts, and the
-// data can be on its way meanwhile. templates/_plotly.html preloads the file, so the
-// download itself starts with the page; this script element only runs it. Its URL is
-// taken relative to this module's, so it is as versioned (long cached) as the module.
+// Plotly's bundle is loaded `async` (templates/_plotly.html): it starts running as soon as
+// it is downloaded, while the page's first API requests (preloaded by the page itself)
+// are on their way. Its `load` event fires after it ran, so either Plotly is there
+// already or the event is still to come.
 export const plotlyReady = new Promise((resolve, reject) => {
   if (window.Plotly) { resolve(window.Plotly); return; }
-  const tag = document.createElement("script");
-  tag.src = new URL("../vendor/plotly/plotly-cartesian.min.js", import.meta.url).href;
+  const tag = document.getElementById("plotly");
   tag.addEventListener("load", () => resolve(window.Plotly));
   tag.addEventListener("error", () => reject(new Error("Plotly's bundle did not load: reload the page")));
-  // Appended after the modules have run (a task later): their requests go first.
-  setTimeout(() => document.head.append(tag));
 });
 
 // Plotly.react once the bundle is there: it redraws in place what changed (same div,

@@ -6,7 +6,9 @@ import { DEPTH_LEGEND, forLog, heatmap, isMagnitude, layerTraces, layout, log10M
 
 const root = document.getElementById("experiment");
 const id = root.dataset.id;
-const MAX_POINTS = 2000; // per series: thinned by the server, keeping every extreme (agg=minmax)
+// Per series: thinned by the server, keeping every extreme (agg=minmax); the page preloads
+// the loss series with this same length.
+const MAX_POINTS = Number(root.dataset.maxPoints);
 let experiment = null;
 let metricLayers = {};
 let metric = new URLSearchParams(location.search).get("metric");
@@ -29,9 +31,9 @@ function seriesOf(name) {
   }
   return seriesCache.get(name);
 }
-// Asked at once, before Plotly's bundle is even parsed (it loads `async`): the experiment,
-// its metrics and the loss, which the first chart needs; the default per-layer metric
-// follows as soon as the loss is in (see drawAll).
+// The requests the first chart needs: the experiment, its metrics and the loss. The page
+// preloads the very same URLs (templates/experiment.html), so these are handed responses
+// already on their way; the default per-layer metric follows once the loss is in (drawAll).
 const early = { experiment: api(`/experiments/${id}`), metrics: api(`/experiments/${id}/metrics`) };
 early.metrics.catch(() => null); // awaited later; a page whose experiment is gone says so once
 seriesOf("loss");
