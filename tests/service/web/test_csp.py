@@ -15,7 +15,8 @@ import httpx
 
 from service.web.assets import TEMPLATES
 
-PAGES = ("/", "/experiments/" + "0" * 32, "/compare?ids=a,b", "/sweeps/" + "0" * 32, "/new")
+PAGES = ("/", "/experiments/" + "0" * 32, "/compare?ids=a,b", "/sweeps/" + "0" * 32, "/new", "/reproductions",
+         "/reproduction-runs/" + "0" * 32)
 
 
 def directives(response: httpx.Response) -> dict[str, list[str]]:
