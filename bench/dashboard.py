@@ -42,6 +42,8 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
+from playwright.sync_api import sync_playwright
 
 from bench.common import BENCH_OWNER, api_server, bench_headers, latency, machine, scratch_database, service_env
 from service import store
@@ -174,13 +176,23 @@ def first_chart(browser, base: str, cookie: dict, experiment_id: str, timings: d
     context.add_cookies([cookie])
     for prefix in ("first visit", "cached"):
         page = context.new_page()
-        visit(page, f"{base}/experiments/{experiment_id}", timings, prefix)
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        try:
+            visit(page, f"{base}/experiments/{experiment_id}", timings, prefix)
+        except PlaywrightTimeout as error:
+            # Counted and said, not fatal: on a machine at load 20+ one page may stall a minute.
+            timings[f"{prefix} timed out"].append(float("nan"))
+            print(f"  {base} {prefix}: {str(error).splitlines()[0]}; script errors: {errors}")
         page.close()
     context.close()
 
 
 def report(label: str, timings: dict[str, list[float]]) -> None:
     print(f"{label}:")
+    for name, values in timings.items():
+        if name.endswith("timed out"):
+            print(f"  {name}: {len(values)} visit(s)")
     goals = {"first chart": 1000, "metric switch": 300}
     for name, values in timings.items():
         values = [v for v in values if v == v]  # NaN: the page had no such mark
@@ -219,7 +231,6 @@ def main() -> None:
     parser.add_argument("--baseline", metavar="CHECKOUT", type=Path,
                         help="also time the pages of the gradwatch in this working tree, on the same database")
     args = parser.parse_args()
-    from playwright.sync_api import sync_playwright
 
     print(f"dashboard: {machine()}; load average {os.getloadavg()[0]:.1f}")
     with scratch_database("dashboard") as url:
