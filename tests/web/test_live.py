@@ -35,7 +35,7 @@ def test_the_page_follows_a_running_experiment_live_and_cancels_it(browser, pg_r
     page = log_in(context, pg_redis)
     page.goto(f"/experiments/{experiment['id']}")
     page.wait_for_selector("body[data-ready=true]")  # the context allows 90 s
-    page.wait_for_function("window.gradwatchLive.some(e => e.kind === 'progress')")
+    page.wait_for_function("() => window.gradwatchLive.some(e => e.kind === 'progress')")
     loaded_at = page.evaluate("window.performance.timeOrigin")
 
     # Watch the database: every write the worker commits, and when we saw it.
@@ -80,3 +80,4 @@ def test_the_page_follows_a_running_experiment_live_and_cancels_it(browser, pg_r
     page.wait_for_selector("#status.status-cancelled")
     context.close()
     assert guard.blocked == []
+    assert guard.refused == [], guard.refused
