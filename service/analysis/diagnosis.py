@@ -55,6 +55,7 @@ from service.analysis.gradient_stats import (
 from service.analysis.diagnosis_time import vanishing_time
 from service.analysis.diagnosis_verdict import has_data, headline, no_data, train_longer
 from service.analysis.learning import learning_summary, not_learning_finding
+from service.analysis.saturation import saturation_finding, saturation_remedies, saturation_summary
 from service.analysis.sharpness import edge_of_stability_finding, sharpness_summary
 from service.analysis.references import (
     GLOROT_2010,
@@ -115,6 +116,11 @@ def diagnose(data: DiagnosisInput, thresholds: DiagnosisThresholds, max_points: 
     at_edge = edge_of_stability_finding(sharpness, thresholds) if sharpness is not None else None
     if at_edge is not None:
         findings.append(at_edge)
+    saturation = saturation_summary(data.activation_histograms, data.spec, thresholds)
+    saturated = saturation_finding(saturation, thresholds) if saturation is not None else None
+    if saturated is not None:
+        findings.append(saturated)
+        remedies.extend(saturation_remedies(data.spec))
     verdict: Verdict = (
         "exploding" if exploding else "vanishing" if vanishing else "not_learning" if not_learning else "healthy"
     )
@@ -132,6 +138,7 @@ def diagnose(data: DiagnosisInput, thresholds: DiagnosisThresholds, max_points: 
         horizon=horizons,
         learning=learning,
         sharpness=sharpness,
+        saturation=saturation,
     )
 
 

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from service.store.histograms import HistogramData
 from service.store.records import SeriesData, TimestepData
 
 # `not_learning`: the loss stays at the task's trivial baseline with no gradient pathology to
@@ -25,6 +26,7 @@ class DiagnosisInput:
     status: str | None = None
     result: Mapping[str, Any] | None = None
     name: str | None = None
+    activation_histograms: Sequence[HistogramData] = ()  # act_pre per layer (logging.histogram_every)
 
 
 @dataclass(frozen=True)
@@ -138,6 +140,33 @@ class SharpnessSummary:
 
 
 @dataclass(frozen=True)
+class LayerSaturation:
+    """One layer's saturated fraction of pre-activations over its histogram steps (service/analysis/saturation.py)."""
+
+    layer: str
+    counting_edge: float  # |s| ≥ this bin edge is counted: the first edge at or beyond the bound
+    derivative_at_edge: float  # f'(edge) / max f'
+    at_start: float
+    at_end: float
+    median: float
+    maximum: float
+    maximum_step: int
+    steps_saturated: int  # histogram steps with the fraction at or above `saturation_fraction`
+    first_step_saturated: int | None
+    last_step_saturated: int | None
+    histogram_steps: int
+    nonfinite: int  # NaN/Inf pre-activations over the run, left out of the fractions
+    per_step: SeriesPoints  # the fraction at every histogram step
+
+
+@dataclass(frozen=True)
+class SaturationSummary:
+    activation: str
+    bound: float  # |s| beyond which f'(s) < saturation_derivative · max f'
+    layers: list[LayerSaturation]  # input → output
+
+
+@dataclass(frozen=True)
 class Finding:
     kind: str  # vanishing_depth | vanishing_time | exploding | clipping_controls | nonfinite | …
     message: str
@@ -146,7 +175,7 @@ class Finding:
 
 @dataclass(frozen=True)
 class Remedy:
-    problem: Literal["vanishing", "exploding", "not_learning"]
+    problem: Literal["vanishing", "exploding", "not_learning", "saturation"]
     action: str
     reference: str
     # Spec changes that apply the remedy, by dotted path (e.g. {"clipping.mode": "norm"}).
@@ -168,3 +197,4 @@ class Diagnosis:
     horizon: list[HorizonSummary]
     learning: LearningSummary | None  # final losses against the task's trivial baseline
     sharpness: SharpnessSummary | None = None  # with logging.curvature_every
+    saturation: SaturationSummary | None = None  # σ/tanh/softsign MLPs with logging.histogram_every

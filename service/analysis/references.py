@@ -6,3 +6,4 @@ HE_2015 = "He, Zhang, Ren & Sun 2015, Delving deep into rectifiers (Kaiming init
 HOCHREITER_1997 = "Hochreiter & Schmidhuber 1997, Long short-term memory"
 GERS_2000 = "Gers, Schmidhuber & Cummins 2000, Learning to forget: continual prediction with LSTM"
 JOZEFOWICZ_2015 = "Jozefowicz, Zaremba & Sutskever 2015, An empirical exploration of recurrent network architectures"
+IOFFE_2015 = "Ioffe & Szegedy 2015, Batch normalization: accelerating deep network training by reducing internal covariate shift"

@@ -22,6 +22,7 @@ METRIC_MAX_LENGTH = 64  # the width of the metric column
 
 ExperimentId = Annotated[SafeStr, Path(max_length=ID_MAX_LENGTH, description="The experiment's id.")]
 SweepId = Annotated[SafeStr, Path(max_length=ID_MAX_LENGTH, description="The sweep's id.")]
+ReproductionRunId = Annotated[SafeStr, Path(max_length=ID_MAX_LENGTH, description="The reproduction run's id.")]
 
 STEP_RANGE = "step_min ≤ step_max (422 otherwise)."
 StepMin = Annotated[

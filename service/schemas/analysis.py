@@ -135,17 +135,40 @@ class SharpnessSummary(BaseModel):
     first_step_at_limit: int | None
 
 
+class LayerSaturation(BaseModel):
+    layer: str
+    counting_edge: float = Field(description="|s| ≥ this bin edge is counted: the first edge at or beyond the bound.")
+    derivative_at_edge: float = Field(description="f'(counting_edge) / max f'.")
+    at_start: float
+    at_end: float
+    median: float
+    maximum: float
+    maximum_step: int
+    steps_saturated: int = Field(description="Histogram steps with at least GRADWATCH_DIAGNOSIS_SATURATION_FRACTION saturated.")
+    first_step_saturated: int | None
+    last_step_saturated: int | None
+    histogram_steps: int
+    nonfinite: int = Field(description="NaN/Inf pre-activations over the run, left out of the fractions.")
+    per_step: Points = Field(description="The saturated fraction at every histogram step.")
+
+
+class SaturationSummary(BaseModel):
+    activation: str
+    bound: float = Field(description="|s| beyond which f'(s) < GRADWATCH_DIAGNOSIS_SATURATION_DERIVATIVE · max f'.")
+    layers: list[LayerSaturation] = Field(description="Input → output, from the act_pre histograms.")
+
+
 class Finding(BaseModel):
     kind: str = Field(
         description="vanishing_depth | vanishing_time | exploding | clipping_controls | small_first_layer_gradient "
-        "| not_learning | no_data | edge_of_stability"
+        "| not_learning | no_data | edge_of_stability | saturation"
     )
     message: str
     evidence: dict[str, Any]
 
 
 class Remedy(BaseModel):
-    problem: Literal["vanishing", "exploding", "not_learning"]
+    problem: Literal["vanishing", "exploding", "not_learning", "saturation"]
     action: str
     reference: str
     spec_changes: dict[str, Any] = Field(description="Dotted spec path → value that applies the remedy.")
@@ -173,4 +196,8 @@ class SummaryResponse(BaseModel):
     learning: LearningSummary | None = Field(description="Final losses against the task's trivial baseline.")
     sharpness: SharpnessSummary | None = Field(
         None, description="λ_max of the training loss against 2/η (runs with logging.curvature_every)."
+    )
+    saturation: SaturationSummary | None = Field(
+        None,
+        description="Saturated pre-activations per layer of a σ/tanh/softsign MLP (runs with logging.histogram_every).",
     )

@@ -12,7 +12,7 @@ from fastapi.templating import Jinja2Templates
 
 from service import store
 from service.api.deps import SessionDep, SettingsDep
-from service.api.params import ExperimentId, SweepId
+from service.api.params import ExperimentId, ReproductionRunId, SweepId
 from service.auth.session import SESSION_COOKIE
 from service.auth.tokens import hash_token
 from service.web.assets import TEMPLATES
@@ -55,6 +55,16 @@ def compare_page(request: Request, session: SessionDep, settings: SettingsDep) -
 @router.get("/sweeps/{sweep_id}", response_class=HTMLResponse)
 def sweep_page(sweep_id: SweepId, request: Request, session: SessionDep, settings: SettingsDep) -> Response:
     return _page(request, session, settings, "sweep", sweep_id=sweep_id)
+
+
+@router.get("/reproductions", response_class=HTMLResponse)
+def reproductions_page(request: Request, session: SessionDep, settings: SettingsDep) -> Response:
+    return _page(request, session, settings, "reproductions")
+
+
+@router.get("/reproduction-runs/{run_id}", response_class=HTMLResponse)
+def reproduction_run_page(run_id: ReproductionRunId, request: Request, session: SessionDep, settings: SettingsDep) -> Response:
+    return _page(request, session, settings, "reproduction_run", run_id=run_id)
 
 
 @router.get("/new", response_class=HTMLResponse)

@@ -11,7 +11,6 @@ by `GET /experiments/{id}`.
 
 from __future__ import annotations
 
-import math
 import signal
 import time
 
@@ -37,6 +36,8 @@ def stack(make_pg_redis_stack) -> Stack:
         GRADWATCH_HEARTBEAT_STALE_S=str(STALE_S),
         GRADWATCH_REAPER_INTERVAL_S="0.5",
         GRADWATCH_FLUSH_EVERY="20",
+        # The plain row statistics only, in every worker: see check_resumed.
+        GRADWATCH_WORKER_COMPILE_PROBES="false",
     )
     stack.start_api()
     return stack
@@ -74,20 +75,15 @@ def check_resumed(stack: Stack, twin: dict, experiment_id: str, ending: str) -> 
     finished = stack.wait(experiment_id, timeout=300)
     assert finished["status"] == "succeeded", finished
     assert finished["progress"] == {"step": STEPS, "total": STEPS}
-    # The loss bit-identical to the twin (JSON carries every float64 exactly): the training
-    # itself resumed exactly. The per-row statistics are float32 reductions, and one of two
-    # fresh worker processes once summed a row one float32 ulp apart from the other at step 0,
-    # before any checkpoint (0.27983021506 against 0.27983021072): that is the reduction's
-    # own cross-process rounding, not the resume, so they must agree to two ulps.
+    # Bit-identical to the twin, every series (JSON carries every float64 exactly): the
+    # training resumed exactly, and every float32 statistic was reduced the same way. (These
+    # workers never compile the row statistics: the compiled kernel rounds a row sum one ulp
+    # away from the plain one, and a twin measured by a warmed worker would differ there.)
     series = measured(stack, experiment_id)
     assert series.keys() == twin["series"].keys()
     for key, (steps, values) in series.items():
         assert steps == list(range(STEPS)), key
-        expected = twin["series"][key][1]
-        if key[0] == "loss":
-            assert values == expected, key
-        else:
-            assert all(math.isclose(a, b, rel_tol=2.0**-22) for a, b in zip(values, expected, strict=True)), key
+        assert values == twin["series"][key][1], key
     stored, distinct = stack.stored_points(experiment_id)
     assert stored == distinct > 0  # recomputed steps stored once
     attempts = finished["attempts"]

@@ -17,6 +17,7 @@ from service.analysis.diagnosis import DIAGNOSIS_METRICS, DiagnosisInput, diagno
 from service.analysis.downsample import downsample
 from service.analysis.horizon import memory_horizons
 from service.analysis.profile import depth_profile
+from service.analysis.saturation import SATURATING
 from service.api.bucket_reads import read_profile
 from service.api.deps import CurrentOwner, SessionDep, SettingsDep
 from service.api.params import ExperimentId, PerLayerMetric, StepMax, StepMin, max_points_query
@@ -29,6 +30,7 @@ from service.api.responses import JSONBytesResponse
 from service.schemas.analysis import HorizonResponse, ProfileResponse, SummaryResponse
 from service.schemas.errors import ErrorResponse, ValidationErrorResponse
 from service.schemas.spec import RECURRENT_MODELS
+from service.store.histograms import read_histograms
 from service.store.records import ExperimentRecord
 
 router = APIRouter(prefix="/api/v1/experiments", tags=["analysis"])
@@ -49,8 +51,17 @@ def read_for_diagnosis(session: Session, record: ExperimentRecord) -> DiagnosisI
     }
     model_type = (record.spec.get("model") or {}).get("type")
     timesteps = store.read_timesteps(session, record.id) if model_type in RECURRENT_MODELS else []
+    # Saturation reads only the pre-activation histogram chunks, of the nets that can saturate.
+    saturating = model_type == "mlp" and (record.spec.get("model") or {}).get("activation") in SATURATING
+    histograms = read_histograms(session, record.id, "act_pre") if saturating else []
     return DiagnosisInput(
-        spec=record.spec, series=series, timesteps=timesteps, status=record.status, result=record.result, name=record.name
+        spec=record.spec,
+        series=series,
+        timesteps=timesteps,
+        status=record.status,
+        result=record.result,
+        name=record.name,
+        activation_histograms=histograms,
     )
 
 

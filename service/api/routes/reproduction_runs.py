@@ -7,13 +7,14 @@ member (the summary route's reader and analysis) to measure what the checks read
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, HTTPException, Path
+from fastapi import APIRouter, HTTPException
 from sqlalchemy.orm import Session
 
 from service.analysis.diagnosis import diagnose
 from service.api.deps import CurrentOwner, SessionDep, SettingsDep
+from service.api.params import ReproductionRunId
 from service.api.routes.analysis import read_for_diagnosis
 from service.config import Settings
 from service.db.models import FINISHED_STATUSES
@@ -22,13 +23,11 @@ from service.reproductions.measures import MemberFacts
 from service.reproductions.report import run_report
 from service.schemas.errors import ErrorResponse
 from service.schemas.reproductions import ReproductionRunPublic
-from service.schemas.text import SafeStr
 from service.store.reproductions import get_reproduction_run
 from service.store.sweeps import sweep_members
 
 router = APIRouter(prefix="/api/v1/reproduction-runs", tags=["reproductions"])
 
-RunId = Annotated[SafeStr, Path(max_length=64, description="The reproduction run's id.")]
 DIAGNOSIS_POINTS = 200  # the report reads numbers, not curves: a short per-step ratio will do
 
 
@@ -52,7 +51,7 @@ def read_report(session: Session, settings: Settings, run_id: str, owner: str | 
     response_model=ReproductionRunPublic,
     responses={404: {"model": ErrorResponse, "description": "No reproduction run has this id."}},
 )
-def read_run(run_id: RunId, session: SessionDep, settings: SettingsDep, owner: CurrentOwner) -> dict[str, Any]:
+def read_run(run_id: ReproductionRunId, session: SessionDep, settings: SettingsDep, owner: CurrentOwner) -> dict[str, Any]:
     """The run's status and, per claim, each check's expected and measured value, whether
     it passed, and links to the plots that show it; `reproduced` is null until every
     member it reads has finished."""

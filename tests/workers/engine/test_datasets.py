@@ -165,3 +165,22 @@ def test_generated_tasks_are_seeded(name: str, x_shape: tuple, y_shape: tuple) -
 def test_stratified_counts_sum_to_the_total() -> None:
     counts = stratified_counts(np.array([980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]), 5_000)
     assert counts.sum() == 5_000
+
+
+def test_digits_read_from_the_shipped_file_equal_scikit_learns_loader() -> None:
+    """The worker reads scikit-learn's CSV itself (importing scikit-learn costs a fresh
+    worker seconds); what it reads must be exactly what `load_digits` returns."""
+    import subprocess
+    import sys
+
+    from sklearn.datasets import load_digits
+
+    from workers.engine.datasets import digits
+
+    table = np.loadtxt(digits.digits_file(), delimiter=",")
+    reference = load_digits()
+    assert np.array_equal(table[:, :-1].reshape(-1, 8, 8), reference.images)
+    assert np.array_equal(table[:, -1].astype(np.int64), reference.target)
+    # And loading the dataset imports neither scikit-learn nor SciPy.
+    probe = "import sys; from workers.engine.datasets import digits; digits.load(None, None); print('sklearn' in sys.modules, 'scipy' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split() == ["False", "False"]
