@@ -19,7 +19,7 @@ import logging
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from starlette.concurrency import run_in_threadpool
@@ -31,7 +31,16 @@ from service.db.models import FINISHED_STATUSES
 from service.schemas.experiments import ExperimentPublic
 from service.schemas.jsoncodec import dumps
 from service.schemas.spec import RECURRENT_MODELS
-from service.store.live import NewPoints, Watched, points_after_each, timesteps_after_each, watched_experiments
+from service.store.live import (
+    NewPoints,
+    RowState,
+    Watched,
+    points_after_each,
+    row_state,
+    row_states,
+    timesteps_after_each,
+    watched_experiments,
+)
 from service.store.records import ExperimentRecord, TimestepData
 
 log = logging.getLogger("gradwatch.api.events")
@@ -59,7 +68,7 @@ class Feed:
     timesteps_through: int  # gradient-through-time rows published up to this step
     recurrent: bool
     queues: dict[asyncio.Queue[Message], bool] = field(default_factory=dict)  # → wants timesteps
-    looked_progress: int | None = None
+    row: RowState | None = None  # the experiment's row at the last look that read it
     state: tuple[Any, ...] | None = None
     experiment: bytes | None = None  # the last `experiment` event's data
 
@@ -72,9 +81,19 @@ class Subscription:
     experiment: bytes | None  # the feed's latest state, None before its first look
 
 
+class Cursor(NamedTuple):
+    """What the poller needs of a feed to look for what is new."""
+
+    through: int
+    timesteps_through: int
+    row: RowState | None
+    recurrent: bool
+
+
 @dataclass(frozen=True)
 class Look:
-    watched: dict[str, Watched]
+    present: set[str]  # the watched experiments that still exist
+    watched: dict[str, Watched]  # those whose row changed, read in full
     points: dict[str, list[NewPoints]]
     timesteps: dict[str, list[TimestepData]]
 
@@ -185,7 +204,7 @@ class LiveFeeds:
 
     async def _poll_forever(self) -> None:
         while self._feeds:
-            cursors = {key: (feed.through, feed.timesteps_through, feed.looked_progress, feed.recurrent)
+            cursors = {key: Cursor(feed.through, feed.timesteps_through, feed.row, feed.recurrent)
                        for key, feed in self._feeds.items()}  # fmt: skip
             try:
                 look = await run_in_threadpool(self._look, cursors)
@@ -201,36 +220,43 @@ class LiveFeeds:
                     self._deliver(key, self._feeds[key], look)
             await asyncio.sleep(self._settings.events_poll_s)
 
-    def _look(self, cursors: dict[str, tuple[int, int, int | None, bool]]) -> Look:
+    def _look(self, cursors: dict[str, Cursor]) -> Look:
         max_points = self._settings.events_max_points
         with self._looking, self._session_factory() as session:
-            watched = watched_experiments(session, list(cursors))
+            # A narrow probe first: the experiments whose row did not change since the last
+            # look (a run between flushes, a queued one) cost one index lookup each.
+            rows = row_states(session, list(cursors))
+            watched = watched_experiments(session, [key for key, row in rows.items() if row != cursors[key].row])
             # Points are written with the progress in one transaction (store.write_chunks),
             # so an unchanged progress means nothing new to read; a finished run is read
             # once more because its last flush precedes its final status.
             moved = {
                 key: cursors[key]
                 for key, seen in watched.items()
-                if seen.record.progress_step != cursors[key][2] or seen.record.status in FINISHED_STATUSES
+                if cursors[key].row is None
+                or seen.record.progress_step != cursors[key].row[1]
+                or seen.record.status in FINISHED_STATUSES
             }
             # Far behind (a first stream that asked for all): decoding every chunk since
             # the cursor would cost as much as the run's history.
-            behind = {key for key, (through, *_) in moved.items() if watched[key].record.progress_step - through > max_points}
-            points = points_after_each(session, {key: c[0] for key, c in moved.items() if key not in behind})
+            behind = {key for key, cursor in moved.items() if watched[key].record.progress_step - cursor.through > max_points}
+            points = points_after_each(session, {key: c.through for key, c in moved.items() if key not in behind})
             for key in behind:
-                points[key] = catch_up(session, key, moved[key][0], None, max_points)
+                points[key] = catch_up(session, key, moved[key].through, None, max_points)
             # Read for every recurrent run, asked for or not, so the feed's cursor always
             # says what was read (a stream that asks joins with it).
-            timesteps = timesteps_after_each(session, {key: c[1] for key, c in moved.items() if c[3]})
-        return Look(watched, points, timesteps)
+            timesteps = timesteps_after_each(session, {key: c.timesteps_through for key, c in moved.items() if c.recurrent})
+        return Look(set(rows), watched, points, timesteps)
 
     def _deliver(self, key: str, feed: Feed, look: Look) -> None:
         watched = look.watched.get(key)
-        if watched is None:  # deleted while watched
+        if key not in look.present or (watched is None and feed.row is None):  # deleted while watched
             self._publish(key, Message("deleted", dumps({"id": key})))
             del self._feeds[key]
             return
-        feed.looked_progress = watched.record.progress_step
+        if watched is None:  # its row did not change: nothing new
+            return
+        feed.row = row_state(watched.record)
         max_points = self._settings.events_max_points
         # Rows through time first: a stream cut between the two events resumes from the
         # points' cursor and gets these rows again, rather than never.

@@ -42,9 +42,29 @@ class Watched:
     attempts: list[AttemptRecord]
 
 
+# What an experiment's watchers are told again for when it changes (see row_states).
+RowState = tuple[str, int, int | None, bool, str | None]
+ROW_STATE = (Experiment.status, Experiment.progress_step, Experiment.progress_total, Experiment.cancel_requested, Experiment.error)
+
+
+def row_state(record: ExperimentRecord) -> RowState:
+    return (record.status, record.progress_step, record.progress_total, record.cancel_requested, record.error)
+
+
+def row_states(session: Session, experiment_ids: Sequence[str]) -> dict[str, RowState]:
+    """Status, progress, total, cancel flag and error of these experiments (a deleted one is
+    absent), in one narrow query. Attempts start and end only with a change of status, so
+    an unchanged row state means an unchanged `experiment` event (but for the heartbeat)."""
+    rows = session.execute(sa.select(Experiment.id, *ROW_STATE).where(Experiment.id.in_(experiment_ids))).all()
+    session.commit()
+    return {row[0]: tuple(row[1:]) for row in rows}  # type: ignore[misc]
+
+
 def watched_experiments(session: Session, experiment_ids: Sequence[str]) -> dict[str, Watched]:
     """These experiments (a deleted one is absent) with their attempts: primary-key
     lookups, three queries whatever their number (rows, tags, attempts)."""
+    if not experiment_ids:
+        return {}
     rows = session.execute(
         sa.select(Experiment).where(Experiment.id.in_(experiment_ids)).execution_options(populate_existing=True)
     ).scalars()

@@ -46,8 +46,14 @@ def _point_reads(statements: list[str]) -> list[str]:
     return [s for s in statements if s.startswith("SELECT") and "FROM series JOIN point_chunks" in s]
 
 
-def _state_reads(statements: list[str]) -> list[str]:
-    return [s for s in statements if s.startswith("SELECT") and "FROM experiments WHERE experiments.id IN" in s]
+def _probes(statements: list[str]) -> list[str]:
+    """The poller's narrow look at the watched experiments' rows."""
+    return [s for s in statements if s.startswith("SELECT experiments.id, experiments.status, experiments.progress_step")]
+
+
+def _full_reads(statements: list[str]) -> list[str]:
+    """Whole rows, read only for experiments whose row changed."""
+    return [s for s in statements if s.startswith("SELECT experiments.id, experiments.name") and "experiments.id IN" in s]
 
 
 def _once_per_look(reads: list[str], looks: int) -> bool:
@@ -124,7 +130,8 @@ def test_two_streams_of_one_experiment_share_one_query_per_look(app: FastAPI, st
     )
     # Each look reads the watched experiments' rows once (not once per stream), and the
     # new points once, only in the look that saw the progress move.
-    assert _once_per_look(_state_reads(during), looks), during
+    assert _once_per_look(_probes(during), looks), during
+    assert len(_full_reads(during)) == 1, during  # the row, when the write changed it
     assert len(_point_reads(during)) == 1, during
     for name in ("a", "b"):
         points = _points(found[name])
@@ -140,8 +147,9 @@ def test_one_look_reads_every_watched_experiment_at_once(app: FastAPI, statement
     found, during, looks = _streams_around(
         app, statements, {first: first, second: second}, 9, lambda: (_append(app, first, 10, 3), _append(app, second, 10, 3))
     )
-    assert _once_per_look(_state_reads(during), looks)
-    assert all("IN (" in s and s.count(",", s.index("IN (")) == 1 for s in _state_reads(during))  # both ids at once
+    assert _once_per_look(_probes(during), looks)
+    assert all(s.count(",", s.index("IN (")) == 1 for s in _probes(during))  # both ids at once
+    assert 1 <= len(_full_reads(during)) <= 2
     assert 1 <= len(_point_reads(during)) <= 2  # both writes in one look, or one look each
     for key in (first, second):
         assert [s["steps"] for p in _points(found[key]) for s in p["series"]] == [[10, 11, 12]], found[key]
