@@ -232,6 +232,7 @@ def main() -> None:
         help="while measuring, run Chromium at SCHED_IDLE (spare CPU only): the watchers' browsers as if on their own machines",
     )  # fmt: skip
     args = parser.parse_args()
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
     print(f"dashboard: {machine()}; load average {os.getloadavg()[0]:.1f}")
@@ -272,8 +273,14 @@ def main() -> None:
                         contexts.append((context, page))
                 print(f"opened {len(opening)} live pages: load event after median {statistics.median(opening):.1f} s, "
                       f"last {opening[-1]:.1f} s, max {max(opening):.1f} s (CPU meanwhile: {opening_cpu})")  # fmt: skip
-                for _, page in contexts:
-                    page.wait_for_function("window.gradwatchLive && window.gradwatchLive.some(e => e.kind === 'points')", timeout=180_000)
+                live_deadline = time.monotonic() + 180
+                for number, (_, page) in enumerate(contexts, 1):
+                    try:
+                        page.wait_for_function("window.gradwatchLive && window.gradwatchLive.some(e => e.kind === 'points')",
+                                               timeout=max(1000, 1000 * (live_deadline - time.monotonic())))  # fmt: skip
+                    except PlaywrightTimeout:  # say why, and measure with the pages that are live
+                        said = page.evaluate("[document.getElementById('flash')?.textContent, document.getElementById('live').textContent, document.body.dataset.ready]")
+                        print(f"page {number} got no points within 180 s of the last page's load: flash {said[0]!r}, live {said[1]!r}, ready {said[2]!r}")
                 if args.idle_browsers:
                     for pid in chromium_pids():
                         with contextlib.suppress(OSError):
@@ -281,7 +288,8 @@ def main() -> None:
                 with CpuShare(api=lambda: [server.pid], chromium=chromium_pids) as busy_cpu:
                     busy = latency(api_load(server.url, headers, finished, args.duration))
                 received = sum(page.evaluate("window.gradwatchLive.length") for _, page in contexts)
-                print(f"API, {args.watchers} browsers watching live: {busy}  p99 {busy.p99_ms:7.1f} ms  ({received} live events received; CPU: {busy_cpu})")
+                live = sum(page.evaluate("window.gradwatchLive.some(e => e.kind === 'points')") for _, page in contexts)
+                print(f"API, {args.watchers} browsers watching live: {busy}  p99 {busy.p99_ms:7.1f} ms  ({live} pages live, {received} live events received; CPU: {busy_cpu})")
                 for context, _ in contexts:
                     context.close()
                 contexts = []
