@@ -11,9 +11,10 @@ trained by `train()` with every probe at every step and the API's default flush
   steps: a few per run, at most 20 flushes apart), each checkpoint serialised as the
   worker does it (`to_bytes`, on the training thread) and handed to a sink standing in
   for the writer, whose database write runs on its own thread.
-Steps/s are timed by `should_stop` (before every step) after a warm-up; the ratio is the
-median of the repeats' paired auto / off ratios, pairs run in alternating order (goal >= 0.98:
-at most 2 % slower).
+Steps/s are timed by `should_stop` (before every step) after a warm-up, in wall time and in
+the process's CPU time; the ratio is the median of the repeats' paired auto / off ratios of
+CPU time (steadier than wall time on a shared machine; both are printed), pairs run in
+alternating order (goal >= 0.98: at most 2 % slower).
 
 Recovery (unless --no-recovery): the time from a worker's death to the run moving again
 (its next attempt's progress past the step it resumed from), on both stacks:
@@ -51,18 +52,24 @@ FLUSH_EVERY = 50  # GRADWATCH_FLUSH_EVERY's default
 STALE_S = 5.0
 
 
-def timed_run(config: RunConfig, steps: int, every: int) -> tuple[float, int, int, float]:
-    """(steps/s, checkpoints taken, bytes of the last one, direct cost as a fraction of
-    the training time) of one `train()`. The direct cost: the steps that took a
-    checkpoint, less the flush steps that did not, in medians, times the count, over the
-    whole time: an estimate that a loaded machine's noise disturbs less than the ratio."""
+def timed_run(config: RunConfig, steps: int, every: int) -> tuple[float, float, int, int, float]:
+    """(steps/s of wall time, steps/s of the process's CPU time, checkpoints taken, bytes of
+    the last one, direct cost as a fraction of the training time) of one `train()`.
+
+    CPU time counts every thread of the process (the checkpoint's serialisation included)
+    and not the time other processes held the cores, so on a shared machine its ratio is
+    the steadier one. The direct cost: the steps that took a checkpoint, less the flush
+    steps that did not, in medians, times the count, over the whole time."""
     config.training.steps = steps
     config.probes = ProbeConfig(flush_every=FLUSH_EVERY, timesteps_every=10, max_timesteps=100)
     stamps: list[float] = []
+    cpu: list[float] = []
     sizes: list[int] = []
 
     def should_stop() -> bool:
         stamps.append(time.perf_counter())
+        if len(stamps) in (WARMUP + 1, steps):  # the timed span's ends
+            cpu.append(time.process_time())
         return False
 
     checkpointing = Checkpointing(every=every, save=lambda step, payload: sizes.append(len(payload))) if every else None
@@ -75,7 +82,8 @@ def timed_run(config: RunConfig, steps: int, every: int) -> tuple[float, int, in
         flushes = [stamps[k] - stamps[k - 1] for k in range(FLUSH_EVERY, steps, FLUSH_EVERY) if k % every]
         if at and flushes:
             direct = max(0.0, statistics.median(at) - statistics.median(flushes)) * len(at) / elapsed
-    return (steps - 1 - WARMUP) / elapsed, len(sizes), sizes[-1] if sizes else 0, direct
+    timed_steps = steps - 1 - WARMUP
+    return timed_steps / elapsed, timed_steps / (cpu[-1] - cpu[0]), len(sizes), sizes[-1] if sizes else 0, direct
 
 
 def cost(repeats: int, scale: float) -> float:
@@ -85,26 +93,26 @@ def cost(repeats: int, scale: float) -> float:
         spec = {"training": {"steps": steps}}
         every = checkpoint_interval(spec, Settings(), FLUSH_EVERY)
         rates: dict[str, list[float]] = {"off": [], "auto": []}
+        cpu_rates: dict[str, list[float]] = {"off": [], "auto": []}
         taken = size = 0
         directs: list[float] = []
-        pairs: list[float] = []
         for repeat in range(repeats):
             # Pairs in alternating order (off, auto), (auto, off), …: a load that rises or
-            # falls during the run then favours neither arm; the ratio is the median pair's.
-            rate = {}
+            # falls during the run then favours neither arm.
             for arm in ("off", "auto") if repeat % 2 == 0 else ("auto", "off"):
-                if arm == "off":
-                    rate[arm] = timed_run(config, steps, 0)[0]
-                else:
-                    rate[arm], taken, size, direct = timed_run(config, steps, every)
+                wall, cpu, *rest = timed_run(config, steps, every if arm == "auto" else 0)
+                rates[arm].append(wall)
+                cpu_rates[arm].append(cpu)
+                if arm == "auto":
+                    taken, size, direct = rest
                     directs.append(direct)
-                rates[arm].append(rate[arm])
-            pairs.append(rate["auto"] / rate["off"])
-        off, auto = statistics.median(rates["off"]), statistics.median(rates["auto"])
-        paired = statistics.median(pairs)
+        pairs = [a / o for a, o in zip(rates["auto"], rates["off"], strict=True)]
+        cpu_pairs = [a / o for a, o in zip(cpu_rates["auto"], cpu_rates["off"], strict=True)]
+        paired = statistics.median(cpu_pairs)
         print(f"   {name}: {steps} steps, a checkpoint every {every} steps ({taken} taken, {size / 1024:.0f} KiB each)")
-        print(f"      off {off:8.1f} steps/s   auto {auto:8.1f} steps/s   auto/off {paired:.3f} (median of {repeats} pairs:"
-              f" {', '.join(f'{p:.3f}' for p in pairs)})")
+        for what, arms, ratios in (("wall", rates, pairs), ("CPU ", cpu_rates, cpu_pairs)):
+            print(f"      {what}  off {statistics.median(arms['off']):8.1f} steps/s   auto {statistics.median(arms['auto']):8.1f} steps/s"
+                  f"   auto/off {statistics.median(ratios):.3f} (median of {repeats} pairs: {', '.join(f'{r:.3f}' for r in ratios)})")
         print(f"      direct cost of the checkpoint steps: {100 * statistics.median(directs):.2f} % of the training time")
         worst = min(worst, paired)
     return worst
@@ -248,7 +256,7 @@ def main() -> None:
             logs = Path(folder)
             for what, seconds in {**recovery_pg_redis(logs), **recovery_embedded(logs)}.items():
                 print(f"   {what:<20} {seconds:6.1f} s")
-    print(ratio_line("checkpoints at the default interval vs off (steps/s, worst workload)", ratio, goal=0.98))
+    print(ratio_line("checkpoints at the default interval vs off (steps per CPU second, worst workload)", ratio, goal=0.98))
 
 
 if __name__ == "__main__":

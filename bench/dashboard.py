@@ -2,24 +2,33 @@
 the issue's performance goals for the pages.
 
     python -m bench.dashboard [--steps 100000] [--layers 10] [--watchers 20] [--duration 20]
+                              [--repeats 5] [--baseline CHECKOUT]
 
 - first chart: a finished `--steps`-step experiment with `--layers` layers (grad_mean_abs,
   grad_norm and loss, as the worker stores them: chunks of 50 steps); navigation start →
-  the loss chart drawn, and → the per-layer chart drawn (goal: first chart < 1 s);
+  the loss chart drawn, and → the per-layer chart drawn (goal: first chart < 1 s). Each
+  repeat is a fresh browser profile (nothing cached: "first visit"), then a second
+  navigation in the same profile ("cached": what the browser kept of the first);
+- where the first visit's time goes: the Plotly bundle downloaded, the page's module
+  running, the loss data received, the loss chart drawn (resource timings and the page's
+  `gw:` performance marks), and the main-thread time the bundle's own start-up took
+  (Long Animation Frames' script attribution);
 - metric switch: picking another metric in the page → its per-layer chart redrawn (goal
   < 300 ms);
+- `--baseline CHECKOUT`: the same figures from the gradwatch of another working tree (say
+  main's) serving the same database at the same time, repeats alternating between the two,
+  so that both see the same machine load;
 - API p99 of other requests (an experiment, a thinned 10-layer series, the list; one
   client in a loop for `--duration` s) while `--watchers` running experiments get points
   (a writer thread appends a flush to each every 0.5 s through the store, as workers
   would; no training: the cost measured is the streams'): with no browser watching, then
   with `--watchers` browser contexts (each its own connection pool, as separate browsers)
   each watching one of them live, then with none again.
-  RATIO = p99 with watchers / p99 of both windows without (goal ≤ 1.20). Also printed: how long each
-  live page took to load while the others streamed, and the share of a core the API
-  process and this benchmark's Chromium used in each phase (on one small machine the
+  RATIO = p99 with watchers / p99 of both windows without (goal ≤ 1.20). Also printed: how
+  long each live page took to load while the others streamed, and the share of a core the
+  API process and this benchmark's Chromium used in each phase (on one small machine the
   browsers compete with the API for the same cores; `--idle-browsers` runs them at
-  SCHED_IDLE while measuring, as if they were the watchers' own machines). `--repeats 0`
-  skips the first-chart phase; `--checkout PATH` serves another tree (a baseline).
+  SCHED_IDLE while measuring, as if they were the watchers' own machines).
 
 Needs PostgreSQL (GRADWATCH_BENCH_POSTGRES_URL) and Chromium (/usr/bin/chromium or
 GRADWATCH_BENCH_CHROMIUM).
@@ -28,6 +37,7 @@ GRADWATCH_BENCH_CHROMIUM).
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import os
 import statistics
@@ -38,6 +48,8 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
+from playwright.sync_api import sync_playwright
 
 from bench.common import BENCH_OWNER, api_server, bench_headers, latency, machine, scratch_database, service_env
 from service import store
@@ -122,29 +134,78 @@ def session_cookie(base: str, headers: dict[str, str]) -> dict:
     return {"name": "gw_session", "value": response.cookies["gw_session"], "url": base}
 
 
-def first_chart(browser, base: str, cookie: dict, experiment_id: str, repeats: int) -> tuple[list[float], list[float], list[float]]:
-    loss, layers, switch = [], [], []
-    for _ in range(repeats):
-        context = browser.new_context(viewport={"width": 1400, "height": 1000})
-        context.add_cookies([cookie])
+# Where a first visit's time went, in ms since navigation (NaN where a page has no such mark:
+# a baseline from before the marks).
+BREAKDOWN = """async () => {
+    const end = (part) => performance.getEntriesByType('resource').find((e) => e.name.includes(part))?.responseEnd ?? NaN;
+    const mark = (name) => performance.getEntriesByName(name)[0]?.startTime ?? NaN;
+    const frames = await new Promise((resolve) => {
+        new PerformanceObserver((list) => resolve(list.getEntries())).observe({ type: 'long-animation-frame', buffered: true });
+        setTimeout(() => resolve([]), 500);
+    });
+    const bundleRun = frames.flatMap((f) => f.scripts).filter((s) => s.sourceURL.includes('plotly'))
+        .reduce((total, s) => total + s.duration, 0);
+    return { bundle_received: end('plotly'), module_ran: mark('gw:module'), loss_data_received: end('metric=loss&'),
+             loss_drawn: mark('gw:loss-drawn'), bundle_start_up_ms: bundleRun || NaN };
+}"""
+
+SWITCH = """async (metric) => {
+    const chart = document.getElementById('chart-layers');
+    const select = document.getElementById('metric');
+    const started = performance.now();
+    select.value = metric;
+    select.dispatchEvent(new Event('change'));
+    while (chart.dataset.metric !== metric) await new Promise(requestAnimationFrame);
+    return performance.now() - started;
+}"""
+
+
+def visit(page, url: str, timings: dict[str, list[float]], prefix: str) -> None:
+    """One navigation to the experiment page: when its charts appeared, then one metric switch."""
+    page.goto(url, wait_until="commit")
+    # The time is taken in the page, in the animation frame that first sees the chart: a
+    # round trip to ask for it afterwards would add the driver's latency to the figure.
+    drawn = page.wait_for_function("() => document.querySelector('#chart-loss .main-svg .trace') && performance.now()", timeout=60_000)
+    timings[f"{prefix} first chart"].append(drawn.json_value())
+    drawn = page.wait_for_function("() => document.getElementById('chart-layers').dataset.metric && performance.now()", timeout=60_000)
+    timings[f"{prefix} per-layer chart"].append(drawn.json_value())
+    page.wait_for_selector("body[data-ready=true]", timeout=60_000)
+    if prefix == "first visit":
+        for name, value in page.evaluate(BREAKDOWN).items():
+            timings[f"  {name}"].append(value)
+    timings[f"{prefix} metric switch"].append(page.evaluate(SWITCH, METRICS[1]))
+
+
+def first_chart(browser, base: str, cookie: dict, experiment_id: str, timings: dict[str, list[float]]) -> None:
+    """A fresh profile's first visit, then a second navigation in it (its cache warm)."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    context.add_cookies([cookie])
+    for prefix in ("first visit", "cached"):
         page = context.new_page()
-        page.goto(f"{base}/experiments/{experiment_id}", wait_until="commit")
-        page.wait_for_function("document.querySelector('#chart-loss .main-svg .trace')", timeout=60_000)
-        loss.append(page.evaluate("performance.now()"))
-        page.wait_for_function("document.getElementById('chart-layers').dataset.metric", timeout=60_000)
-        layers.append(page.evaluate("performance.now()"))
-        page.wait_for_selector("body[data-ready=true]", timeout=60_000)
-        switch.append(page.evaluate("""async (metric) => {
-            const chart = document.getElementById('chart-layers');
-            const select = document.getElementById('metric');
-            const started = performance.now();
-            select.value = metric;
-            select.dispatchEvent(new Event('change'));
-            while (chart.dataset.metric !== metric) await new Promise(requestAnimationFrame);
-            return performance.now() - started;
-        }""", METRICS[1]))
-        context.close()
-    return loss, layers, switch
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        try:
+            visit(page, f"{base}/experiments/{experiment_id}", timings, prefix)
+        except PlaywrightTimeout as error:
+            # Counted and said, not fatal: on a machine at load 20+ one page may stall a minute.
+            timings[f"{prefix} timed out"].append(float("nan"))
+            print(f"  {base} {prefix}: {str(error).splitlines()[0]}; script errors: {errors}")
+        page.close()
+    context.close()
+
+
+def report(label: str, timings: dict[str, list[float]]) -> None:
+    print(f"{label}:")
+    for name, values in timings.items():
+        if name.endswith("timed out"):
+            print(f"  {name}: {len(values)} visit(s)")
+    goals = {"first chart": 1000, "metric switch": 300}
+    for name, values in timings.items():
+        values = [v for v in values if v == v]  # NaN: the page had no such mark
+        if not values:
+            continue
+        goal = next((f"  (goal < {ms} ms)" for key, ms in goals.items() if name.endswith(key)), "")
+        print(f"  {name + ':':38} median {statistics.median(values):6.0f} ms  max {max(values):6.0f} ms  (n = {len(values)}){goal}")
 
 
 def _stat(pid: int) -> list[str] | None:
@@ -226,14 +287,13 @@ def main() -> None:
     parser.add_argument("--watchers", type=int, default=20)
     parser.add_argument("--duration", type=float, default=20.0)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--checkout", type=Path, help="serve the gradwatch of this working tree (a baseline)")
+    parser.add_argument("--baseline", metavar="CHECKOUT", type=Path,
+                        help="also time the pages of the gradwatch in this working tree, on the same database")
     parser.add_argument(
         "--idle-browsers", action="store_true",
         help="while measuring, run Chromium at SCHED_IDLE (spare CPU only): the watchers' browsers as if on their own machines",
     )  # fmt: skip
     args = parser.parse_args()
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout
-    from playwright.sync_api import sync_playwright
 
     print(f"dashboard: {machine()}; load average {os.getloadavg()[0]:.1f}")
     with scratch_database("dashboard") as url:
@@ -242,14 +302,22 @@ def main() -> None:
         print(f"stored a finished {args.steps:,}-step, {args.layers}-layer experiment in {time.perf_counter() - started:.1f} s")
         headers = bench_headers(url)
         env = service_env(url, GRADWATCH_REAPER_INTERVAL_S="0", GRADWATCH_DISPATCH_INTERVAL_S="0", GRADWATCH_CALLBACK_POLL_S="0")
-        with api_server(env, checkout=args.checkout) as server, sync_playwright() as playwright:
+        with contextlib.ExitStack() as servers, sync_playwright() as playwright:
+            server = servers.enter_context(api_server(env))
+            sides = [("this checkout", server.url)]
+            if args.baseline:
+                sides.insert(0, (f"baseline {args.baseline}", servers.enter_context(api_server(env, checkout=args.baseline)).url))
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
             cookie = session_cookie(server.url, headers)
-            if args.repeats:  # 0: the watcher phase only
-                loss, layers, switch = first_chart(browser, server.url, cookie, finished, args.repeats)
-                print(f"first chart (loss) after navigation:  median {statistics.median(loss):6.0f} ms  max {max(loss):6.0f} ms  (goal < 1000 ms)")
-                print(f"per-layer chart after navigation:     median {statistics.median(layers):6.0f} ms  max {max(layers):6.0f} ms")
-                print(f"metric switch redraw:                 median {statistics.median(switch):6.0f} ms  max {max(switch):6.0f} ms  (goal < 300 ms)")
+            timings = {label: collections.defaultdict(list) for label, _ in sides}
+            for _ in range(args.repeats):
+                for label, base in sides:  # alternating: both sides see the same machine load
+                    first_chart(browser, base, {**cookie, "url": base}, finished, timings[label])
+            for label, _ in sides:
+                report(label, timings[label])
+            if args.watchers == 0:
+                browser.close()
+                return
 
             # The running experiments are written to in every phase: what the watchers add
             # is their streams (and, on this machine, their browsers), not the writes.
@@ -276,7 +344,7 @@ def main() -> None:
                 live_deadline = time.monotonic() + 180
                 for number, (_, page) in enumerate(contexts, 1):
                     try:
-                        page.wait_for_function("window.gradwatchLive && window.gradwatchLive.some(e => e.kind === 'points')",
+                        page.wait_for_function("() => window.gradwatchLive && window.gradwatchLive.some(e => e.kind === 'points')",
                                                timeout=max(1000, 1000 * (live_deadline - time.monotonic())))  # fmt: skip
                     except PlaywrightTimeout:  # say why, and measure with the pages that are live
                         said = page.evaluate("[document.getElementById('flash')?.textContent, document.getElementById('live').textContent, document.body.dataset.ready]")

@@ -213,7 +213,7 @@ class GradwatchClient:
                         if experiment["status"] in TERMINAL_STATUSES:
                             return experiment if full and "spec" in experiment else self.get(experiment_id)
                         if deadline is not None and time.monotonic() >= deadline:
-                            return None  # a run that keeps progressing: the poll says it timed out
+                            return None  # a stream that keeps talking must not outlast the timeout
                     return None  # the server closed the stream before the end: poll
             except httpx.ReadTimeout:
                 experiment = self.get(experiment_id)  # a silent stream: look, then listen again

@@ -11,6 +11,7 @@ retry stays within the client's total `retry_for` budget; past it, the last erro
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 from collections.abc import Iterable, Iterator
@@ -66,7 +67,9 @@ def sse_data(lines: Iterable[str]) -> Iterator[Any]:
     """The `data` of each event of a text/event-stream (WHATWG HTML §9.2), parsed as JSON
     where it is JSON; comments (keep-alives) and other fields are skipped."""
     data: list[str] = []
-    for line in [*lines, ""]:  # a stream cut off mid-event still yields what it had
+    # Lazily: each event as it arrives (a list here would wait for the stream's end), and a
+    # stream cut off mid-event still yields what it had.
+    for line in itertools.chain(lines, [""]):
         if line == "" and data:
             yield _parsed("\n".join(data))
             data = []

@@ -17,6 +17,7 @@ from celery import Celery, signals
 from service.config import settings
 from service.lifeline import die_with_parent
 from service.queue import celery_config, ensure_broker_folders
+from workers import early_import
 
 app = Celery("gradwatch", include=["workers.tasks", "workers.handback"])
 # Imported by the worker's main process before it forks its pool: the children's parent.
@@ -35,6 +36,12 @@ def _die_with_the_worker(**_: Any) -> None:
     # A pool child must not outlive its worker (SIGKILLed, or killed with `gradwatch up`):
     # an orphan would go on training a run nobody would ever store (service/lifeline.py).
     die_with_parent(_WORKER_PID)
+
+
+@signals.worker_process_init.connect
+def _import_the_engine_early(**_: Any) -> None:
+    # Ahead of the child's first run, which is often a resumed one (workers/early_import.py).
+    early_import.start()
 
 
 @signals.worker_process_init.connect

@@ -52,6 +52,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from service import store
 from service.config import Settings, settings
 from service.db.engine import make_engine, make_session_factory
+from workers import early_import
 from workers.celery_app import app
 from workers.handback import shutting_down
 from workers.memory_guard import address_space_cap, is_out_of_memory, out_of_memory_message
@@ -166,7 +167,9 @@ def _train(
         logger.info("experiment %s resumes from its checkpoint at step %d", experiment.id, stored.step)
     with writer:
         # Imported here, in the pool child: importing torch in the prefork parent would
-        # break the rule that CUDA is never initialised before a fork.
+        # break the rule that CUDA is never initialised before a fork. A fresh child may
+        # still be importing them in the background: wait for that rather than race it.
+        early_import.wait()
         import torch
 
         from workers.engine import train

@@ -5,6 +5,7 @@ the middle of a submit is tests/e2e/test_pipelines.py."""
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
@@ -130,3 +131,23 @@ def test_wait_follows_the_event_stream() -> None:
     assert final == done
     assert seen == [("running", 1), ("running", 2), ("succeeded", 3)]  # a partial event is looked up
     assert [r.url.path for r in requests] == ["/api/v1/experiments/abc/events", "/api/v1/experiments/abc"]
+
+
+def test_wait_gives_up_after_its_timeout_while_the_stream_keeps_talking() -> None:
+    running = {"id": "abc", "status": "running", "progress": {"step": 1, "total": 3}}
+
+    def events():
+        while True:  # a run that never ends, reporting progress all the time
+            yield f"data: {json.dumps(running)}\n\n".encode()
+            time.sleep(0.01)
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/events"):
+            return httpx.Response(200, headers={"Content-Type": "text/event-stream"}, content=events())
+        return httpx.Response(200, json=running)
+
+    client = GradwatchClient("http://gradwatch.test", transport=httpx.MockTransport(handle))
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        client.wait("abc", timeout=0.5, poll=0.05)
+    assert time.monotonic() - started < 3

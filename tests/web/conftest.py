@@ -3,7 +3,10 @@ Python, no downloaded browser) against a real API and worker: the embedded stack
 kombu's filesystem broker), and PostgreSQL + Redis for the live view.
 
 Every page gets a network guard: a request to any host but the API's is aborted and
-recorded, and a test fails if its page asked for one (the dashboard works offline).
+recorded, and a test fails if its page asked for one (the dashboard works offline). The
+guard also records what the browser refused under the pages' Content-Security-Policy (its
+console says so): a test fails on any such refusal, since the pages are written to need
+none.
 Screenshots of each page go to artifacts/screenshots/ (CI keeps them; look at them).
 """
 
@@ -94,6 +97,12 @@ class Guard:
         self.allowed = urlsplit(api_url).netloc
         self.blocked: list[str] = []
         self.errors: list[str] = []  # uncaught errors of the pages' scripts
+        self.refused: list[str] = []  # what the Content-Security-Policy stopped
+
+    def console(self, message: object) -> None:
+        text = message.text  # type: ignore[attr-defined]
+        if "Content Security Policy" in text or "Content-Security-Policy" in text:
+            self.refused.append(text)
 
     def __call__(self, route: object) -> None:
         url = route.request.url  # type: ignore[attr-defined]
@@ -113,6 +122,7 @@ def new_context(browser: object, stack: Stack) -> tuple[object, Guard]:
     guard = Guard(stack.api_url)
     context.route("**/*", guard)
     context.on("weberror", lambda error: guard.errors.append(str(error.error)))
+    context.on("console", guard.console)
     return context, guard
 
 

@@ -60,6 +60,7 @@ def context(browser: object, embedded: Stack) -> object:
     yield context
     assert guard.blocked == [], f"the pages asked for other hosts: {guard.blocked}"
     assert guard.errors == [], guard.errors
+    assert guard.refused == [], f"the Content-Security-Policy refused: {guard.refused}"
     context.close()
 
 
@@ -94,6 +95,7 @@ def test_pages_need_a_login_and_the_list_shows_runs_with_verdicts(browser, embed
     screenshot(page, "experiments")
     fresh.close()
     assert guard.blocked == []
+    assert guard.refused == [], guard.refused
 
 
 def test_the_sigmoid_run_draws_each_weight_layer_in_depth_order_and_says_vanishing(context, runs, screenshot) -> None:
@@ -110,6 +112,9 @@ def test_the_sigmoid_run_draws_each_weight_layer_in_depth_order_and_says_vanishi
     profile = page.evaluate("(() => { const d = document.getElementById('chart-profile').data[0]; return [d.type, d.z.length]; })()")
     assert profile == ["heatmap", 3]  # step × layer, a row per weight layer
     assert page.is_hidden("#through-time")
+    # The first chart's data went out once: the page's preload, handed to the script.
+    loss_reads = page.evaluate("performance.getEntriesByType('resource').filter((e) => e.name.includes('metric=loss&')).length")
+    assert loss_reads == 1
     screenshot(page, "experiment-sigmoid")
     page.close()
 
@@ -177,9 +182,12 @@ def test_docs_and_redoc_render_with_every_other_host_blocked(browser, embedded, 
     page.wait_for_selector(".opblock", timeout=120_000)  # Swagger UI 5 renders slowly on a loaded machine
     assert len(page.query_selector_all(".opblock")) >= 20
     screenshot(page, "docs")
+    assert guard.refused == [], guard.refused  # Swagger UI's start-up script is allowed by its hash
     page.goto("/redoc")
     page.get_by_text("/api/v1/experiments/{experiment_id}/events").first.wait_for(timeout=120_000)
     assert guard.blocked == [], guard.blocked
+    # The one thing the policy stops there, by design: ReDoc's logo from its vendor's CDN.
+    assert all("img-src" in refused and "cdn.redoc.ly" in refused for refused in guard.refused), guard.refused
     docs.close()
 
 

@@ -41,7 +41,7 @@ def open_running(browser, stack: Stack, spec: dict) -> tuple[dict, object, objec
 
 def test_the_page_follows_a_running_experiment_live_and_cancels_it(browser, pg_redis: Stack, screenshot) -> None:
     experiment, context, guard, page = open_running(browser, pg_redis, RUNNING)
-    page.wait_for_function("window.gradwatchLive.some(e => e.kind === 'progress')")
+    page.wait_for_function("() => window.gradwatchLive.some(e => e.kind === 'progress')")
     loaded_at = page.evaluate("window.performance.timeOrigin")
 
     # Watch the database: every write the worker commits, and when we saw it.
@@ -86,6 +86,7 @@ def test_the_page_follows_a_running_experiment_live_and_cancels_it(browser, pg_r
     page.wait_for_selector("#status.status-cancelled")
     context.close()
     assert guard.blocked == []
+    assert guard.refused == [], guard.refused
 
 
 RNN_RUNNING = {
@@ -102,8 +103,8 @@ def test_the_through_time_charts_of_a_running_rnn_grow_live(browser, pg_redis: S
     rows_at_load = page.evaluate(heatmap_rows)
     last_at_load = page.evaluate("Number(document.getElementById('chart-timesteps-heatmap').dataset.lastStep ?? -1)")
     # Rows of later steps arrive over the stream and both charts are redrawn with them.
-    page.wait_for_function("window.gradwatchLive.filter(e => e.kind === 'timesteps').length >= 2")
-    page.wait_for_function(f"({heatmap_rows}) > {rows_at_load}")
+    page.wait_for_function("() => window.gradwatchLive.filter(e => e.kind === 'timesteps').length >= 2")
+    page.wait_for_function(f"() => ({heatmap_rows}) > {rows_at_load}")
     assert page.evaluate("window.performance.timeOrigin") == loaded_at  # never reloaded
     rows, newest = page.evaluate("""[document.getElementById('chart-timesteps-heatmap').data[0].y,
         document.getElementById('chart-timesteps').data.at(-1).name]""")
@@ -114,4 +115,4 @@ def test_the_through_time_charts_of_a_running_rnn_grow_live(browser, pg_redis: S
     page.click("#cancel")
     assert pg_redis.wait(experiment["id"], timeout=60)["status"] == "cancelled"
     context.close()
-    assert guard.blocked == [] and guard.errors == []
+    assert guard.blocked == [] and guard.errors == [] and guard.refused == [], (guard.errors, guard.refused)

@@ -62,4 +62,5 @@ def test_the_catalogue_lists_every_study_and_a_started_one_ends_reproduced(brows
     screenshot(page, "reproduction-run")
     assert guard.blocked == [], f"the pages asked for other hosts: {guard.blocked}"
     assert guard.errors == [], guard.errors
+    assert guard.refused == [], f"the Content-Security-Policy refused: {guard.refused}"
     context.close()

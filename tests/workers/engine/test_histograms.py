@@ -16,11 +16,14 @@ from workers.engine.histograms import (
     ACTIVATION_EDGES,
     BELOW,
     BINS,
+    COLUMN_DTYPE,
+    COLUMNS,
     GRADIENT_EDGES,
     NONFINITE,
     ZERO,
     HistogramProbe,
     LogMagnitudeColumns,
+    grouped_value_counts,
     log_magnitude_counts,
     value_counts,
 )
@@ -96,10 +99,16 @@ def test_zeros_and_non_finite_values_are_counted_exactly(dtype: torch.dtype) -> 
 
     generator = torch.Generator().manual_seed(0)
     activations = torch.randn(4000, generator=generator, dtype=dtype) * 5
-    activations[:7] = torch.tensor([0.0, math.nan, math.inf, -math.inf, -8.0, 8.0, 7.999])
+    activations[:11] = torch.tensor([0.0, math.nan, math.inf, -math.inf, -8.0, 8.0, 7.999, -0.0, tiny, huge, -huge], dtype=dtype)
     counts = value_counts(activations).numpy()
     np.testing.assert_array_equal(counts, numpy_columns(activations.double().numpy(), ACTIVATION_EDGES, False))
-    assert counts[ZERO] == 1 and counts[NONFINITE] == 3 and counts.sum() == 4000
+    assert counts[ZERO] == 2 and counts[NONFINITE] == 3 and counts.sum() == 4000
+    # Several groups in one pass (the dense layers of a step): each group's own histogram.
+    groups = [activations[:1000], activations[1000:1500], activations[1500:]]
+    offsets = torch.repeat_interleave(torch.arange(3, dtype=COLUMN_DTYPE) * COLUMNS, torch.tensor([len(g) for g in groups]))
+    grouped = grouped_value_counts(activations, offsets, 3).numpy()
+    for row, group in zip(grouped, groups, strict=True):
+        np.testing.assert_array_equal(row, numpy_columns(group.double().numpy(), ACTIVATION_EDGES, False))
 
     # Through the flat buffer, whose zero padding must not count as zero gradients.
     params = [torch.nn.Parameter(torch.zeros(3, 5)), torch.nn.Parameter(torch.zeros(7))]

@@ -1,6 +1,24 @@
 // Plotly figures as the dashboard draws them: axis titles always, log axes marked in the
 // title, layers coloured by depth (input dark → output light) and listed input → output.
 
+// Plotly's bundle is loaded `async` (templates/_plotly.html): it starts running as soon as
+// it is downloaded, while the page's first API requests (preloaded by the page itself)
+// are on their way. Its `load` event fires after it ran, so either Plotly is there
+// already or the event is still to come.
+export const plotlyReady = new Promise((resolve, reject) => {
+  if (window.Plotly) { resolve(window.Plotly); return; }
+  const tag = document.getElementById("plotly");
+  tag.addEventListener("load", () => resolve(window.Plotly));
+  tag.addEventListener("error", () => reject(new Error("Plotly's bundle did not load: reload the page")));
+});
+
+// Plotly.react once the bundle is there: it redraws in place what changed (same div,
+// same layout revision), which a metric switch relies on.
+export async function react(elementId, traces, figureLayout) {
+  const plotly = await plotlyReady;
+  return plotly.react(elementId, traces, figureLayout, CONFIG);
+}
+
 // Metrics that are magnitudes (norms, absolute means, ratios of them): drawn on log y.
 const MAGNITUDES = /(norm|mean_abs|max_abs|std|update_ratio|backprop)/;
 export const isMagnitude = (metric) => MAGNITUDES.test(metric);

@@ -1,7 +1,7 @@
 // The compare page: any experiments overlaid on one metric and layer (GET /api/v1/compare),
 // labelled by the spec fields that differ, with their summaries side by side.
 import { api, badge, el, flash, num, showWho } from "./api.js";
-import { CONFIG, forLog, isMagnitude, layout } from "./charts.js";
+import { forLog, isMagnitude, layout, react } from "./charts.js";
 
 const form = document.getElementById("compare-form");
 const PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2"];
@@ -22,9 +22,8 @@ async function draw() {
     type: "scatter", mode: "lines", name: member.label, x: data.steps, y: forLog(member.values, log),
     line: { color: PALETTE[i % PALETTE.length], width: 1.8 }, connectgaps: true,
   }));
-  await Plotly.react("chart-compare", traces,
-    layout(`${data.metric}${data.layer ? ` at ${data.layer}` : ""}: ${data.members.length} experiments`, "training step", data.metric, { logY: log }),
-    CONFIG);
+  await react("chart-compare", traces,
+    layout(`${data.metric}${data.layer ? ` at ${data.layer}` : ""}: ${data.members.length} experiments`, "training step", data.metric, { logY: log }));
   const table = document.getElementById("compare-summaries");
   table.tHead.replaceChildren(el("tr", {}, el("th", {}, ""), data.members.map((m) => el("th", {}, el("a", { href: `/experiments/${m.experiment_id}` }, m.label)))));
   const rows = [

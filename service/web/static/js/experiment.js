@@ -2,11 +2,13 @@
 // per-layer gradient curves with a metric picker, the depth heatmap, the gradient through
 // time of recurrent runs, the diagnosis with one-click remedies, and the spec.
 import { api, badge, el, flash, FINISHED, num, paceText, showWho } from "./api.js";
-import { CONFIG, DEPTH_LEGEND, forLog, heatmap, isMagnitude, layerTraces, layout, log10Matrix } from "./charts.js";
+import { DEPTH_LEGEND, forLog, heatmap, isMagnitude, layerTraces, layout, log10Matrix, react } from "./charts.js";
 
 const root = document.getElementById("experiment");
 const id = root.dataset.id;
-const MAX_POINTS = 2000; // per series: thinned by the server, keeping every extreme (agg=minmax)
+// Per series: thinned by the server, keeping every extreme (agg=minmax); the page preloads
+// the loss series with this same length.
+const MAX_POINTS = Number(root.dataset.maxPoints);
 let experiment = null;
 let metricLayers = {};
 let metric = new URLSearchParams(location.search).get("metric");
@@ -16,6 +18,28 @@ let stream = null;
 // When each live event reached the page (the browser tests and bench/dashboard.py read it).
 const arrivals = [];
 window.gradwatchLive = arrivals;
+
+// Each metric's thinned series, fetched once: a metric switch redraws from here, and the
+// page fetches only what it has not got. Points that arrive live make them stale, so an
+// event empties it (the traces on screen are extended in place instead).
+const seriesCache = new Map();
+function seriesOf(name) {
+  if (!seriesCache.has(name)) {
+    const request = api(`/experiments/${id}/series`, { params: { metric: name, max_points: MAX_POINTS } });
+    request.catch(() => seriesCache.delete(name)); // a failed read is asked again next time
+    seriesCache.set(name, request);
+  }
+  return seriesCache.get(name);
+}
+// The requests the first chart needs: the experiment, its metrics and the loss. The page
+// preloads the very same URLs (templates/experiment.html), so these are handed responses
+// already on their way; the default per-layer metric follows once the loss is in (drawAll).
+const early = { experiment: api(`/experiments/${id}`), metrics: api(`/experiments/${id}/metrics`) };
+early.metrics.catch(() => null); // awaited later; a page whose experiment is gone says so once
+seriesOf("loss");
+// Timing marks of the first draw (bench/dashboard.py reads them): gw:<what>.
+const mark = (what) => performance.mark(`gw:${what}`);
+mark("module");
 
 function setText(elementId, text) { document.getElementById(elementId).textContent = text; }
 
@@ -39,10 +63,10 @@ function renderHeader() {
 }
 
 async function drawGlobal(name, elementId, title) {
-  const data = await api(`/experiments/${id}/series`, { params: { metric: name, max_points: MAX_POINTS } });
+  const data = await seriesOf(name);
   const series = data.series.filter((s) => s.steps.length);
   const traces = series.map((s) => ({ type: "scatter", mode: "lines", name, x: s.steps, y: s.values, line: { width: 1.6 } }));
-  await Plotly.react(elementId, traces, layout(title, "training step", name), CONFIG);
+  await react(elementId, traces, layout(title, "training step", name));
   for (const s of series) lastStep = Math.max(lastStep, s.steps.at(-1));
 }
 
@@ -53,16 +77,16 @@ const shownLayers = (series) => series.filter((s) => withBiases() || !isBias(s.l
 
 async function drawLayers() {
   const picked = metric;
-  const data = await api(`/experiments/${id}/series`, { params: { metric: picked, max_points: MAX_POINTS } });
-  data.series = shownLayers(data.series);
+  const series = shownLayers((await seriesOf(picked)).series);
+  if (picked !== metric) return; // another metric was picked while this one was on its way
   const log = isMagnitude(picked);
-  const title = `${picked} per layer (${data.series.length} layers, input → output)`;
+  const title = `${picked} per layer (${series.length} layers, input → output)`;
   const figureLayout = { ...layout(title, "training step", picked, { logY: log }), legend: DEPTH_LEGEND };
-  await Plotly.react("chart-layers", layerTraces(data.series, picked), figureLayout, CONFIG);
+  await react("chart-layers", layerTraces(series, picked), figureLayout);
   shownMetric = picked;
-  for (const s of data.series) if (s.steps.length) lastStep = Math.max(lastStep, s.steps.at(-1));
+  for (const s of series) if (s.steps.length) lastStep = Math.max(lastStep, s.steps.at(-1));
   document.getElementById("chart-layers").dataset.metric = picked;
-  document.getElementById("chart-layers").dataset.traces = String(data.series.length);
+  document.getElementById("chart-layers").dataset.traces = String(series.length);
 }
 
 async function drawProfile() {
@@ -76,7 +100,7 @@ async function drawProfile() {
     title: `Depth profile of ${metric} (step × layer, input at the bottom)`, xTitle: "training step", yTitle: "layer",
     colourTitle: log ? `log10 ${metric}` : metric, yLabels: columns.map(([layer]) => layer),
   });
-  await Plotly.react("chart-profile", figure.data, figure.layout, CONFIG);
+  await react("chart-profile", figure.data, figure.layout);
 }
 
 // The gradient through time of recurrent layer 0 as drawn: the /timesteps response, then
@@ -102,14 +126,14 @@ async function drawTimestepCharts() {
     type: "scatter", mode: "lines", name: `step ${data.steps[row]}`, x: data.timesteps,
     y: forLog(data.hidden_grad_norm[row], true), line: { color: ["#440154", "#31688e", "#35b779", "#e3b505"][i] },
   }));
-  await Plotly.react("chart-timesteps", curves,
-    layout("‖∂L/∂h_t‖ through time (loss at the last timestep)", "timestep t", "‖∂L/∂h_t‖", { logY: true }), CONFIG);
+  await react("chart-timesteps", curves,
+    layout("‖∂L/∂h_t‖ through time (loss at the last timestep)", "timestep t", "‖∂L/∂h_t‖", { logY: true }));
   // A copy of the steps: the stream appends to them, and the chart must hold what it drew.
   const figure = heatmap(data.timesteps, data.steps.slice(), log10Matrix(data.hidden_grad_norm), {
     title: "‖∂L/∂h_t‖: training step × timestep", xTitle: "timestep t", yTitle: "training step",
     colourTitle: "log10 ‖∂L/∂h_t‖",
   });
-  await Plotly.react("chart-timesteps-heatmap", figure.data, figure.layout, CONFIG);
+  await react("chart-timesteps-heatmap", figure.data, figure.layout);
   document.getElementById("chart-timesteps-heatmap").dataset.lastStep = String(data.steps.at(-1));
 }
 
@@ -122,7 +146,7 @@ async function drawHorizon() {
   const figureLayout = layout(`Memory horizon: timesteps back with ‖∂L/∂h_t‖ ≥ ${horizon.threshold}·‖∂L/∂h_T‖ (max ${maxHorizon})`,
     "training step", "horizon (timesteps)");
   figureLayout.yaxis.range = [0, maxHorizon + 1];
-  await Plotly.react("chart-horizon", traces, figureLayout, CONFIG);
+  await react("chart-horizon", traces, figureLayout);
 }
 
 // New rows through time from the stream: appended, then both charts redrawn at most once
@@ -195,8 +219,8 @@ async function drawSummary() {
   );
 }
 
-async function loadMetrics() {
-  metricLayers = (await api(`/experiments/${id}/metrics`)).metrics;
+async function loadMetrics(request = api(`/experiments/${id}/metrics`)) {
+  metricLayers = (await request).metrics;
   const perLayer = Object.keys(metricLayers).filter((m) => metricLayers[m][0] !== null);
   const select = document.getElementById("metric");
   const current = select.value;
@@ -206,16 +230,32 @@ async function loadMetrics() {
   select.value = metric ?? "";
 }
 
-async function drawAll() {
-  await loadMetrics();
-  await drawGlobal("loss", "chart-loss", "Training loss");
+// The loss first (the chart a researcher looks at first), then the rest; each chart's data
+// is asked for before the chart ahead of it is drawn, so fetching overlaps drawing.
+async function drawAll(metricsRequest) {
+  await loadMetrics(metricsRequest);
+  seriesOf("loss").then(() => { if (metric) seriesOf(metric); if (metricLayers.accuracy) seriesOf("accuracy"); }).catch(() => null);
   // A regression (the adding problem) has no accuracy: the loss takes the whole row.
   document.getElementById("chart-accuracy").hidden = !metricLayers.accuracy;
   document.querySelector(".charts.two").classList.toggle("one", !metricLayers.accuracy);
+  await drawGlobal("loss", "chart-loss", "Training loss");
+  mark("loss-drawn");
+  const summary = FINISHED.has(experiment.status) || experiment.status === "running" ? drawSummary() : null;
+  if (metric) { await drawLayers(); mark("layers-drawn"); }
+  prefetchMetrics();
   if (metricLayers.accuracy) await drawGlobal("accuracy", "chart-accuracy", "Training accuracy");
-  if (metric) { await drawLayers(); await drawProfile(); }
+  if (metric) await drawProfile();
   await drawThroughTime();
-  if (FINISHED.has(experiment.status) || experiment.status === "running") await drawSummary();
+  await summary;
+}
+
+// A finished run's series do not change: once its per-layer chart is drawn, the other
+// metrics of the picker are fetched one after the other, so switching to one only redraws.
+async function prefetchMetrics() {
+  if (!FINISHED.has(experiment.status)) return;
+  for (const name of Object.keys(metricLayers)) {
+    if (metricLayers[name][0] !== null) await seriesOf(name).catch(() => null);
+  }
 }
 
 // A long live run would grow its traces without end: past twice the thinned size, the
@@ -232,6 +272,7 @@ function rethinIfLong() {
 
 // New points from the stream: appended to the traces on screen, in place.
 function appendPoints(payload) {
+  seriesCache.clear();
   const byMetric = {};
   for (const s of payload.series) (byMetric[s.metric] ??= []).push(s);
   for (const [name, elementId] of [["loss", "chart-loss"], ["accuracy", "chart-accuracy"]]) {
@@ -268,6 +309,7 @@ function listen() {
     setText("live", FINISHED.has(experiment.status) ? "" : "live");
     if (FINISHED.has(experiment.status)) {
       stream.close();
+      seriesCache.clear();
       drawAll();
     } else if (previous === "queued" && experiment.status === "running") {
       loadMetrics();
@@ -300,12 +342,13 @@ document.getElementById("delete").addEventListener("click", async () => {
 document.getElementById("run-again").addEventListener("click", () => openNew(experiment.spec, `a copy of ${experiment.name}`));
 
 async function main() {
-  await showWho();
+  const who = showWho();
   try {
-    experiment = await api(`/experiments/${id}`);
+    experiment = await early.experiment;
   } catch (error) { flash(error.message); return; }
   renderHeader();
-  await drawAll();
+  await drawAll(early.metrics);
+  await who;
   document.body.dataset.ready = "true";
   if (!FINISHED.has(experiment.status)) listen();
 }

@@ -1,7 +1,7 @@
 // The sweep page: its grid, member statuses, and the comparison with the mean and the
 // min–max band over seeds of each grid point.
 import { api, badge, el, flash, FINISHED, num, showWho } from "./api.js";
-import { CONFIG, forLog, isMagnitude, layout } from "./charts.js";
+import { forLog, isMagnitude, layout, react } from "./charts.js";
 
 const root = document.getElementById("sweep");
 const id = root.dataset.id;
@@ -46,7 +46,7 @@ async function drawComparison() {
   });
   const layers = [...new Set(data.members.map((m) => m.layer ?? "—"))].join(", ");
   document.getElementById("drawn").textContent = `${data.metric} ${layers === "—" ? "(a global metric)" : `at layer ${layers}`}`;
-  await Plotly.react("chart-sweep", traces, layout(`${data.metric}: mean and min–max band over seeds`, "training step", data.metric, { logY: log }), CONFIG);
+  await react("chart-sweep", traces, layout(`${data.metric}: mean and min–max band over seeds`, "training step", data.metric, { logY: log }));
 }
 
 form.addEventListener("submit", (event) => { event.preventDefault(); drawComparison(); });
