@@ -350,9 +350,10 @@ def main() -> None:
                         said = page.evaluate("[document.getElementById('flash')?.textContent, document.getElementById('live').textContent, document.body.dataset.ready]")
                         print(f"page {number} got no points within 180 s of the last page's load: flash {said[0]!r}, live {said[1]!r}, ready {said[2]!r}")
                 if args.idle_browsers:
-                    for pid in chromium_pids():
-                        with contextlib.suppress(OSError):
-                            os.sched_setscheduler(pid, os.SCHED_IDLE, os.sched_param(0))
+                    for pid in chromium_pids():  # every thread: the policy is per thread
+                        for thread in os.listdir(f"/proc/{pid}/task") if os.path.isdir(f"/proc/{pid}/task") else []:
+                            with contextlib.suppress(OSError):
+                                os.sched_setscheduler(int(thread), os.SCHED_IDLE, os.sched_param(0))
                 with CpuShare(api=lambda: [server.pid], chromium=chromium_pids) as busy_cpu:
                     busy = latency(api_load(server.url, headers, finished, args.duration))
                 received = sum(page.evaluate("window.gradwatchLive.length") for _, page in contexts)
