@@ -265,8 +265,9 @@ class Settings(BaseSettings):
     # One delivery's connect + read timeout; a receiver should answer at once and work later.
     callback_timeout_s: float = 10.0
 
-    # The dashboard's live view (GET /experiments/{id}/events): how often a stream looks
-    # for a change (points reach the page within this plus the writer's flush), the
+    # The dashboard's live view (GET /experiments/{id}/events): how often the process's
+    # one poller (service/api/live_feed.py) looks at every watched experiment for a
+    # change (points reach the page within this plus the writer's flush), the
     # keep-alive comment interval, and the most a stream stays open before it ends and
     # the browser reconnects with Last-Event-ID (so proxies and old streams never pile up).
     events_poll_s: float = Field(0.25, gt=0, le=10)

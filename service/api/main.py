@@ -22,6 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from service import store
 from service.api.deps import get_caller
 from service.api.errors import BodySizeLimitMiddleware, install_error_handlers
+from service.api.live_feed import LiveFeeds
 from service.api.openapi import install_openapi
 from service.api.routes import (
     analysis,
@@ -148,6 +149,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         for task in running:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await app.state.live_feeds.close()
         await run_in_threadpool(_wait_for_background_work, app)
         app.state.enqueuer.close()
         app.state.engine.dispose()
@@ -175,6 +177,7 @@ def create_app(settings: Settings | None = None, enqueuer: Enqueuer | None = Non
     )
     app.state.session_factory = make_session_factory(app.state.engine)
     app.state.background_work = threading.Lock()  # held by each pass of a background loop
+    app.state.live_feeds = LiveFeeds(app.state.session_factory, settings)  # the event streams' poller
     app.state.enqueuer = enqueuer or Enqueuer(settings)
     install_error_handlers(app, settings.db_unavailable_retry_after_s)
     install_openapi(app, settings.limits)

@@ -346,6 +346,17 @@ def _clean(
     return steps, values
 
 
+# What timestep_data() decodes.
+TIMESTEP_COLUMNS = (
+    TimestepChunk.layer_index,
+    TimestepChunk.n_timesteps,
+    TimestepChunk.steps,
+    TimestepChunk.timesteps,
+    TimestepChunk.hidden_grad_norm,
+    TimestepChunk.cell_grad_norm,
+)
+
+
 def read_timesteps(
     session: Session, experiment_id: str, layer_index: int | None = None, step: int | None = None
 ) -> list[TimestepData]:
@@ -353,21 +364,20 @@ def read_timesteps(
 
     With `step`, only that training step's row (an empty matrix when it was not recorded).
     """
-    query = sa.select(
-        TimestepChunk.layer_index,
-        TimestepChunk.n_timesteps,
-        TimestepChunk.steps,
-        TimestepChunk.timesteps,
-        TimestepChunk.hidden_grad_norm,
-        TimestepChunk.cell_grad_norm,
-    ).where(TimestepChunk.experiment_id == experiment_id)
+    query = sa.select(*TIMESTEP_COLUMNS).where(TimestepChunk.experiment_id == experiment_id)
     if layer_index is not None:
         query = query.where(TimestepChunk.layer_index == layer_index)
     if step is not None:
         query = query.where(TimestepChunk.first_step <= step, TimestepChunk.last_step >= step)
     rows = session.execute(query.order_by(TimestepChunk.layer_index, TimestepChunk.first_step)).all()
     session.commit()
+    return timestep_data(rows, step)
 
+
+def timestep_data(rows: Sequence[Any], step: int | None = None) -> list[TimestepData]:
+    """Timestep chunk rows (layer_index, n_timesteps, steps, timesteps, hidden_grad_norm,
+    cell_grad_norm; ordered by layer, then first step) decoded into one matrix per layer;
+    with `step`, only that step's row."""
     by_layer: dict[int, list[Any]] = {}
     for row in rows:
         by_layer.setdefault(row.layer_index, []).append(row)

@@ -10,6 +10,7 @@ run goes back to `queued` (dispatched again by service/dispatch.py) until
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -66,15 +67,23 @@ def end_attempt(session: Session, experiment_id: str, ending: str, why: str | No
 
 
 def list_attempts(session: Session, experiment_id: str) -> list[AttemptRecord]:
+    return list_attempts_of(session, [experiment_id]).get(experiment_id, [])
+
+
+def list_attempts_of(session: Session, experiment_ids: Sequence[str]) -> dict[str, list[AttemptRecord]]:
+    """The attempts of each of these experiments (those with none are absent), in one query."""
     rows = session.execute(
-        sa.select(Attempt).where(Attempt.experiment_id == experiment_id).order_by(Attempt.number)
+        sa.select(Attempt)
+        .where(Attempt.experiment_id.in_(experiment_ids))
+        .order_by(Attempt.experiment_id, Attempt.number)
     ).scalars()
-    records = [
-        AttemptRecord(row.number, row.worker, row.started_at, row.resumed_from_step, row.ended_at, row.ending, row.why)
-        for row in rows
-    ]
+    found: dict[str, list[AttemptRecord]] = {}
+    for row in rows:
+        found.setdefault(row.experiment_id, []).append(
+            AttemptRecord(row.number, row.worker, row.started_at, row.resumed_from_step, row.ended_at, row.ending, row.why)
+        )
     session.commit()  # end the read transaction
-    return records
+    return found
 
 
 def save_checkpoint(session: Session, experiment_id: str, step: int, payload: bytes) -> bool:

@@ -5,6 +5,7 @@ uvicorn over a real socket, is in tests/e2e (test_client_against_the_api)."""
 from __future__ import annotations
 
 import json
+import time
 
 import httpx
 import pytest
@@ -105,3 +106,24 @@ def test_wait_gives_up_after_its_timeout() -> None:
     client, _ = recording_client(lambda r: httpx.Response(200, json={"id": "abc", "status": "running"}))
     with pytest.raises(TimeoutError, match="still running after 0.2 s"):
         client.wait("abc", timeout=0.2, poll=0.05)
+
+
+def test_wait_gives_up_after_its_timeout_while_the_stream_keeps_sending() -> None:
+    """A run that keeps progressing sends an event every flush: the timeout still holds."""
+
+    def events():
+        for step in range(10_000):  # ~8 minutes of a run that never ends, unless cut off
+            time.sleep(0.05)
+            state = {"id": "abc", "status": "running", "progress": {"step": step, "total": 10**6}}
+            yield b"event: experiment\ndata: " + json.dumps(state).encode() + b"\n\n"
+
+    def transport(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/events"):
+            return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=events())
+        return httpx.Response(200, json={"id": "abc", "status": "running"})
+
+    client = GradwatchClient("http://gradwatch.test/", transport=httpx.MockTransport(transport))
+    started = time.monotonic()
+    with pytest.raises(TimeoutError, match="still running after 0.5 s"):
+        client.wait("abc", timeout=0.5, poll=0.05)
+    assert time.monotonic() - started < 5

@@ -28,13 +28,19 @@ RUNNING = {
 }  # fmt: skip
 
 
-def test_the_page_follows_a_running_experiment_live_and_cancels_it(browser, pg_redis: Stack, screenshot) -> None:
-    experiment = pg_redis.client.submit(RUNNING)
-    pg_redis.wait_for_step(experiment["id"], 50, timeout=120)
-    context, guard = new_context(browser, pg_redis)
-    page = log_in(context, pg_redis)
+def open_running(browser, stack: Stack, spec: dict) -> tuple[dict, object, object, object]:  # noqa: ANN001
+    """Submit `spec`, wait until it ran 50 steps, and open its page (logged in, guarded)."""
+    experiment = stack.client.submit(spec)
+    stack.wait_for_step(experiment["id"], 50, timeout=120)
+    context, guard = new_context(browser, stack)
+    page = log_in(context, stack)
     page.goto(f"/experiments/{experiment['id']}")
     page.wait_for_selector("body[data-ready=true]")  # the context allows 90 s
+    return experiment, context, guard, page
+
+
+def test_the_page_follows_a_running_experiment_live_and_cancels_it(browser, pg_redis: Stack, screenshot) -> None:
+    experiment, context, guard, page = open_running(browser, pg_redis, RUNNING)
     page.wait_for_function("() => window.gradwatchLive.some(e => e.kind === 'progress')")
     loaded_at = page.evaluate("window.performance.timeOrigin")
 
@@ -81,3 +87,32 @@ def test_the_page_follows_a_running_experiment_live_and_cancels_it(browser, pg_r
     context.close()
     assert guard.blocked == []
     assert guard.refused == [], guard.refused
+
+
+RNN_RUNNING = {
+    "name": "live-rnn", "model": {"type": "rnn", "hidden_size": 16, "num_layers": 1, "activation": "tanh"},
+    "dataset": {"name": "adding", "seq_len": 10}, "training": {"steps": 1_000_000, "batch_size": 16},
+    "logging": {"every": 5, "timesteps_every": 5, "flush_every": 4},
+}  # fmt: skip
+
+
+def test_the_through_time_charts_of_a_running_rnn_grow_live(browser, pg_redis: Stack, screenshot) -> None:
+    experiment, context, guard, page = open_running(browser, pg_redis, RNN_RUNNING)
+    loaded_at = page.evaluate("window.performance.timeOrigin")
+    heatmap_rows = "document.getElementById('chart-timesteps-heatmap').data?.[0]?.y.length ?? 0"
+    rows_at_load = page.evaluate(heatmap_rows)
+    last_at_load = page.evaluate("Number(document.getElementById('chart-timesteps-heatmap').dataset.lastStep ?? -1)")
+    # Rows of later steps arrive over the stream and both charts are redrawn with them.
+    page.wait_for_function("() => window.gradwatchLive.filter(e => e.kind === 'timesteps').length >= 2")
+    page.wait_for_function(f"() => ({heatmap_rows}) > {rows_at_load}")
+    assert page.evaluate("window.performance.timeOrigin") == loaded_at  # never reloaded
+    rows, newest = page.evaluate("""[document.getElementById('chart-timesteps-heatmap').data[0].y,
+        document.getElementById('chart-timesteps').data.at(-1).name]""")
+    assert rows == sorted(set(rows)) and rows[-1] > last_at_load  # steps ascending, none twice
+    # The curves are redrawn just before the heatmap: their latest is of its last row or later.
+    assert int(newest.removeprefix("step ")) >= rows[-1], (newest, rows[-1])
+    screenshot(page, "experiment-rnn-live")
+    page.click("#cancel")
+    assert pg_redis.wait(experiment["id"], timeout=60)["status"] == "cancelled"
+    context.close()
+    assert guard.blocked == [] and guard.errors == [] and guard.refused == [], (guard.errors, guard.refused)

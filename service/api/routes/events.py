@@ -6,14 +6,19 @@ Events (WHATWG HTML §9.2, text/event-stream):
   whenever its status, progress, cancel flag or error changes;
 - `points`: `{"through": step, "series": [{"metric", "layer", "steps", "values"}]}`, every
   series' points stored after the previous event's step (non-finite values null; past
-  `events_max_points` per series, thinned with their extremes kept).
-Each event's `id` is the last step sent, so a browser that reconnects sends it back as
-`Last-Event-ID` and misses nothing. The stream ends after a finished run's last points
-and state, and after `events_max_stream_s` in any case (the browser then reconnects).
+  `events_max_points` per series, thinned with their extremes kept);
+- `timesteps` (only with `?timesteps=true`, recurrent runs): `{"through": step, "layers":
+  [{"layer_index", "timesteps", "steps", "hidden_grad_norm"}]}`, the rows of ‖∂L/∂h_t‖
+  recorded after the previous such event (past `events_max_points` rows, evenly spaced).
+Each event's `id` is the last step of points sent, so a browser that reconnects sends it
+back as `Last-Event-ID` and misses nothing. The stream ends after a finished run's last
+points and state, and after `events_max_stream_s` in any case (the browser then reconnects).
 
-The stream holds no database connection between looks: each look (every `events_poll_s`)
-takes a session of its own in the thread pool, reads the experiment row, and reads points
-only when the run's progress moved.
+Streams do not look at the database themselves: one poller per process looks at every
+watched experiment at once and fans each event out to its streams
+(service/api/live_feed.py). A stream waits on an asyncio queue, holding no thread and no
+database connection; it reads the database itself once, when it joins with a cursor
+behind its feed's.
 """
 
 from __future__ import annotations
@@ -21,24 +26,32 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Annotated, Any
 
+import numpy as np
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from service import store
-from service.analysis.downsample import downsample
 from service.api.deps import CurrentOwner, SessionDep, SettingsDep
+from service.api.live_feed import (
+    LiveFeeds,
+    Subscription,
+    catch_up,
+    is_recurrent,
+    last_step,
+    parts_after,
+    points_parts,
+    timesteps_parts,
+)
 from service.api.lookups import require_experiment
 from service.api.params import ExperimentId
 from service.config import Settings
-from service.db.models import FINISHED_STATUSES
 from service.schemas.errors import ErrorResponse, ValidationErrorResponse
-from service.schemas.experiments import ExperimentPublic
 from service.schemas.jsoncodec import dumps
 from service.schemas.limits import INT64_MAX
-from service.store.live import NewPoints, points_after
+from service.store.live import points_after, timesteps_after_each
 from service.store.records import ExperimentRecord
 
 router = APIRouter(prefix="/api/v1/experiments", tags=["events"])
@@ -59,90 +72,84 @@ def sse(event: str, data: bytes, event_id: int | None = None) -> bytes:
     return head.encode() + b"data: " + data + b"\n\n"  # orjson never writes a newline
 
 
-def _state(record: ExperimentRecord, attempts: list[Any]) -> tuple[Any, ...]:
-    ended = [attempt.ending for attempt in attempts]
-    return (record.status, record.progress_step, record.progress_total, record.cancel_requested, record.error, ended)
-
-
-def _look(app_state: Any, experiment_id: str, owner: str | None) -> tuple[ExperimentRecord | None, list[Any]]:
-    """The experiment and its attempts: an `experiment` event says what GET /experiments/{id} says."""
+def _missed(
+    app_state: Any, record: ExperimentRecord, after: int, joined: Subscription, timesteps: bool, max_points: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """What the feed published before this stream joined: points in (after, joined.through]
+    and, when asked for, rows through time in (after, joined.timesteps_through]."""
+    points: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = []
     with app_state.session_factory() as session:
-        record = store.get_experiment(session, experiment_id, owner)
-        attempts = [] if record is None else store.list_attempts(session, experiment_id)
-        session.commit()
-        return record, attempts
-
-
-def _catch_up(session: Any, experiment_id: str, after_step: int, max_points: int) -> list[Any]:
-    """Every series after `after_step`, read as GET /series reads a thinned view: from each
-    chunk's stored representatives, a few bytes a chunk, however far behind the cursor is."""
-    found = []
-    for metric in store.list_metrics(session, experiment_id):
-        for item in store.read_series(session, experiment_id, metric, step_min=after_step + 1, minmax_points=max_points):
-            found.append(NewPoints(metric, item.layer, item.position, item.steps, item.values))
-    return found
-
-
-def _new_points(
-    app_state: Any, experiment_id: str, after_step: int, max_points: int, behind: int
-) -> tuple[int, bytes | None]:
-    with app_state.session_factory() as session:
-        # Far behind (a page that took long to load, a late reconnect): decoding every
-        # chunk since the cursor would cost as much as the run's history.
-        if behind > max_points:
-            found = _catch_up(session, experiment_id, after_step, max_points)
-        else:
-            found = points_after(session, experiment_id, after_step)
-        found = [item for item in found if len(item.steps)]
-    if not found:
-        return after_step, None
-    through = max(int(item.steps[-1]) for item in found)
-    # A cursor far behind (a page that took long to load, a late reconnect) would make one
-    # huge event: past max_points a series comes thinned as GET /series thins it (M4,
-    # every extreme at its exact step), so an event stays small whatever the gap.
-    series = []
-    for item in found:
-        steps, values = downsample(item.steps, item.values, max_points, "minmax")
-        series.append({"metric": item.metric, "layer": item.layer, "steps": steps, "values": values})
-    return through, dumps({"through": through, "series": series})
+        if after < joined.through:
+            if joined.through - after > max_points:  # a late reconnect: from the chunks' representatives
+                found = catch_up(session, record.id, after, joined.through, max_points)
+            else:
+                found = points_after(session, record.id, after)
+            until = [replace(item, steps=item.steps[keep], values=item.values[keep])
+                     for item in found if np.any(keep := item.steps <= joined.through)]  # fmt: skip
+            points = points_parts(until, max_points)
+        if timesteps and is_recurrent(record) and after < joined.timesteps_through:
+            found_rows = timesteps_after_each(session, {record.id: after}).get(record.id, [])
+            until_rows = [replace(item, steps=item.steps[keep], hidden_grad_norm=item.hidden_grad_norm[keep], cell_grad_norm=None)
+                          for item in found_rows if np.any(keep := item.steps <= joined.timesteps_through)]  # fmt: skip
+            rows = timesteps_parts(until_rows, max_points)
+    return points, rows
 
 
 async def _stream(
-    request: Request, settings: Settings, experiment_id: str, owner: str | None, cursor: int
+    request: Request, settings: Settings, record: ExperimentRecord, cursor: int, timesteps: bool
 ) -> AsyncIterator[bytes]:
-    state = request.app.state
     yield f"retry: {RECONNECT_MS}\n\n".encode()
     deadline = time.monotonic() + settings.events_max_stream_s
-    sent_state: tuple[Any, ...] | None = None
-    looked_at_progress: int | None = None
-    last_write = time.monotonic()
-    while True:
-        record, attempts = await run_in_threadpool(_look, state, experiment_id, owner)
-        if record is None:  # deleted while watched
-            yield sse("deleted", dumps({"id": experiment_id}), cursor)
-            return
-        finished = record.status in FINISHED_STATUSES
-        # Points are written with the progress in one transaction (store.write_chunks), so
-        # an unchanged progress means nothing new to read; a finished run is read once more
-        # because its last flush precedes its final status.
-        if record.progress_step != looked_at_progress or finished:
-            cursor, payload = await run_in_threadpool(
-                _new_points, state, experiment_id, cursor, settings.events_max_points, record.progress_step - cursor
-            )
-            looked_at_progress = record.progress_step
-            if payload is not None:
-                yield sse("points", payload, cursor)
+    feeds: LiveFeeds = request.app.state.live_feeds
+    with feeds.subscribe(record, cursor, timesteps) as joined:
+        rows_cursor = cursor
+        points, rows = await run_in_threadpool(
+            _missed, request.app.state, record, cursor, joined, timesteps, settings.events_max_points
+        )
+        if rows:
+            rows_cursor = last_step(rows)
+            yield sse("timesteps", dumps({"through": rows_cursor, "layers": rows}), cursor)
+        if points:
+            cursor = last_step(points)
+            yield sse("points", dumps({"through": cursor, "series": points}), cursor)
+        # Past the feed's cursors at joining, the feed's messages carry everything.
+        cursor, rows_cursor = max(cursor, joined.through), max(rows_cursor, joined.timesteps_through)
+        if joined.experiment is not None:
+            yield sse("experiment", joined.experiment, cursor)
+        last_write = time.monotonic()
+        while True:
+            now = time.monotonic()
+            wait_s = min(deadline - now, settings.events_keepalive_s - (now - last_write))
+            try:
+                message = await asyncio.wait_for(joined.queue.get(), max(wait_s, 0))
+            except TimeoutError:
+                if time.monotonic() >= deadline:
+                    return  # the browser reconnects with Last-Event-ID
+                yield b": keep-alive\n\n"
                 last_write = time.monotonic()
-        if _state(record, attempts) != sent_state:
-            sent_state = _state(record, attempts)
-            yield sse("experiment", dumps(ExperimentPublic.from_record(record, attempts).model_dump(mode="json")), cursor)
+                continue
+            if message.kind in ("end", "failed"):
+                return
+            if message.kind == "deleted":
+                yield sse("deleted", message.payload, cursor)
+                return
+            if message.kind == "experiment":
+                yield sse("experiment", message.payload, cursor)
+            elif message.kind == "points" and message.through > cursor:
+                payload = message.payload
+                if message.after < cursor:  # joined with a cursor inside this message's range
+                    payload = dumps({"through": message.through, "series": parts_after(message.parts, cursor)})
+                cursor = message.through
+                yield sse("points", payload, cursor)
+            elif message.kind == "timesteps" and message.through > rows_cursor:
+                payload = message.payload
+                if message.after < rows_cursor:
+                    layers = parts_after(message.parts, rows_cursor, "hidden_grad_norm")
+                    payload = dumps({"through": message.through, "layers": layers})
+                rows_cursor = message.through
+                yield sse("timesteps", payload, cursor)
             last_write = time.monotonic()
-        if finished or time.monotonic() >= deadline:
-            return
-        if time.monotonic() - last_write >= settings.events_keepalive_s:
-            yield b": keep-alive\n\n"
-            last_write = time.monotonic()
-        await asyncio.sleep(settings.events_poll_s)
 
 
 @router.get("/{experiment_id}/events", response_class=StreamingResponse, responses=STREAM_RESPONSES)
@@ -161,6 +168,9 @@ def experiment_events(
         int,
         Header(ge=-1, le=INT64_MAX, description="Sent by a reconnecting browser: the last event's id (a step)."),
     ] = None,  # type: ignore[assignment]
+    timesteps: Annotated[
+        bool, Query(description="Also send `timesteps` events: new rows of ‖∂L/∂h_t‖ (recurrent runs).")
+    ] = False,
 ) -> StreamingResponse:
     """Live status, progress and new points of an experiment, until it finishes."""
     record = require_experiment(session, experiment_id, owner)
@@ -169,7 +179,7 @@ def experiment_events(
     if cursor is None:
         cursor = record.progress_step  # from now: what is stored up to the progress is history
     return StreamingResponse(
-        _stream(request, settings, experiment_id, owner, cursor),
+        _stream(request, settings, record, cursor, timesteps),
         media_type="text/event-stream",
         # no-transform: proxies must not buffer or compress the stream
         headers={"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"},

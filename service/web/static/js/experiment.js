@@ -103,13 +103,23 @@ async function drawProfile() {
   await react("chart-profile", figure.data, figure.layout);
 }
 
+// The gradient through time of recurrent layer 0 as drawn: the /timesteps response, then
+// extended in place by the stream's `timesteps` events (rows of later training steps).
+let throughTime = null;
+const isRecurrent = () => ["rnn", "lstm", "gru"].includes(experiment.spec.model?.type);
+
 async function drawThroughTime() {
-  const recurrent = ["rnn", "lstm", "gru"].includes(experiment.spec.model?.type);
-  document.getElementById("through-time").hidden = !recurrent;
-  if (!recurrent) return;
-  let data;
-  try { data = await api(`/experiments/${id}/timesteps`); } catch { return; }
-  if (!data.steps.length) return;
+  document.getElementById("through-time").hidden = !isRecurrent();
+  if (!isRecurrent()) return;
+  try { throughTime = await api(`/experiments/${id}/timesteps`); } catch { return; }
+  if (!throughTime.steps.length) return; // none recorded yet: the stream's rows start the charts
+  await drawTimestepCharts();
+  await drawHorizon();
+}
+
+async function drawTimestepCharts() {
+  const data = throughTime;
+  if (!data?.steps.length) return;
   // Curves: ‖∂L/∂h_t‖ over t at a few recorded steps, early (dark) to late (light).
   const picks = [...new Set([0, Math.floor(data.steps.length / 3), Math.floor((2 * data.steps.length) / 3), data.steps.length - 1])];
   const curves = picks.map((row, i) => ({
@@ -118,11 +128,16 @@ async function drawThroughTime() {
   }));
   await react("chart-timesteps", curves,
     layout("‖∂L/∂h_t‖ through time (loss at the last timestep)", "timestep t", "‖∂L/∂h_t‖", { logY: true }));
-  const figure = heatmap(data.timesteps, data.steps, log10Matrix(data.hidden_grad_norm), {
+  // A copy of the steps: the stream appends to them, and the chart must hold what it drew.
+  const figure = heatmap(data.timesteps, data.steps.slice(), log10Matrix(data.hidden_grad_norm), {
     title: "‖∂L/∂h_t‖: training step × timestep", xTitle: "timestep t", yTitle: "training step",
     colourTitle: "log10 ‖∂L/∂h_t‖",
   });
   await react("chart-timesteps-heatmap", figure.data, figure.layout);
+  document.getElementById("chart-timesteps-heatmap").dataset.lastStep = String(data.steps.at(-1));
+}
+
+async function drawHorizon() {
   const horizon = await api(`/experiments/${id}/horizon`);
   const traces = horizon.layers.map((layer) => ({
     type: "scatter", mode: "lines", name: `recurrent layer ${layer.layer_index}`, x: layer.steps, y: layer.horizon,
@@ -132,6 +147,30 @@ async function drawThroughTime() {
     "training step", "horizon (timesteps)");
   figureLayout.yaxis.range = [0, maxHorizon + 1];
   await react("chart-horizon", traces, figureLayout);
+}
+
+// New rows through time from the stream: appended, then both charts redrawn at most once
+// a second (a heatmap redraw costs more than extending a line); the memory horizon,
+// computed by the server, is read again at most every 10 s.
+let timestepDraw = null;
+let timestepDrawn = 0;
+let horizonAt = 0;
+function appendTimesteps(payload) {
+  const rows = payload.layers.find((layer) => layer.layer_index === (throughTime?.layer ?? 0));
+  if (!rows) return;
+  if (!throughTime?.steps.length) throughTime = { layer: rows.layer_index, steps: [], timesteps: rows.timesteps, hidden_grad_norm: [] };
+  const last = throughTime.steps.at(-1) ?? -1;
+  rows.steps.forEach((step, i) => {
+    if (step > last) { throughTime.steps.push(step); throughTime.hidden_grad_norm.push(rows.hidden_grad_norm[i]); }
+  });
+  arrivals.push({ kind: "timesteps", step: payload.through, at: Date.now() });
+  if (timestepDraw !== null) return;
+  timestepDraw = setTimeout(async () => {
+    timestepDrawn = performance.now();
+    await drawTimestepCharts();
+    timestepDraw = null;
+    if (performance.now() >= horizonAt) { horizonAt = performance.now() + 10_000; drawHorizon().catch(() => {}); }
+  }, Math.max(0, timestepDrawn + 1000 - performance.now()));
 }
 
 function specWith(changes) {
@@ -260,7 +299,8 @@ function appendPoints(payload) {
 }
 
 function listen() {
-  stream = new EventSource(`/api/v1/experiments/${id}/events?after_step=${lastStep}`);
+  const timesteps = isRecurrent() ? "&timesteps=true" : "";
+  stream = new EventSource(`/api/v1/experiments/${id}/events?after_step=${lastStep}${timesteps}`);
   stream.addEventListener("experiment", (event) => {
     const previous = experiment.status;
     experiment = JSON.parse(event.data);
@@ -276,6 +316,7 @@ function listen() {
     }
   });
   stream.addEventListener("points", (event) => appendPoints(JSON.parse(event.data)));
+  stream.addEventListener("timesteps", (event) => appendTimesteps(JSON.parse(event.data)));
   stream.addEventListener("deleted", () => { stream.close(); flash("This experiment was deleted."); });
   stream.onerror = () => setText("live", "reconnecting…");
 }
