@@ -24,6 +24,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictInt,
@@ -81,6 +82,18 @@ class _Section(BaseModel):
         extra="forbid",
         json_schema_extra={"examples": [example["value"] for example in SPEC_EXAMPLES.values()]},
     )
+
+
+def _whole_float_as_int(value: Any) -> Any:
+    # JSON Schema counts 45037.0 as an integer, so the API must take it; everything else
+    # that is not an int (false, "12", 1.5) still meets StrictInt's refusal.
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+# An integer as JSON Schema means it: whole numbers, written 12 or 12.0, never false or "12".
+# Last in its Annotated[StrictInt, …]: placed before the Field bounds, it would hide them
+# from the published schema.
+WHOLE_NUMBER = BeforeValidator(_whole_float_as_int)
 
 
 def _fail(kind: str, message: str, **context: Any) -> PydanticCustomError:
@@ -315,7 +328,7 @@ class LoggingSpec(_Section):
         description="Recorded steps the engine gathers before handing a batch to the store "
         "(default: the worker's GRADWATCH_FLUSH_EVERY).",
     )
-    checkpoint_every: Literal["auto"] | Annotated[StrictInt, Field(ge=0), _limited("max_steps")] | None = Field(
+    checkpoint_every: Literal["auto"] | Annotated[StrictInt, Field(ge=0), _limited("max_steps"), WHOLE_NUMBER] | None = Field(
         "auto",
         description="Training steps between two checkpoints of the run, from which it resumes on "
         "another worker if its worker dies or shuts down (README, \"Failure handling\"). `auto`: a "
@@ -334,30 +347,30 @@ class LoggingSpec(_Section):
         description="Recurrent models: record ‖∂L/∂h_t‖ at most at this many timesteps, "
         "evenly spaced, the first and the last always included.",
     )
-    histogram_every: Annotated[StrictInt, Field(ge=1), _limited("max_steps")] | None = Field(
+    histogram_every: Annotated[StrictInt, Field(ge=1), _limited("max_steps"), WHOLE_NUMBER] | None = Field(
         None,
         description="Histograms of log10|∂L/∂θ| per parameter tensor and of each layer's "
         "pre-activation and output on every this many recorded steps "
         "(`GET /experiments/{id}/histograms`). Off by default.",
     )
-    curvature_every: Annotated[StrictInt, Field(ge=1), _limited("max_steps")] | None = Field(
+    curvature_every: Annotated[StrictInt, Field(ge=1), _limited("max_steps"), WHOLE_NUMBER] | None = Field(
         None,
         description="Measure the sharpness λ_max of the training loss (series `hessian_max_eig`) "
         "every this many training steps, by power iteration on Hessian-vector products. Off by "
         "default: one measurement costs about 2·curvature_iterations backward passes over "
         "curvature_batch examples.",
     )
-    curvature_iterations: Annotated[StrictInt, Field(ge=1), _limited("max_curvature_iterations")] = Field(
+    curvature_iterations: Annotated[StrictInt, Field(ge=1), _limited("max_curvature_iterations"), WHOLE_NUMBER] = Field(
         20,
         description="Power-iteration steps per measurement; each starts from the previous "
         "measurement's eigenvector.",
     )
-    curvature_batch: Annotated[StrictInt, Field(ge=1), _limited("max_batch_size")] = Field(
+    curvature_batch: Annotated[StrictInt, Field(ge=1), _limited("max_batch_size"), WHOLE_NUMBER] = Field(
         1000,
         description="The curvature is measured on a fixed, seeded subset of this many training "
         "examples (all of them, if fewer), the same at every measurement.",
     )
-    curvature_trace_samples: Annotated[StrictInt, Field(ge=0), _limited("max_curvature_trace_samples")] = Field(
+    curvature_trace_samples: Annotated[StrictInt, Field(ge=0), _limited("max_curvature_trace_samples"), WHOLE_NUMBER] = Field(
         0,
         description="Rademacher probes of Hutchinson's estimator of the Hessian trace per "
         "measurement (series `hessian_trace`); 0 measures no trace.",

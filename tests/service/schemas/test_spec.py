@@ -154,3 +154,16 @@ def test_curvature_and_histogram_settings() -> None:
     small = Limits(max_curvature_trace_samples=4)
     errors = _errors({**base, "logging": {"curvature_every": 1, "curvature_trace_samples": 5}}, limits=small)
     assert "max_curvature_trace_samples" in errors[0]["msg"]
+
+
+def test_strict_integer_knobs_take_whole_numbers_written_as_floats() -> None:
+    """JSON Schema counts 45037.0 as an integer (Schemathesis sent one): the API takes it,
+    while false, "12" and 1.5 stay refused."""
+    from service.schemas.spec import LoggingSpec
+
+    logging = LoggingSpec(checkpoint_every=45037.0, histogram_every=10.0, curvature_every=5.0, curvature_batch=64.0)
+    assert (logging.checkpoint_every, logging.histogram_every, logging.curvature_every, logging.curvature_batch) == (45037, 10, 5, 64)
+    assert isinstance(logging.checkpoint_every, int)
+    for refused in (False, "12", 1.5):
+        with pytest.raises(ValidationError):
+            LoggingSpec(checkpoint_every=refused)
