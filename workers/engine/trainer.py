@@ -164,7 +164,7 @@ def train(
     curvature = make_curvature_probe(config, model, params, data, loss_name) if config.curvature.every else None
     histograms = None
     if probes.histogram_every:
-        histograms = HistogramProbe(list(names), flat, config.model.activation, config.model.negative_slope)
+        histograms = HistogramProbe(list(names), flat)
 
     parameter_probe = ParameterProbe(list(names), flat, derived_update(config), probes.fused) if probes.parameters else None
     timesteps = timestep_indices(data.train_x.shape[1], probes.max_timesteps) if recurrent and probes.timesteps else None
@@ -236,9 +236,7 @@ def train(
                 taps.start(with_timesteps)
                 tapped = taps
         histogram_step = histograms is not None and logged and recorded % probes.histogram_every == 0
-        if histogram_step:
-            histograms.watch(model)
-        output = model(x, tapped)
+        output = model(x, histograms.taps(tapped) if histogram_step else tapped)
         loss = compute_loss(output, y, data.task, loss_name)
         flat.zero_grad()
         loss.backward()

@@ -16,17 +16,18 @@ from workers.engine.histograms import (
     ACTIVATION_EDGES,
     BELOW,
     BINS,
-    COLUMN_DTYPE,
-    COLUMNS,
     GRADIENT_EDGES,
+    LINEAR_COLUMNS,
     NONFINITE,
     ZERO,
     HistogramProbe,
+    element_offsets,
     LogMagnitudeColumns,
     grouped_value_counts,
     log_magnitude_counts,
     value_counts,
 )
+from workers.engine.histogram_native import KERNEL
 from workers.engine.probes import FlatParameters
 from workers.engine.records import HistogramBatch
 from workers.engine.trainer import compute_loss, make_model
@@ -105,7 +106,7 @@ def test_zeros_and_non_finite_values_are_counted_exactly(dtype: torch.dtype) -> 
     assert counts[ZERO] == 2 and counts[NONFINITE] == 3 and counts.sum() == 4000
     # Several groups in one pass (the dense layers of a step): each group's own histogram.
     groups = [activations[:1000], activations[1000:1500], activations[1500:]]
-    offsets = torch.repeat_interleave(torch.arange(3, dtype=COLUMN_DTYPE) * COLUMNS, torch.tensor([len(g) for g in groups]))
+    offsets = element_offsets([len(g) for g in groups])
     grouped = grouped_value_counts(activations, offsets, 3).numpy()
     for row, group in zip(grouped, groups, strict=True):
         np.testing.assert_array_equal(row, numpy_columns(group.double().numpy(), ACTIVATION_EDGES, False))
@@ -115,7 +116,7 @@ def test_zeros_and_non_finite_values_are_counted_exactly(dtype: torch.dtype) -> 
     flat = FlatParameters(params, scratch=False)
     params[0].grad.copy_(torch.tensor([[0.0, math.nan, 1.0, 2.0, math.inf]] * 3))
     params[1].grad.copy_(torch.tensor([1e-13, 0.0, 0.0, 1e5, 1e-2, -1e-2, math.nan]))
-    probe = HistogramProbe(["a", "b"], flat, "tanh", 0.01)
+    probe = HistogramProbe(["a", "b"], flat)
     probe.record(0)
     batch = probe.take(0)
     assert batch is not None and batch.keys == (("grad_log10_abs", "a"), ("grad_log10_abs", "b"))
@@ -123,6 +124,24 @@ def test_zeros_and_non_finite_values_are_counted_exactly(dtype: torch.dtype) -> 
     assert first.sum() == 15 and first[ZERO] == 3 and first[NONFINITE] == 6
     assert second.sum() == 7 and second[ZERO] == 2 and second[NONFINITE] == 1 and second[BELOW] == 1 and second[ABOVE] == 1
     assert probe.take(0) is None  # handed out once
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_log_magnitudes_at_every_edge_and_across_the_range_fall_where_numpys_float64_puts_them(dtype: torch.dtype) -> None:
+    # Every edge 10^e rounded to the dtype, and its neighbours one ulp either side: the values
+    # a search for the threshold could get wrong by one.
+    at = torch.tensor(10.0 ** GRADIENT_EDGES, dtype=torch.float64).to(dtype)
+    neighbours = [at, torch.nextafter(at, torch.zeros_like(at)), torch.nextafter(at, torch.full_like(at, math.inf))]
+    generator = torch.Generator().manual_seed(3)
+    spread = torch.randn(20_000, generator=generator, dtype=torch.float64) * 10.0 ** (torch.rand(20_000, generator=generator, dtype=torch.float64) * 40 - 30)
+    values = torch.cat([*neighbours, -at, spread.to(dtype)])
+    counts = log_magnitude_counts(values, None, 1, LogMagnitudeColumns(dtype))[0].numpy()
+    np.testing.assert_array_equal(counts, numpy_columns(values.double().numpy(), GRADIENT_EDGES, True))
+    # Grouped through the lanes: each group's own histogram.
+    sizes = [5, 700, values.numel() - 705]
+    grouped = log_magnitude_counts(values, element_offsets(sizes), 3, LogMagnitudeColumns(dtype)).numpy()
+    for row, group in zip(grouped, values.split(sizes), strict=True):
+        np.testing.assert_array_equal(row, numpy_columns(group.double().numpy(), GRADIENT_EDGES, True))
 
 
 def saturated_fraction(counts: np.ndarray, bound: float) -> tuple[float, float]:
@@ -182,3 +201,60 @@ def test_histograms_are_off_by_default() -> None:
 @pytest.mark.parametrize("edges", [GRADIENT_EDGES, ACTIVATION_EDGES])
 def test_edges_are_exact_in_float32(edges: np.ndarray) -> None:
     assert np.array_equal(edges.astype(np.float32).astype(np.float64), edges)
+
+
+@pytest.fixture(scope="module")
+def kernel():
+    """The C++ histogram loop, built (or loaded from the build cache) for this test process."""
+    assert KERNEL.start().wait(600), "building the C++ histogram kernel took over 10 minutes"
+    assert KERNEL.module is not None, "the C++ histogram kernel did not build (g++ and ninja are on this machine)"
+    return KERNEL.module
+
+
+def awkward_values(dtype: torch.dtype) -> torch.Tensor:
+    """Every edge of both binnings with its neighbours, the dtype's extremes, zeros of both signs,
+    NaN and ±Inf, and a wide spread of random magnitudes."""
+    info = torch.finfo(dtype)
+    edges = torch.tensor(np.concatenate([10.0**GRADIENT_EDGES, ACTIVATION_EDGES]), dtype=torch.float64).to(dtype)
+    up, down = torch.nextafter(edges, torch.full_like(edges, math.inf)), torch.nextafter(edges, torch.full_like(edges, -math.inf))
+    special = torch.tensor([0.0, -0.0, math.nan, math.inf, -math.inf, info.tiny, info.tiny * info.eps, info.max, -info.max], dtype=dtype)
+    generator = torch.Generator().manual_seed(5)
+    spread = torch.randn(30_000, generator=generator, dtype=torch.float64) * 10.0 ** (torch.rand(30_000, generator=generator, dtype=torch.float64) * 44 - 34)
+    values = torch.cat([edges, up, down, -edges, -up, special, spread.to(dtype), torch.zeros(500, dtype=dtype)])
+    return values[torch.randperm(values.numel(), generator=generator)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_cpp_loop_counts_exactly_what_the_pytorch_path_counts(kernel, dtype: torch.dtype) -> None:
+    values = awkward_values(dtype)
+    sizes = [1, 4_000, 0, values.numel() - 4_001]
+    bounds = torch.tensor(np.cumsum([0, *sizes]), dtype=torch.int64)
+    columns = LogMagnitudeColumns(dtype)
+    native = kernel.log_magnitude_counts(values, bounds, columns.first_column, columns.next_start, columns.shift, BINS + 4)
+    torch.testing.assert_close(native, log_magnitude_counts(values, element_offsets(sizes), len(sizes), columns), rtol=0, atol=0)
+    np.testing.assert_array_equal(native[3].numpy(), numpy_columns(values[4_001:].double().numpy(), GRADIENT_EDGES, True))
+
+    groups = list(values.split(sizes))
+    native_values = kernel.value_counts(groups, *LINEAR_COLUMNS)
+    torch.testing.assert_close(native_values, grouped_value_counts(values, element_offsets(sizes), len(sizes)), rtol=0, atol=0)
+    for row, group in zip(native_values, groups, strict=True):
+        np.testing.assert_array_equal(row.numpy(), numpy_columns(group.double().numpy(), ACTIVATION_EDGES, False))
+
+
+@pytest.mark.parametrize("kind", ["mlp", "gru"])
+def test_a_run_histograms_the_same_with_the_cpp_loop_as_without_it(kernel, kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A run may switch to the C++ loop when its build finishes: no histogram may change.
+    if kind == "mlp":
+        config = mlp("sigmoid", steps=6)
+    else:
+        config = RunConfig(
+            model=ModelConfig(kind="gru", hidden_size=8, num_layers=2),
+            dataset=DatasetConfig(name="adding", seq_len=10, num_train=64, num_test=16),
+            training=TrainingConfig(steps=4, batch_size=32, optimizer="adam", lr=0.01),
+            probes=ProbeConfig(histogram_every=1, flush_every=2),
+        )
+    with_kernel = histograms(run(config)[1])
+    monkeypatch.setattr(KERNEL, "ready", lambda: None)
+    without = histograms(run(config)[1])
+    assert with_kernel.keys == without.keys and len(with_kernel.keys) > 4
+    np.testing.assert_array_equal(with_kernel.counts, without.counts)
