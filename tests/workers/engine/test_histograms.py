@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,6 +31,7 @@ from workers.engine.histograms import (
     log_magnitude_counts,
     value_counts,
 )
+from workers.engine import histogram_native
 from workers.engine.histogram_native import KERNEL
 from workers.engine.probes import FlatParameters
 from workers.engine.records import HistogramBatch
@@ -258,3 +263,16 @@ def test_a_run_histograms_the_same_with_the_cpp_loop_as_without_it(kernel, kind:
     without = histograms(run(config)[1])
     assert with_kernel.keys == without.keys and len(with_kernel.keys) > 4
     np.testing.assert_array_equal(with_kernel.counts, without.counts)
+
+
+def test_a_build_cut_off_by_its_process_exit_blocks_no_later_build(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A short-lived process starts the background build and exits in the middle of it, as a
+    # worker's child that ran one small experiment may: the next process must still build.
+    env = {**os.environ, "GRADWATCH_KERNEL_CACHE": str(tmp_path)}
+    script = "import time; from workers.engine.histogram_native import KERNEL; KERNEL.start(); time.sleep(3)"
+    subprocess.run([sys.executable, "-c", script], env=env, check=True, timeout=120, cwd=Path(__file__).resolve().parents[3])
+    monkeypatch.setenv("GRADWATCH_KERNEL_CACHE", str(tmp_path))
+    assert list(histogram_native.cache_directory().glob("*.so")) == []  # it was cut off before finishing
+    module = histogram_native.build()
+    assert module.value_counts([torch.tensor([0.0, 1.0, math.nan])], *LINEAR_COLUMNS)[0].sum() == 3
+    assert list(histogram_native.cache_directory().glob("*.so")) == [histogram_native.built_path()]
