@@ -69,13 +69,16 @@ def get_series(
     check_step_range(step_min, step_max)
     record = require_experiment(session, experiment_id, owner)
     # minmax thinning can run on each chunk's stored representatives instead of every point
-    # (service/store/summaries.py); LTTB needs every point.
+    # (service/store/summaries.py).
     minmax_points = max_points if agg == "minmax" else None
-    # mean reads each chunk's aggregates (service/api/bucket_reads.py) and comes back thinned.
+    # mean reads each chunk's aggregates (service/api/bucket_reads.py) and LTTB, over many
+    # chunks, their representatives (service/api/lttb_reads.py); both come back thinned.
     mean_points = max_points if agg == "mean" else None
+    lttb_points = max_points if agg == "lttb" else None
     data = require_series(
-        session, record, metric, layer, step_min, step_max, minmax_points=minmax_points, mean_points=mean_points
-    )
+        session, record, metric, layer, step_min, step_max,
+        minmax_points=minmax_points, mean_points=mean_points, lttb_points=lttb_points,
+    )  # fmt: skip
     series = []
     for item in data:
         steps, values = item.steps, item.values
