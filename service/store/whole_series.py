@@ -15,7 +15,8 @@ chunk aggregates (service/store/aggregates.py) do spare is everything else:
 
 The points come back exactly as `read_points` in points.py returns them; a series whose
 chunks overlap, or lack aggregates (written before migration 0008 ran), is read that way.
-On SQLite, an in-process database where rows cost little, every series is read that way.
+On SQLite, an in-process database where rows cost little, every series is read that way,
+as on PostgreSQL through a driver other than psycopg 3.
 """
 
 from __future__ import annotations
@@ -45,7 +46,10 @@ def read_whole_series(session: Session, experiment_id: str, metrics: Sequence[st
     )
     found = session.execute(query).all()
     ids = [row.id for row in found]
-    points = _concatenated(session, ids) if ids and session.get_bind().dialect.name == "postgresql" else {}
+    dialect = session.get_bind().dialect
+    # psycopg 3 (the driver make_engine picks for PostgreSQL) for its binary cursor.
+    concatenated = ids and dialect.name == "postgresql" and dialect.driver == "psycopg"
+    points = _concatenated(session, ids) if concatenated else {}
     rest = [series_id for series_id in ids if series_id not in points]
     if rest:
         points |= read_points(session, rest, None, None)
@@ -76,11 +80,10 @@ def _concatenated(session: Session, series_ids: Sequence[int]) -> dict[int, tupl
         .where(PointChunk.series_id.in_(series_ids))
         .group_by(PointChunk.series_id)
     )
-    compiled = query.compile(dialect=session.get_bind().dialect, compile_kwargs={"render_postcompile": True})
     # psycopg's binary format returns bytea as its bytes; SQLAlchemy's text format would
     # send every byte as two hex digits (measured: 44 ms against 65 ms for 1.1M points).
-    driver = session.connection().connection.driver_connection
-    with driver.cursor(binary=True) as cursor:
+    compiled = query.compile(dialect=session.get_bind().dialect, compile_kwargs={"render_postcompile": True})
+    with session.connection().connection.driver_connection.cursor(binary=True) as cursor:
         cursor.execute(str(compiled), compiled.params)
         rows = cursor.fetchall()
     result = {}
