@@ -44,8 +44,8 @@ def _finite(values: np.ndarray) -> np.ndarray:
 
 
 def _median(values: np.ndarray) -> float:
-    finite = _finite(values)
-    return float(np.median(finite)) if len(finite) else float("nan")
+    finite = _finite(values)  # a copy (boolean indexing), so the median may partition it in place
+    return float(np.median(finite, overwrite_input=True)) if len(finite) else float("nan")
 
 
 def _window(n: int, fraction: float) -> int:
