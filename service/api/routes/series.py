@@ -64,7 +64,12 @@ def get_series(
     ] = "minmax",
 ) -> JSONBytesResponse:
     """One metric's time series: a series per layer, or one with `layer: null` for a
-    global metric. Non-finite values are null."""
+    global metric. Non-finite values are null.
+
+    `agg=lttb` on a series of many chunks (more than four stored first/last/min/max points
+    per requested point) runs LTTB on each chunk's first, last, minimum and maximum points,
+    as MinMaxLTTB does; on a shorter one, on every point. Either way the points returned
+    are recorded ones, and the global extremes, first and last points are among them."""
     limit = settings.limits.max_points
     check_step_range(step_min, step_max)
     record = require_experiment(session, experiment_id, owner)
