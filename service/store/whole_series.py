@@ -112,10 +112,15 @@ def _in_step_order(chunks: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, 
     """The chunks and their values sorted by first step (string_agg keeps the scan's
     order, not the steps'), or None where chunks overlap (`_clean` in points.py resolves
     overlaps point by point)."""
-    order = np.argsort(chunks["first_step"], kind="stable")
-    if np.any(order[1:] < order[:-1]):
-        starts = np.concatenate(([0], np.cumsum(chunks["n_points"])[:-1]))
-        values = np.concatenate([values[starts[i] : starts[i] + chunks["n_points"][i]] for i in order])
+    if np.any(chunks["first_step"][1:] < chunks["first_step"][:-1]):
+        # (A table whose freed space, from deleted experiments, new rows reuse is scanned
+        # out of step order.) Each point moves with its chunk: its offset in the chunk plus
+        # where the chunk starts in the old order.
+        order = np.argsort(chunks["first_step"], kind="stable")
+        sizes = chunks["n_points"][order]
+        old_starts = np.concatenate(([0], np.cumsum(chunks["n_points"])[:-1]))[order]
+        new_starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
+        values = values[np.repeat(old_starts - new_starts, sizes) + np.arange(int(sizes.sum()))]
         chunks = chunks[order]
     if not np.all(chunks["first_step"][1:] > chunks["last_step"][:-1]):
         return None
