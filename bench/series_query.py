@@ -133,7 +133,7 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=10)
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--aggregated-requests", type=int, default=50,
-                        help="requests per aggregated read (mean, profile, LTTB; summary: at most 10)")
+                        help="requests per aggregated read (mean, profile, LTTB; summary: at most 30)")
     parser.add_argument("--baseline", metavar="CHECKOUT",
                         help="a checkout of another gradwatch version (e.g. `git worktree add /tmp/base main`): "
                              "its API serves the same database beside this one, for side-by-side timings of the "
@@ -209,7 +209,7 @@ def main() -> None:
                 ("profile max_points=500", f"{analysis}/profile", {"max_points": 500}, n, ok),
                 ("series max_points=1000 agg=lttb, all layers", series,
                  {"metric": "grad_mean_abs", "max_points": 1000, "agg": "lttb"}, n, thinned),
-                ("summary", f"{analysis}/summary", {}, min(n, 10), ok),
+                ("summary", f"{analysis}/summary", {}, min(n, 30), ok),
             ]  # fmt: skip
             with _baseline_client(args.baseline, env, experiment_id, bench_headers(url)) as baseline:
                 for label, path, params, n, check in aggregated:

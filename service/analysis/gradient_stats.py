@@ -44,8 +44,8 @@ def _finite(values: np.ndarray) -> np.ndarray:
 
 
 def _median(values: np.ndarray) -> float:
-    finite = _finite(values)
-    return float(np.median(finite)) if len(finite) else float("nan")
+    finite = _finite(values)  # a copy (boolean indexing), so the median may partition it in place
+    return float(np.median(finite, overwrite_input=True)) if len(finite) else float("nan")
 
 
 def _window(n: int, fraction: float) -> int:
@@ -66,8 +66,15 @@ def layer_summaries(series: Mapping[str, Sequence[SeriesData]]) -> list[LayerSum
 
 
 def _common_steps(first: SeriesData, last: SeriesData) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    if _same_ascending_steps(first.steps, last.steps):
+        # Layers written by one run share their steps: what intersect1d would return, without its sort.
+        return first.steps, first.values, last.values
     steps, first_at, last_at = np.intersect1d(first.steps, last.steps, assume_unique=True, return_indices=True)
     return steps, first.values[first_at], last.values[last_at]
+
+
+def _same_ascending_steps(a: np.ndarray, b: np.ndarray) -> bool:
+    return len(a) == len(b) and bool(np.array_equal(a, b)) and bool(np.all(a[1:] > a[:-1]))
 
 
 def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:

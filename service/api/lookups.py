@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from service import store
 from service.api.bucket_reads import read_mean_thinned
+from service.api.lttb_reads import read_lttb_thinned
 from service.store.records import ExperimentRecord, SeriesData
 
 # The engine's probe names (docs/architecture.md). A run that has not flushed yet answers
@@ -70,6 +71,7 @@ def require_series(
     per_layer: bool = False,
     minmax_points: int | None = None,
     mean_points: int | None = None,
+    lttb_points: int | None = None,
 ) -> list[SeriesData]:
     """The metric's series, with a 404 that lists what exists when it or a layer does not.
 
@@ -77,6 +79,8 @@ def require_series(
     the store can then serve from each chunk's representative points (`store.read_series`).
     `mean_points`: the series come back already thinned by `agg=mean`, from the chunks'
     aggregates where they allow it (service/api/bucket_reads.py).
+    `lttb_points`: they come back already thinned by `agg=lttb`, from the chunks'
+    representatives where there are many (service/api/lttb_reads.py).
     """
     available = store.list_metrics(session, record.id)
     if metric not in available:
@@ -110,4 +114,6 @@ def require_series(
             )
     if mean_points is not None:
         return read_mean_thinned(session, record.id, metric, layers or None, step_min, step_max, mean_points)
+    if lttb_points is not None:
+        return read_lttb_thinned(session, record.id, metric, layers or None, step_min, step_max, lttb_points)
     return store.read_series(session, record.id, metric, layers or None, step_min, step_max, minmax_points)

@@ -25,6 +25,7 @@ from service.store.experiments import (
 from service.store.aggregates import ChunkTable, read_chunk_points, read_chunk_tables
 from service.store.idempotency import forget_key
 from service.store.points import find_series, list_metrics, read_series, read_timesteps, write_chunks
+from service.store.whole_series import read_whole_series
 from service.store.records import (
     ActiveLimitExceeded,
     ExperimentNotFound,
@@ -87,6 +88,7 @@ __all__ = [
     "mark_dispatched",
     "read_chunk_points",
     "read_chunk_tables",
+    "read_whole_series",
     "read_series",
     "read_timesteps",
     "record_progress",

@@ -296,12 +296,12 @@ def read_series(
         points = read_representatives(session, ids, step_min, step_max, minmax_points)
     rest = [series_id for series_id in ids if series_id not in points]
     if rest:
-        points |= _read_points(session, rest, step_min, step_max)
+        points |= read_points(session, rest, step_min, step_max)
     session.commit()  # end the read transaction
     return [SeriesData(row.layer, row.position, *points[row.id]) for row in found]
 
 
-def _read_points(
+def read_points(
     session: Session, series_ids: Sequence[int], step_min: int | None, step_max: int | None
 ) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """series id → every one of its points in the step range, in one query for all series."""

@@ -1,7 +1,7 @@
 """/api/v1/experiments/{id}/profile, /horizon and /summary: the gradient, analysed.
 
 Sync routes: FastAPI runs them in its thread pool, off the event loop, because the
-analysis reads every point of several series and computes over them with numpy.
+summary reads every point of several series and computes over them with numpy.
 """
 
 from __future__ import annotations
@@ -43,12 +43,9 @@ MaxPoints = max_points_query(2, "At most this many steps (rows) in each returned
 
 
 def read_for_diagnosis(session: Session, record: ExperimentRecord) -> DiagnosisInput:
-    available = store.list_metrics(session, record.id)
-    series = {
-        metric: store.read_series(session, record.id, metric)
-        for metric in DIAGNOSIS_METRICS
-        if metric in available
-    }
+    # Every point of every metric the diagnosis reads (its medians need them all), in one
+    # concatenated row per series (service/store/whole_series.py).
+    series = store.read_whole_series(session, record.id, DIAGNOSIS_METRICS)
     model_type = (record.spec.get("model") or {}).get("type")
     timesteps = store.read_timesteps(session, record.id) if model_type in RECURRENT_MODELS else []
     # Saturation reads only the pre-activation histogram chunks, of the nets that can saturate.

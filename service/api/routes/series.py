@@ -64,18 +64,26 @@ def get_series(
     ] = "minmax",
 ) -> JSONBytesResponse:
     """One metric's time series: a series per layer, or one with `layer: null` for a
-    global metric. Non-finite values are null."""
+    global metric. Non-finite values are null.
+
+    `agg=lttb` on a series of many chunks (more than four stored first/last/min/max points
+    per requested point) runs LTTB on each chunk's first, last, minimum and maximum points,
+    as MinMaxLTTB does; on a shorter one, on every point. Either way the points returned
+    are recorded ones, and the global extremes, first and last points are among them."""
     limit = settings.limits.max_points
     check_step_range(step_min, step_max)
     record = require_experiment(session, experiment_id, owner)
     # minmax thinning can run on each chunk's stored representatives instead of every point
-    # (service/store/summaries.py); LTTB needs every point.
+    # (service/store/summaries.py).
     minmax_points = max_points if agg == "minmax" else None
-    # mean reads each chunk's aggregates (service/api/bucket_reads.py) and comes back thinned.
+    # mean reads each chunk's aggregates (service/api/bucket_reads.py) and LTTB, over many
+    # chunks, their representatives (service/api/lttb_reads.py); both come back thinned.
     mean_points = max_points if agg == "mean" else None
+    lttb_points = max_points if agg == "lttb" else None
     data = require_series(
-        session, record, metric, layer, step_min, step_max, minmax_points=minmax_points, mean_points=mean_points
-    )
+        session, record, metric, layer, step_min, step_max,
+        minmax_points=minmax_points, mean_points=mean_points, lttb_points=lttb_points,
+    )  # fmt: skip
     series = []
     for item in data:
         steps, values = item.steps, item.values

@@ -155,3 +155,26 @@ def test_per_step_ratio_is_downsampled_with_its_extremes() -> None:
     per_step = diagnosis.depth_ratio.per_step
     assert len(per_step.steps) <= 50 and per_step.steps[0] == 0 and per_step.steps[-1] == 999
     assert per_step.values.min() == pytest.approx(diagnosis.depth_ratio.minimum)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_layers_sharing_their_steps_give_the_ratio_intersect1d_gives(seed: int) -> None:
+    """The depth ratio skips intersect1d when two layers have the same steps; with an extra
+    step on the last layer (so intersect1d runs) the ratio over the shared steps is the same."""
+    from service.analysis.gradient_stats import depth_ratio_summary
+
+    rng = np.random.default_rng(seed)
+    steps = np.cumsum(rng.integers(1, 4, 3000)).astype(np.int64)
+    values = np.exp(rng.normal(0, 2, size=(3, len(steps))))
+    values[rng.integers(3, size=10), rng.integers(len(steps), size=10)] = rng.choice([np.nan, np.inf, -np.inf, 0.0], 10)
+    shared = [SeriesData(f"layers.{i}.weight", i, steps, values[i]) for i in range(3)]
+    extra = np.append(steps, steps[-1] + 5)
+    uneven = [*shared[:2], SeriesData("layers.2.weight", 2, extra, np.append(values[2], 1.0))]
+    fast = depth_ratio_summary("grad_mean_abs", shared, THRESHOLDS, 200)
+    slow = depth_ratio_summary("grad_mean_abs", uneven, THRESHOLDS, 200)
+    assert fast is not None and slow is not None
+    np.testing.assert_array_equal(fast.per_step.steps, slow.per_step.steps)
+    np.testing.assert_array_equal(fast.per_step.values, slow.per_step.values)
+    fast_fields = {k: v for k, v in fast.__dict__.items() if k != "per_step"}
+    slow_fields = {k: v for k, v in slow.__dict__.items() if k != "per_step"}
+    assert repr(fast_fields) == repr(slow_fields)  # repr: NaN equals NaN
