@@ -28,7 +28,7 @@ the issue's performance goals for the pages.
   long each live page took to load while the others streamed, and the share of a core the
   API process and this benchmark's Chromium used in each phase (on one small machine the
   browsers compete with the API for the same cores; `--idle-browsers` runs them at
-  SCHED_IDLE while measuring, as if they were the watchers' own machines).
+  SCHED_IDLE from their start, as if they were the watchers' own machines).
 
 Needs PostgreSQL (GRADWATCH_BENCH_POSTGRES_URL) and Chromium (/usr/bin/chromium or
 GRADWATCH_BENCH_CHROMIUM).
@@ -41,6 +41,7 @@ import collections
 import contextlib
 import os
 import statistics
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -216,6 +217,17 @@ def _stat(pid: int) -> list[str] | None:
         return None
 
 
+def idle_wrapper(stack: contextlib.ExitStack) -> str:
+    """An executable that starts Chromium at SCHED_IDLE: every process and thread it forks
+    inherits the policy, so the browsers run only on CPU that nothing else wants, from their
+    first page on, as if they were the watchers' own machines."""
+    folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="gw-idle-chromium-")))
+    wrapper = folder / "chromium"
+    wrapper.write_text(f'#!/bin/sh\nexec chrt --idle 0 {CHROMIUM} "$@"\n')
+    wrapper.chmod(0o755)
+    return str(wrapper)
+
+
 def chromium_pids() -> list[int]:
     """This process's descendants that are Chromium's (other users' browsers excluded)."""
     children: dict[int, list[int]] = {}
@@ -291,7 +303,7 @@ def main() -> None:
                         help="also time the pages of the gradwatch in this working tree, on the same database")
     parser.add_argument(
         "--idle-browsers", action="store_true",
-        help="while measuring, run Chromium at SCHED_IDLE (spare CPU only): the watchers' browsers as if on their own machines",
+        help="run Chromium at SCHED_IDLE from its start (spare CPU only): the watchers' browsers as if on their own machines",
     )  # fmt: skip
     args = parser.parse_args()
 
@@ -307,7 +319,8 @@ def main() -> None:
             sides = [("this checkout", server.url)]
             if args.baseline:
                 sides.insert(0, (f"baseline {args.baseline}", servers.enter_context(api_server(env, checkout=args.baseline)).url))
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+            executable = idle_wrapper(servers) if args.idle_browsers else CHROMIUM
+            browser = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
             cookie = session_cookie(server.url, headers)
             timings = {label: collections.defaultdict(list) for label, _ in sides}
             for _ in range(args.repeats):
@@ -349,11 +362,6 @@ def main() -> None:
                     except PlaywrightTimeout:  # say why, and measure with the pages that are live
                         said = page.evaluate("[document.getElementById('flash')?.textContent, document.getElementById('live').textContent, document.body.dataset.ready]")
                         print(f"page {number} got no points within 180 s of the last page's load: flash {said[0]!r}, live {said[1]!r}, ready {said[2]!r}")
-                if args.idle_browsers:
-                    for pid in chromium_pids():  # every thread: the policy is per thread
-                        for thread in os.listdir(f"/proc/{pid}/task") if os.path.isdir(f"/proc/{pid}/task") else []:
-                            with contextlib.suppress(OSError):
-                                os.sched_setscheduler(int(thread), os.SCHED_IDLE, os.sched_param(0))
                 with CpuShare(api=lambda: [server.pid], chromium=chromium_pids) as busy_cpu:
                     busy = latency(api_load(server.url, headers, finished, args.duration))
                 received = sum(page.evaluate("window.gradwatchLive.length") for _, page in contexts)
