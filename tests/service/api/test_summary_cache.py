@@ -195,6 +195,7 @@ def test_a_hit_issues_only_the_count_query(app: FastAPI, client: httpx.Client, a
     assert not any("values" in s or "steps" in s for s in hits), hits
 
 
+@pytest.mark.usefixtures("client")  # its lifespan disposes of the engine api_session uses
 def test_the_cache_keeps_to_its_size_bound(settings: Settings, api_session: Session) -> None:
     ids = [store_run(api_session, mlp_run("relu", seed=seed), owner=TEST_OWNER) for seed in range(3)]
     with api_client(create_app(settings)) as probe:
