@@ -205,6 +205,11 @@ class Settings(BaseSettings):
     # polls' rare stalls. Overflow is only for bursts beyond that.
     db_pool_size: int = 44
     db_max_overflow: int = 10
+    # Rendered summaries each API process keeps until their experiment's data changes
+    # (service/api/summary_cache.py), in bytes of JSON; 0 turns the cache off. A
+    # 1,000,000-point run's summary is 18 kB at the default max_points (500) and 135 kB at
+    # 5,000, so 64 MiB holds some thousands of runs' summaries.
+    summary_cache_bytes: int = Field(64 * 2**20, ge=0)
     # While the database is unreachable the API answers 503 with this Retry-After (seconds).
     db_unavailable_retry_after_s: int = Field(5, ge=1, le=3600)
     # Redis redelivers an unacknowledged task after this long: longer than any run.

@@ -24,6 +24,7 @@ from service.api.deps import get_caller
 from service.api.errors import BodySizeLimitMiddleware, install_error_handlers
 from service.api.live_feed import LiveFeeds
 from service.api.openapi import install_openapi
+from service.api.summary_cache import SummaryCache
 from service.api.routes import (
     analysis,
     callbacks,
@@ -179,6 +180,7 @@ def create_app(settings: Settings | None = None, enqueuer: Enqueuer | None = Non
     app.state.background_work = threading.Lock()  # held by each pass of a background loop
     app.state.live_feeds = LiveFeeds(app.state.session_factory, settings)  # the event streams' poller
     app.state.enqueuer = enqueuer or Enqueuer(settings)
+    app.state.summary_cache = SummaryCache(settings.summary_cache_bytes)
     install_error_handlers(app, settings.db_unavailable_retry_after_s)
     install_openapi(app, settings.limits)
     app.add_middleware(BodySizeLimitMiddleware, limits=settings.limits)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query, Request, Response
 from sqlalchemy.orm import Session
 
 from service import store
@@ -27,9 +27,12 @@ from service.api.lookups import (
     require_series,
 )
 from service.api.responses import JSONBytesResponse
+from service.api.summary_cache import SummaryCache, SummaryInputs
 from service.schemas.analysis import HorizonResponse, ProfileResponse, SummaryResponse
+from service.schemas.jsoncodec import dumps
 from service.schemas.errors import ErrorResponse, ValidationErrorResponse
 from service.schemas.spec import RECURRENT_MODELS
+from service.store.data_version import read_data_version
 from service.store.histograms import read_histograms
 from service.store.records import ExperimentRecord
 
@@ -141,20 +144,31 @@ def get_horizon(
 
 @router.get("/{experiment_id}/summary", response_model=SummaryResponse, responses=ERRORS)
 def get_summary(
+    request: Request,
     experiment_id: ExperimentId,
     session: SessionDep,
     owner: CurrentOwner,
     settings: SettingsDep,
     max_points: MaxPoints = 500,
-) -> JSONBytesResponse:
+) -> Response:
     """The diagnosis: per-layer medians, the first-to-last layer ratio and the decay per
     layer, the gradient norm before and after clipping, non-finite steps, the memory
     horizon of recurrent models, the final losses against the task's trivial baseline, and
     a verdict (`vanishing`, `exploding`, `not_learning`, `healthy`, or `no_data` when
     nothing was recorded) with a one-sentence headline, its evidence, the thresholds it
-    used, and the literature's remedies."""
+    used, and the literature's remedies.
+
+    Served from the process's cache while the experiment's row and stored chunks are
+    unchanged (service/api/summary_cache.py): the same bytes, one count query."""
     record = require_experiment(session, experiment_id, owner)
-    diagnosis = diagnose(read_for_diagnosis(session, record), settings.diagnosis, max_points)
-    return JSONBytesResponse(
-        {"experiment_id": record.id, "name": record.name, "status": record.status, **diagnosis.__dict__}
-    )
+    # The counts first, the data after: the data read then holds at least what was
+    # counted, so a body never lacks a chunk its key counts; one that holds a chunk more
+    # (written in between) is kept under counts that no later read will match again.
+    inputs = SummaryInputs.of(record, read_data_version(session, record.id))
+    cache: SummaryCache = request.app.state.summary_cache
+    body = cache.get(record.id, max_points, inputs)
+    if body is None:
+        diagnosis = diagnose(read_for_diagnosis(session, record), settings.diagnosis, max_points)
+        body = dumps({"experiment_id": record.id, "name": record.name, "status": record.status, **diagnosis.__dict__})
+        cache.put(record.id, max_points, inputs, body)
+    return Response(body, media_type=JSONBytesResponse.media_type)
