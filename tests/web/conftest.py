@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import sqlalchemy as sa
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from sqlalchemy.engine import make_url
 
 from service.db.migrate import upgrade
@@ -134,6 +135,26 @@ def log_in(context: object, stack: Stack, token: str | None = None) -> object:
     page.click("button[type=submit]")
     page.wait_for_url(f"{stack.api_url}/")
     return page
+
+
+def click_cancel(page: object, attempts: int = 3) -> None:
+    """Click the page's Cancel and wait for its POST to be answered.
+
+    A click right after a full-page screenshot (the viewport resized and restored, every chart
+    relaid out) was lost twice in CI runs (no POST reached the API); a lost click is clicked
+    again, and said on stdout, so that it stays visible without failing the test."""
+    for attempt in range(1, attempts + 1):
+        try:
+            with page.expect_response(  # type: ignore[attr-defined]
+                lambda r: r.request.method == "POST" and r.url.endswith("/cancel"), timeout=10_000
+            ) as response:
+                page.click("#cancel")  # type: ignore[attr-defined]
+        except PlaywrightTimeout:
+            print(f"click_cancel: attempt {attempt} sent no POST within 10 s")
+            continue
+        assert response.value.ok, response.value.status
+        return
+    raise AssertionError(f"Cancel clicked {attempts} times and no POST /cancel was answered")
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import json
 import pytest
 
 from tests.e2e.stack import Stack
-from tests.web.conftest import log_in, new_context
+from tests.web.conftest import click_cancel, log_in, new_context
 
 pytestmark = pytest.mark.slow
 
@@ -212,7 +212,7 @@ def test_a_cross_site_form_post_changes_nothing(context, embedded) -> None:
 
     # The page itself cancels it (its requests carry the CSRF value).
     page = ready(context.new_page(), f"/experiments/{running['id']}")
-    page.click("#cancel")
+    click_cancel(page)
     assert embedded.wait(running["id"], timeout=60)["status"] == "cancelled"
     page.wait_for_selector("#status.status-cancelled")
     page.close()

@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.e2e.stack import Stack
-from tests.web.conftest import log_in, new_context
+from tests.web.conftest import click_cancel, log_in, new_context
 
 pytestmark = pytest.mark.slow
 
@@ -81,7 +81,7 @@ def test_the_page_follows_a_running_experiment_live_and_cancels_it(browser, pg_r
     assert page.evaluate("document.getElementById('chart-layers').data[0].x.length") > 10
     screenshot(page, "experiment-live")
 
-    page.click("#cancel")
+    click_cancel(page)
     assert pg_redis.wait(experiment["id"], timeout=60)["status"] == "cancelled"
     page.wait_for_selector("#status.status-cancelled")
     context.close()
@@ -112,7 +112,7 @@ def test_the_through_time_charts_of_a_running_rnn_grow_live(browser, pg_redis: S
     # The curves are redrawn just before the heatmap: their latest is of its last row or later.
     assert int(newest.removeprefix("step ")) >= rows[-1], (newest, rows[-1])
     screenshot(page, "experiment-rnn-live")
-    page.click("#cancel")
+    click_cancel(page)
     assert pg_redis.wait(experiment["id"], timeout=60)["status"] == "cancelled"
     context.close()
     assert guard.blocked == [] and guard.errors == [] and guard.refused == [], (guard.errors, guard.refused)
