@@ -43,11 +43,20 @@ def read_mean_thinned(
         result = None if table is None else mean_from_chunks(table, max_points, read)
         if result is not None:
             thinned[ref.id] = result
+    return thinned_in_order(session, experiment_id, metric, found, thinned, step_min, step_max, max_points, "mean")
+
+
+def thinned_in_order(
+    session: Session, experiment_id: str, metric: str, found: Sequence, thinned: dict[int, tuple[np.ndarray, np.ndarray]],
+    step_min: int | None, step_max: int | None, max_points: int, agg: str,
+) -> list[SeriesData]:
+    """The series of `found` in their order: those in `thinned` (by series id) as they are, the
+    rest read in full and thinned by `downsample(…, agg)`; ends the read transaction."""
     rest = [ref.layer for ref in found if ref.id not in thinned]
     if rest:
         for data in store.read_series(session, experiment_id, metric, rest, step_min, step_max):
             ref = next(r for r in found if r.layer == data.layer)
-            thinned[ref.id] = downsample(data.steps, data.values, max_points, "mean")
+            thinned[ref.id] = downsample(data.steps, data.values, max_points, agg)
     session.commit()  # end the read transaction
     return [SeriesData(ref.layer, ref.position, *thinned[ref.id]) for ref in found]
 

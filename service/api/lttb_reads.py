@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 
 from service import store
 from service.analysis.downsample import downsample
+from service.api.bucket_reads import thinned_in_order
 from service.store.records import SeriesData
 from service.store.summaries import read_representatives
 
@@ -48,10 +49,4 @@ def read_lttb_thinned(
     thinned = {
         series_id: downsample(steps, values, max_points, "lttb") for series_id, (steps, values) in preselected.items()
     }
-    rest = [ref.layer for ref in found if ref.id not in thinned]
-    if rest:
-        for data in store.read_series(session, experiment_id, metric, rest, step_min, step_max):
-            ref = next(r for r in found if r.layer == data.layer)
-            thinned[ref.id] = downsample(data.steps, data.values, max_points, "lttb")
-    session.commit()  # end the read transaction
-    return [SeriesData(ref.layer, ref.position, *thinned[ref.id]) for ref in found]
+    return thinned_in_order(session, experiment_id, metric, found, thinned, step_min, step_max, max_points, "lttb")

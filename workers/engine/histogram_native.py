@@ -66,7 +66,6 @@ def build() -> ModuleType:
     exit), and every later process would then wait on it forever. Here builders never wait on
     each other: two that race both build, and the second rename replaces an identical file.
     """
-    import torch  # noqa: F401  (the module links against torch's libraries)
     from torch.utils.cpp_extension import load
 
     target = built_path()

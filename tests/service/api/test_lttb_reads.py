@@ -16,6 +16,7 @@ from service import store
 from service.analysis.downsample import downsample, must_keep_points
 from service.api.lttb_reads import PRESELECTION_RATIO, read_lttb_thinned
 from service.store.summaries import representatives
+from tests.service.chunked_runs import store_chunked
 
 LAYERS = ["layers.0.weight", "layers.1.weight"]
 PROPERTY = settings(
@@ -41,16 +42,7 @@ def stored_runs(draw: st.DrawFn) -> dict:
 
 
 def _store(session: Session, run: dict) -> str:
-    record = store.create_experiment(session, "e", [], {"training": {"steps": 10}}, "cpu")
-    store.claim_experiment(session, record.id, "w")
-    steps, values, bounds = run["steps"], run["values"], run["bounds"]
-    chunks = [
-        store.SeriesChunk("grad_norm", layer, position, steps[a:b], values[a:b, position])
-        for a, b in zip(bounds[:-1], bounds[1:], strict=True)
-        for position, layer in enumerate(LAYERS)
-    ]
-    store.write_chunks(session, record.id, chunks)
-    return record.id
+    return store_chunked(session, run, LAYERS)
 
 
 def _preselection(steps: np.ndarray, values: np.ndarray, bounds: np.ndarray, step_range: tuple) -> tuple:

@@ -17,6 +17,7 @@ from service.analysis.downsample import downsample, must_keep_points
 from service.analysis.profile import depth_profile
 from service.api.bucket_reads import read_mean_thinned, read_profile
 from service.store.aggregates import AGGREGATE_DTYPE, aggregate_record
+from tests.service.chunked_runs import store_chunked
 
 LAYERS = ["layers.0.weight", "layers.1.weight", "layers.2.weight"]
 PROPERTY = settings(
@@ -48,16 +49,7 @@ def stored_runs(draw: st.DrawFn) -> dict:
 
 
 def _store(session: Session, run: dict) -> str:
-    record = store.create_experiment(session, "e", [], {"training": {"steps": 10}}, "cpu")
-    store.claim_experiment(session, record.id, "w")
-    steps, values, bounds = run["steps"], run["values"], run["bounds"]
-    chunks = [
-        store.SeriesChunk("grad_norm", layer, position, steps[a:b], values[a:b, position])
-        for a, b in zip(bounds[:-1], bounds[1:], strict=True)
-        for position, layer in enumerate(LAYERS)
-    ]
-    store.write_chunks(session, record.id, chunks[::-1])  # any order of writes
-    return record.id
+    return store_chunked(session, run, LAYERS, newest_first=True)
 
 
 def _assert_same(got: tuple[np.ndarray, np.ndarray], expected: tuple[np.ndarray, np.ndarray]) -> None:
