@@ -99,12 +99,13 @@ RNN_RUNNING = {
 def test_the_through_time_charts_of_a_running_rnn_grow_live(browser, pg_redis: Stack, screenshot) -> None:
     experiment, context, guard, page = open_running(browser, pg_redis, RNN_RUNNING)
     loaded_at = page.evaluate("window.performance.timeOrigin")
-    heatmap_rows = "document.getElementById('chart-timesteps-heatmap').data?.[0]?.y.length ?? 0"
-    rows_at_load = page.evaluate(heatmap_rows)
-    last_at_load = page.evaluate("Number(document.getElementById('chart-timesteps-heatmap').dataset.lastStep ?? -1)")
+    # The last row drawn, read from the chart's own data in one evaluation: the page may be
+    # redrawing it from the stream already, and two reads could straddle that redraw.
+    last_row = "document.getElementById('chart-timesteps-heatmap').data?.[0]?.y.at(-1) ?? -1"
+    last_at_load = page.evaluate(last_row)
     # Rows of later steps arrive over the stream and both charts are redrawn with them.
     page.wait_for_function("() => window.gradwatchLive.filter(e => e.kind === 'timesteps').length >= 2")
-    page.wait_for_function(f"() => ({heatmap_rows}) > {rows_at_load}")
+    page.wait_for_function(f"() => ({last_row}) > {last_at_load}")
     assert page.evaluate("window.performance.timeOrigin") == loaded_at  # never reloaded
     rows, newest = page.evaluate("""[document.getElementById('chart-timesteps-heatmap').data[0].y,
         document.getElementById('chart-timesteps').data.at(-1).name]""")

@@ -134,7 +134,6 @@ async function drawTimestepCharts() {
     colourTitle: "log10 ‖∂L/∂h_t‖",
   });
   await react("chart-timesteps-heatmap", figure.data, figure.layout);
-  document.getElementById("chart-timesteps-heatmap").dataset.lastStep = String(data.steps.at(-1));
 }
 
 async function drawHorizon() {
