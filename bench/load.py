@@ -100,15 +100,22 @@ def requests_for(experiment_id: str, layer_index: int) -> list[tuple[str, str, d
     ]  # fmt: skip
 
 
+def new_client(base: str, headers: dict[str, str]) -> httpx.AsyncClient:
+    """One client's own connection. Made before the clock starts: building an httpx client
+    loads a TLS context (~50 ms here, even for http://), and made mid-run it blocks the
+    event loop that times every other client's requests."""
+    return httpx.AsyncClient(base_url=base, timeout=30, limits=httpx.Limits(max_connections=1), headers=headers)
+
+
 async def client_loop(
-    base: str, experiment_ids: list[str], deadline: float, think_s: float, seed: int,
-    timings: dict[str, list[float]], errors: Counter[str], headers: dict[str, str],
+    client: httpx.AsyncClient, experiment_ids: list[str], deadline: float, think_s: float, seed: int,
+    timings: dict[str, list[float]], errors: Counter[str],
 ) -> int:  # fmt: skip
     rng = random.Random(seed)
     done = 0
     if think_s:  # pollers are not synchronised: start each at a random point of its interval
         await asyncio.sleep(rng.uniform(0, think_s))
-    async with httpx.AsyncClient(base_url=base, timeout=30, limits=httpx.Limits(max_connections=1), headers=headers) as client:
+    async with client:
         while time.perf_counter() < deadline:
             experiment_id = experiment_ids[rng.randrange(len(experiment_ids))]
             for kind, path, params in requests_for(experiment_id, rng.randrange(SERIES_LAYERS)):
@@ -150,10 +157,11 @@ async def run_load(
 ) -> tuple[dict[str, list[float]], Counter[str], float]:
     timings: dict[str, list[float]] = {"all": [], "status": [], "series loss": [], "series layer": [], "health": []}
     errors: Counter[str] = Counter()
+    pool = [new_client(base, headers) for _ in range(clients)]
     started = time.perf_counter()
     deadline = started + duration_s
     await asyncio.gather(
-        *(client_loop(base, experiment_ids, deadline, think_s, seed, timings, errors, headers) for seed in range(clients))
+        *(client_loop(client, experiment_ids, deadline, think_s, seed, timings, errors) for seed, client in enumerate(pool))
     )
     return timings, errors, time.perf_counter() - started
 

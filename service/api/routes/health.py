@@ -6,6 +6,7 @@ the driver's message): the health route answers anyone, and the details go to th
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import uuid
@@ -47,6 +48,21 @@ def check_database(engine: sa.Engine) -> Literal["ok", "unavailable"]:
         return _down("database", error)
 
 
+@functools.lru_cache(maxsize=4)
+def redis_client(url: str) -> Any:  # noqa: ANN401 - redis is imported only where it is the broker
+    """This process's client of the Redis broker at `url`. Its pool keeps the connection
+    between checks, so a health check costs one PING, not a TCP connect per request (≈ 2 ms
+    of the API's time each, measured under bench.load). A pooled connection that Redis
+    closed (a restart) is replaced by one retry, so the check after a restart says "ok"."""
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    return redis.Redis.from_url(
+        url, socket_connect_timeout=TIMEOUT_S, socket_timeout=TIMEOUT_S, retry=Retry(NoBackoff(), 1)
+    )
+
+
 def check_broker(settings: Settings) -> Literal["ok", "unavailable"]:
     try:
         if settings.uses_embedded_broker:
@@ -62,15 +78,7 @@ def check_broker(settings: Settings) -> Literal["ok", "unavailable"]:
             with Connection(settings.broker_url, connect_timeout=TIMEOUT_S) as connection:
                 connection.ensure_connection(max_retries=1)
             return "ok"
-        import redis
-
-        client = redis.Redis.from_url(
-            settings.broker_url, socket_connect_timeout=TIMEOUT_S, socket_timeout=TIMEOUT_S
-        )
-        try:
-            client.ping()
-        finally:
-            client.close()
+        redis_client(settings.broker_url).ping()
         return "ok"
     except Exception as error:  # noqa: BLE001
         return _down("broker", error)
