@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from service.db.base import utcnow
 from service.db.models import FINISHED_STATUSES, LEGACY_OWNER, Experiment, ExperimentTag
@@ -144,11 +144,18 @@ def add_callback(
 def get_experiment(session: Session, experiment_id: str, owner: str | None = None) -> ExperimentRecord | None:
     """The experiment, read fresh from the database, or None (also when `owner` is given
     and it belongs to someone else)."""
-    row = session.execute(
-        sa.select(Experiment)
-        .where(Experiment.id == experiment_id, *_owned(owner))
-        .execution_options(populate_existing=True)
-    ).scalar_one_or_none()
+    # The tags in the same statement (a join, not the relationship's second SELECT): this is
+    # the status poll's read, the API's most frequent one.
+    row = (
+        session.execute(
+            sa.select(Experiment)
+            .options(joinedload(Experiment.tag_rows))
+            .where(Experiment.id == experiment_id, *_owned(owner))
+            .execution_options(populate_existing=True)
+        )
+        .unique()
+        .scalar_one_or_none()
+    )
     return None if row is None else to_record(row)
 
 
