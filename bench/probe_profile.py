@@ -1,6 +1,6 @@
 """Where a probed training step's time goes: torch.profiler over the engine's loop.
 
-    .venv/bin/python -m bench.probe_profile [--workload lstm|mlp] [--probes all|params] [--steps 40]
+    .venv/bin/python -m bench.probe_profile [--workload lstm|mlp] [--probes all|params|layers|none] [--steps 40]
 
 Runs `train()` on one of bench/probe_overhead.py's workloads with the chosen probes on every
 step, under torch.profiler (CPU activities, and CUDA where the device is one), and prints the
@@ -25,7 +25,7 @@ from workers.engine.device import resolve_device
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workload", choices=["lstm", "mlp"], default="lstm")
-    parser.add_argument("--probes", choices=["all", "params", "none"], default="all")
+    parser.add_argument("--probes", choices=["all", "params", "layers", "none"], default="all")
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
@@ -41,6 +41,7 @@ def main() -> None:
     config.probes = {
         "all": ProbeConfig(fused=not args.plain),
         "params": ProbeConfig(layers=False, timesteps=False, fused=not args.plain),
+        "layers": ProbeConfig(parameters=False, timesteps=False),
         "none": ProbeConfig(parameters=False, layers=False, timesteps=False),
     }[args.probes]
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])

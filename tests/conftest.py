@@ -19,6 +19,20 @@ import pytest
 os.environ.setdefault("GRADWATCH_WORKER_COMPILE_PROBES", "false")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Build (or load from the cache) the engine's C++ loops once, before any test, as a worker
+    does at its start: a run on a CPU waits for the row statistics' loop at its start, and the
+    first build on a fresh machine (20–40 s) must not eat into one test's time limits. The
+    worker processes the tests start then load them from the same cache."""
+    from workers.engine.histogram_native import KERNEL
+    from workers.engine.row_statistics import NATIVE
+
+    for kernel in (KERNEL, NATIVE):
+        kernel.start()
+    for kernel in (KERNEL, NATIVE):
+        kernel.start().wait(900)
 REQUIRE_SERVICES = os.environ.get("GRADWATCH_TEST_REQUIRE_SERVICES") == "1"
 POSTGRES_URL = os.environ.get(
     "GRADWATCH_TEST_POSTGRES_URL", "postgresql+psycopg://root@127.0.0.1:5432/test"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from types import ModuleType
 
 import numpy as np
 import torch
@@ -93,7 +94,9 @@ class ParameterProbe:
     `views()`): no allocation in the step. `finish()` turns them into per-tensor figures.
     """
 
-    def __init__(self, names: list[str], flat: FlatParameters, derived: DerivedUpdate | None = None, fused: bool = False) -> None:
+    def __init__(
+        self, names: list[str], flat: FlatParameters, derived: DerivedUpdate | None = None, fused: bool = False, native: bool = True
+    ) -> None:
         self.names = tuple(names)
         self.flat = flat
         self.derived = derived
@@ -101,7 +104,7 @@ class ParameterProbe:
         # Row layout: the 7 row statistics (‖g‖ | Σg, Σ|g|, #finite | max |g| | ‖w‖ | ⟨g, w⟩), then ‖Δw‖.
         self.width = (STATISTICS + 1) * rows
         self._product = derived is not None and derived.weight_decay != 0.0
-        self._statistics = RowStatistics(flat.grad_block, flat.weight, fused)
+        self._statistics = RowStatistics(flat.grad_block, flat.weight, fused, native)
         if derived is None:
             self._weights = torch.zeros(2, rows, flat.width, dtype=flat.weight.dtype, device=flat.weight.device)
 
@@ -207,8 +210,11 @@ class ForwardTaps:
     One instance serves a whole run: `start()` before each tapped forward pass.
     """
 
-    def __init__(self, activation: str, saturation_threshold: float, layers: bool, timesteps: np.ndarray | None) -> None:
+    def __init__(
+        self, activation: str, saturation_threshold: float, layers: bool, timesteps: np.ndarray | None, native: ModuleType | None = None
+    ) -> None:
         self.activation = activation
+        self.native = native  # the C++ probe loops (row_statistics.native_module), or None
         self.threshold = saturation_threshold
         self.layers = layers
         self.all_timesteps = timesteps
@@ -280,14 +286,18 @@ class ForwardTaps:
             self.counts[f"{name}/units"] = float(pre.shape[-1])
             self._add("_act_alive", name, torch.linalg.vector_norm(torch.relu(pre.amax(dim=0)), 0))
 
-    def _beyond(self, pre: torch.Tensor, key: tuple[str, int, str], bounds: list[float], size: int) -> torch.Tensor:
-        """Per column block of `size` units: how many |s| exceed the block's bound, (blocks,).
-        Four fast float passes (|s|, ·1/bound, > 1, Σ); bool tensors are slow on a CPU."""
+    def _inverse(self, pre: torch.Tensor, key: tuple[str, int, str], bounds: list[float], size: int) -> torch.Tensor:
+        """1/bound for every column of `pre`, one bound per block of `size` columns; made once."""
         inverse = self._inverse_bounds.get(key)
         if inverse is None:
             inverse = torch.tensor(bounds, dtype=pre.dtype, device=pre.device).repeat_interleave(size).reciprocal_()
             self._inverse_bounds[key] = inverse
-        scaled = pre.abs().mul_(inverse)
+        return inverse
+
+    def _beyond(self, pre: torch.Tensor, key: tuple[str, int, str], bounds: list[float], size: int) -> torch.Tensor:
+        """Per column block of `size` units: how many |s| exceed the block's bound, (blocks,).
+        Four fast float passes (|s|, ·1/bound, > 1, Σ); bool tensors are slow on a CPU."""
+        scaled = pre.abs().mul_(self._inverse(pre, key, bounds, size))
         torch.gt(scaled, 1.0, out=scaled)
         return scaled.sum(0).view(-1, size).sum(1)
 
@@ -313,9 +323,15 @@ class ForwardTaps:
     def _gates(self, name: str, layer: RecurrentLayer, pre: torch.Tensor, blocks: list[str], size: int) -> None:
         """Σσ(s) and the saturated count per gate block of the (B·T, G·H) pre-activations."""
         self.counts[f"{name}/gates"] = float(pre.shape[0] * size)
-        self._add_vector([f"_gate_sum_{b}" for b in blocks], name, torch.sigmoid(pre).sum(0).view(-1, size).sum(1))
         bounds = [self._tanh_bound if b == "candidate" else self._sigmoid_bound for b in blocks]
-        counts = self._beyond(pre, (name, pre.shape[1], layer.kind), bounds, size)
+        key = (name, pre.shape[1], layer.kind)
+        if self.native is not None and pre.dtype == torch.float32 and pre.is_contiguous() and pre.device.type == "cpu" and pre.shape[1] % 8 == 0:
+            # One pass over the pre-activations instead of six (probe_kernel.cpp).
+            sums, saturated = self.native.gate_statistics(pre, self._inverse(pre, key, bounds, size))
+            sigmoid_sums, counts = sums.view(-1, size).sum(1).to(pre.dtype), saturated.view(-1, size).sum(1)
+        else:
+            sigmoid_sums, counts = torch.sigmoid(pre).sum(0).view(-1, size).sum(1), self._beyond(pre, key, bounds, size)
+        self._add_vector([f"_gate_sum_{b}" for b in blocks], name, sigmoid_sums)
         self._add_vector([f"_gate_saturated_{b}" for b in blocks], name, counts)
 
     def after_backward(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
@@ -378,7 +394,7 @@ class ForwardTaps:
             if self.timesteps is None:
                 continue
             ends = torch.as_tensor(self.timesteps, device=out.device)
-            hidden, cell = state_gradients(layer, pre, _grad(out))  # (T, B, H) each
+            hidden, cell = state_gradients(layer, pre, _grad(out), self.native)  # (T, B, H) each
             hidden_norms.append(torch.linalg.vector_norm(hidden.index_select(0, ends), dim=(1, 2)))
             if cell is not None:
                 cell_norms.append(torch.linalg.vector_norm(cell.index_select(0, ends), dim=(1, 2)))

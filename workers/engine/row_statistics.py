@@ -1,5 +1,14 @@
 """Every per-row statistic of the flat gradient and weight buffers in one pass.
 
+Three paths, one result (within float rounding): a C++ loop on CPUs with AVX2 and FMA
+(probe_kernel.cpp, built by native.py), the function below compiled by `torch.compile`
+(opt-in), and plain PyTorch, which is the reference the tests compare the others with and the
+fallback wherever neither is available (a GPU, no compiler). A run keeps the path it started
+with: the clipping factor is computed from these row norms, so a path that changed in the
+middle of a run would move its weights by float rounding and make it unreproducible. So a run
+on a CPU waits, at its start, for the C++ loop's build to finish (a worker starts it when it
+starts; the first build on a machine takes 20–40 s, later processes load it from the cache).
+
 Per row of the (R, C) buffers: ‖g‖, Σg, Σ|g|, the finite count, max |g|, ‖w‖ and ⟨g, w⟩ (the
 last one lets ‖Δw‖ of plain SGD be derived on the host, see ParameterProbe). Written as plain
 PyTorch, each is its own kernel and its own pass over the buffer; the same function compiled by
@@ -23,10 +32,18 @@ import logging
 import math
 import threading
 from collections.abc import Callable
+from types import ModuleType
 
 import torch
 
+from .native import NativeKernel
+
 log = logging.getLogger(__name__)
+
+NATIVE = NativeKernel("gradwatch_probes", "probe_kernel.cpp", ["-O3"])
+# How long a run's start waits for the C++ loop's build before it takes the plain path for its
+# whole life: a first build takes 20–40 s on one core, several times that on a loaded machine.
+NATIVE_WAIT_S = 300.0
 
 STATISTICS = 7  # ‖g‖, Σg, Σ|g|, #finite, max |g|, ‖w‖, ⟨g, w⟩ per row, in this order
 
@@ -113,6 +130,17 @@ class _Compiled:
 COMPILED = _Compiled()
 
 
+def native_module(device: torch.device, dtype: torch.dtype) -> ModuleType | None:
+    """The C++ loop for buffers on this device, waiting for its build; None where it cannot serve."""
+    if device.type != "cpu" or dtype not in (torch.float32, torch.float64):
+        return None
+    if not NATIVE.start().wait(NATIVE_WAIT_S):
+        log.warning("the C++ row statistics were still building after %.0f s; this run takes the plain path", NATIVE_WAIT_S)
+        return None
+    module = NATIVE.module
+    return module if module is not None and module.accelerated() else None
+
+
 def warm_process() -> None:
     """Start compiling the kernel for the CPU (and CUDA, when present) in the background."""
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -122,12 +150,19 @@ def warm_process() -> None:
 
 
 class RowStatistics:
-    """The row statistics of one run's buffers: compiled when warm, plain until then."""
+    """The row statistics of one run's buffers: compiled when asked for and warm, else the C++
+    loop (`native`, on a CPU that runs it), else plain."""
 
-    def __init__(self, block: torch.Tensor, weight: torch.Tensor, fused: bool) -> None:
+    def __init__(self, block: torch.Tensor, weight: torch.Tensor, fused: bool, native: bool = True) -> None:
         self.block, self.weight = block, weight
         use = fused and COMPILED.warmed(weight.device, weight.dtype)
         self._ready = COMPILED.warm(block[0], weight) if use else None
+        self._native = native_module(weight.device, weight.dtype) if native and not use else None
+
+    @property
+    def path(self) -> str:
+        """Which path serves now: "compiled", "native" or "plain"."""
+        return "compiled" if self.compiled else "native" if self._native is not None else "plain"
 
     @property
     def compiled(self) -> bool:
@@ -138,5 +173,7 @@ class RowStatistics:
         if self.compiled:
             assert COMPILED.function is not None
             out.copy_(COMPILED.function(self.block[0], self.weight))
+        elif self._native is not None:
+            self._native.row_statistics(self.block[0], self.weight, out, product)
         else:
             plain_row_statistics(self.block, self.weight, out, product)

@@ -29,6 +29,7 @@ from .models import RecurrentNet, build_model
 from .optim import learning_rate, make_optimizer, set_learning_rate
 from .probes import DerivedUpdate, FlatParameters, ForwardTaps, ParameterProbe, parameter_order, timestep_indices
 from .recorder import Recorder
+from .row_statistics import native_module
 from .records import ProbeBatch, RunResult
 from .scheduled import attach
 
@@ -166,12 +167,13 @@ def train(
     if probes.histogram_every:
         histograms = HistogramProbe(list(names), flat)
 
-    parameter_probe = ParameterProbe(list(names), flat, derived_update(config), probes.fused) if probes.parameters else None
+    parameter_probe = ParameterProbe(list(names), flat, derived_update(config), probes.fused, probes.native) if probes.parameters else None
     timesteps = timestep_indices(data.train_x.shape[1], probes.max_timesteps) if recurrent and probes.timesteps else None
     activation = config.model.activation if (config.model.kind in ("mlp", "rnn")) else "tanh"
     taps = None
     if probes.layers or timesteps is not None:
-        taps = ForwardTaps(activation, probes.saturation_threshold, probes.layers, timesteps)
+        native = native_module(device, flat.weight.dtype) if probes.native else None
+        taps = ForwardTaps(activation, probes.saturation_threshold, probes.layers, timesteps, native)
     classification = data.task == "classification"
     recorder = Recorder(
         attach(on_flush, curvature, histograms),

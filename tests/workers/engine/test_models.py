@@ -11,6 +11,7 @@ from torch.nn import functional as F
 
 from workers.engine.models import MLP, RecurrentNet, build_model
 from workers.engine.probes import ForwardTaps, timestep_indices
+from workers.engine.row_statistics import native_module
 
 
 def reference(model: RecurrentNet, x: torch.Tensor) -> tuple[torch.Tensor, list[list[torch.Tensor]], list[list[torch.Tensor]]]:
@@ -53,6 +54,9 @@ def reference(model: RecurrentNet, x: torch.Tensor) -> tuple[torch.Tensor, list[
         ("lstm", "tanh", 2, False),
         ("lstm", "tanh", 1, True),
         ("lstm", "tanh", 3, True),
+        ("lstm-native", "tanh", 2, False),  # the same through the C++ recursion (probe_kernel.cpp)
+        ("lstm-native", "tanh", 1, True),
+        ("lstm-native", "tanh", 3, True),
         ("gru", "tanh", 1, True),
         ("gru", "tanh", 2, False),
         ("rnn", "tanh", 2, False),
@@ -65,12 +69,16 @@ def reference(model: RecurrentNet, x: torch.Tensor) -> tuple[torch.Tensor, list[
     ],
 )
 def test_timestep_gradients_are_the_true_hidden_state_gradients(kind: str, activation: str, layers: int, many_to_many: bool) -> None:
+    native = None
+    if kind == "lstm-native":
+        kind, native = "lstm", native_module(torch.device("cpu"), torch.float32)
+        assert native is not None, "the C++ probe loops did not build (g++, ninja and an AVX2 CPU are on this machine)"
     torch.manual_seed(0)
     model = RecurrentNet(kind, 3, 8, layers, 2, activation, many_to_many)
     x = torch.randn(4, 11, 3)
     target = torch.randn(4, 11, 2) if many_to_many else torch.randn(4, 2)
     recorded = timestep_indices(11, 5)
-    taps = ForwardTaps(activation, 0.05, layers=True, timesteps=recorded)
+    taps = ForwardTaps(activation, 0.05, layers=True, timesteps=recorded, native=native)
     out = model(x, taps)
     ((out - target) ** 2).sum().backward()
     _, norms = taps.after_backward()

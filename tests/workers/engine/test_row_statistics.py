@@ -1,5 +1,5 @@
-"""The compiled row statistics equal the plain-PyTorch path, and the derived ‖Δw‖ of plain SGD
-equals the measured one."""
+"""The compiled and the C++ row statistics, and the C++ gate statistics, equal the plain-PyTorch
+path, and the derived ‖Δw‖ of plain SGD equals the measured one."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 from workers.engine import ClippingConfig, DatasetConfig, ModelConfig, ProbeConfig, RunConfig, TrainingConfig
 from workers.engine.models import MLP
 from workers.engine.probes import DerivedUpdate, FlatParameters, ParameterProbe
-from workers.engine.row_statistics import COMPILED, STATISTICS, plain_row_statistics
+from workers.engine.row_statistics import COMPILED, NATIVE, STATISTICS, RowStatistics, native_module, plain_row_statistics
 
 from .helpers import run, series
 
@@ -52,6 +52,107 @@ def test_the_compiled_kernel_equals_the_plain_path(rows: int, width: int) -> Non
     assert clean.sum() == rows - 3
     expected_norm = block[0, clean].double().norm(dim=1)
     np.testing.assert_allclose(fused[0, clean].double().numpy(), expected_norm.numpy(), rtol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def native():
+    """The C++ loop, built (or loaded) for this process; this machine has g++ and an AVX2 CPU."""
+    assert NATIVE.start().wait(COMPILE_TIMEOUT_S), "building the C++ row statistics took over 10 minutes"
+    assert NATIVE.module is not None, "the C++ row statistics did not build (g++ and ninja are on this machine)"
+    assert NATIVE.module.accelerated(), "this CPU lacks AVX2/FMA: the C++ loop cannot serve here"
+    return NATIVE.module
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(("rows", "width"), [(5, 64), (17, 1024), (90, 256), (3, 40)])
+def test_the_cpp_loop_equals_the_plain_path(native, rows: int, width: int, dtype: torch.dtype) -> None:
+    block, weight = buffers(rows, width, seed=rows + width)
+    block, weight = block.to(dtype), weight.to(dtype)
+    plain = torch.full((STATISTICS, rows), -7.0, dtype=dtype)
+    plain_row_statistics(block, weight, plain, product=True)
+    looped = torch.full((STATISTICS, rows), -7.0, dtype=dtype)
+    native.row_statistics(block[0].contiguous(), weight, looped, True)
+    tolerance = {"rtol": 2e-5, "atol": 1e-6} if dtype == torch.float32 else {"rtol": 1e-12, "atol": 1e-12}
+    torch.testing.assert_close(looped, plain, equal_nan=True, **tolerance)
+    # The NaN and infinity rows keep their NaN / Inf, the finite counts are exact.
+    assert looped[3, 1] == width - 2 and looped[3, 0] == width - 1
+    assert torch.isnan(looped[4, 0]) and torch.isnan(looped[4, 2]) and looped[4, 1] == math.inf
+    # Without ⟨g, w⟩ asked for, its row is left as it was, as the plain path leaves it.
+    untouched = torch.full((STATISTICS, rows), -7.0, dtype=dtype)
+    native.row_statistics(block[0].contiguous(), weight, untouched, False)
+    assert torch.all(untouched[6] == -7.0)
+    torch.testing.assert_close(untouched[:6], plain[:6], equal_nan=True, **tolerance)
+
+
+def test_the_cpp_loop_refuses_what_it_cannot_read(native) -> None:
+    grad, weight = torch.zeros(4, 64), torch.zeros(4, 64)
+    with pytest.raises(RuntimeError, match="contiguous"):
+        native.row_statistics(grad.t(), weight.t(), torch.zeros(7, 64), True)
+    with pytest.raises(RuntimeError, match="out"):
+        native.row_statistics(grad, weight, torch.zeros(6, 4), True)
+    with pytest.raises(RuntimeError, match="one dtype"):
+        native.row_statistics(grad, weight.double(), torch.zeros(7, 4), True)
+
+
+def test_a_run_keeps_the_path_it_started_with(native) -> None:
+    """The C++ loop serves a CPU run from its first step (it waited for the build) and the
+    plain path one that asked for it; both record the same statistics within float rounding."""
+    block, weight = buffers(9, 128, seed=1)
+    assert RowStatistics(block, weight, fused=False).path == "native"
+    assert RowStatistics(block, weight, fused=False, native=False).path == "plain"
+    assert native_module(torch.device("meta"), torch.float32) is None  # only CPU buffers
+
+    def config(use_native: bool) -> RunConfig:
+        return RunConfig(
+            model=ModelConfig(kind="mlp", hidden_sizes=(16, 16), activation="sigmoid"),
+            dataset=DatasetConfig(name="digits"),
+            training=TrainingConfig(steps=10, batch_size=16, optimizer="sgd", lr=0.5),
+            probes=ProbeConfig(layers=False, native=use_native),
+        )
+
+    _, looped = run(config(True))
+    _, plain = run(config(False))
+    for metric in ("grad_norm", "grad_mean_abs", "grad_std", "grad_max_abs", "weight_norm", "update_ratio"):
+        for layer in ("layers.0.weight", "layers.1.bias", "head.weight"):
+            np.testing.assert_allclose(series(looped, metric, layer), series(plain, metric, layer), rtol=1e-4, atol=1e-9)
+
+
+def test_the_cpp_gate_statistics_equal_the_plain_path(native) -> None:
+    # Pre-activations over σ's whole range and beyond its clamps, the bounds' own neighbours, NaN.
+    generator = torch.Generator().manual_seed(11)
+    size, blocks = 24, 4
+    pre = torch.randn(3 * 64 + 5, blocks * size, generator=generator) * 10.0 ** torch.randint(-2, 3, (1, blocks * size), generator=generator)
+    bounds = torch.tensor([4.36, 4.36, 2.09, 4.36])
+    inverse = bounds.repeat_interleave(size).reciprocal()
+    pre[0, :8] = torch.tensor([200.0, -200.0, 88.5, -87.5, 0.0, -0.0, math.inf, -math.inf])
+    pre[1, : 3 * size : size] = torch.nextafter(bounds[:3], torch.tensor(math.inf))  # just beyond: counted
+    pre[2, : 3 * size : size] = bounds[:3]  # on the bound: not counted
+    sums, saturated = native.gate_statistics(pre, inverse)
+    torch.testing.assert_close(sums, torch.sigmoid(pre.double()).sum(0), rtol=2e-6, atol=1e-5)
+    assert torch.equal(saturated, torch.gt(pre.abs() * inverse, 1.0).float().sum(0))
+    pre[3, 5] = math.nan
+    sums, saturated = native.gate_statistics(pre, inverse)
+    assert torch.isnan(sums[5]) and not torch.isnan(sums[4]) and saturated[5] == torch.gt(pre[:, 5].abs() * inverse[5], 1.0).sum()
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_a_recurrent_run_records_the_same_gates_with_the_cpp_loop(native, kind: str) -> None:
+    def config(use_native: bool) -> RunConfig:
+        return RunConfig(
+            model=ModelConfig(kind=kind, hidden_size=16, num_layers=2),
+            dataset=DatasetConfig(name="adding", seq_len=12, num_train=128, num_test=16),
+            training=TrainingConfig(steps=6, batch_size=32, optimizer="adam", lr=0.01),
+            probes=ProbeConfig(native=use_native),
+        )
+
+    _, looped = run(config(True))
+    _, plain = run(config(False))
+    gates = ["gate_forget", "gate_input_saturation", "act_saturation"] if kind == "lstm" else ["gate_update", "gate_reset_saturation"]
+    for metric in gates:
+        for layer in ("layers.0", "layers.1"):
+            want = series(plain, metric, layer)
+            assert np.all(np.isfinite(want))
+            np.testing.assert_allclose(series(looped, metric, layer), want, rtol=1e-5, atol=1e-7)
 
 
 def test_the_derived_sgd_update_equals_the_measured_one() -> None:

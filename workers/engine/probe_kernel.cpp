@@ -1,0 +1,312 @@
+// gradwatch's probe loops on the CPU: each statistic the probes need from a large buffer in one
+// pass over it, where plain PyTorch makes one pass (and one kernel dispatch) per statistic.
+//
+// Row statistics. Per row of the (R, C) gradient and weight buffers: ‖g‖, Σg, Σ|g|, the finite count, max |g|
+// (NaN propagates, as in torch.amax), ‖w‖ and ⟨g, w⟩, written into the (7, R) output in that
+// order (row_statistics.py's STATISTICS). The plain-PyTorch path makes about ten passes for the
+// same figures; this loop reads g and w once. Sums run in 2 × 8 (float) or 2 × 4 (double)
+// independent lanes, so they round differently from PyTorch's reductions: equal within float
+// tolerance, not bit for bit (tests/workers/engine/test_row_statistics.py).
+//
+// Gate statistics. Per column of a recurrent layer's (N, G·H) gate pre-activations s: Σσ(s) and
+// how many |s| exceed the column's bound (given as 1/bound), for the gate means and saturated
+// fractions (probes.py, ForwardTaps._gates). σ uses a vectorised exp (Cephes' expf polynomial,
+// within 2 ulp of the correctly rounded one), so the sums match PyTorch's within float rounding;
+// the counts are exact.
+//
+// LSTM state gradients. ∂L/∂h_t and ∂L/∂c_t at every timestep from the layer's gate
+// pre-activations, the gradient arriving from above and W_hh: the same chain rule as
+// through_time.py's Python recursion (see there), as one call: the gates' σ/tanh in one pass,
+// the cell states rebuilt, then the recursion backwards with its element-wise work in plain
+// loops and one GEMM a timestep (at::addmm_out). Where the Python path makes ~6 kernel
+// dispatches and ~15 whole-sequence temporaries, this makes one dispatch a timestep and none.
+//
+// The loops are compiled for AVX2 with FMA (GCC's vector extensions, one vector a 256-bit
+// register); `accelerated()` says whether this CPU has both, and where it does not, the plain
+// path serves (row_statistics.py), so the module never runs an instruction the CPU lacks.
+
+#include <torch/extension.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+namespace {
+
+template <typename Float>
+struct Lanes {
+  static constexpr int count = 32 / sizeof(Float);
+  typedef Float Vector __attribute__((vector_size(32)));
+};
+
+template <typename Float>
+__attribute__((target("avx2,fma"))) void statistics(const Float* grad, const Float* weight, int64_t rows, int64_t width,
+                                                    bool product, Float* out) {
+  using Vector = typename Lanes<Float>::Vector;
+  constexpr int lanes = Lanes<Float>::count;
+  const Vector infinity = Vector{} + std::numeric_limits<Float>::infinity();
+  const Vector one = Vector{} + Float(1);
+  for (int64_t row = 0; row < rows; ++row) {
+    const Float* g = grad + row * width;
+    const Float* w = weight + row * width;
+    // Two sets of accumulators: each add waits on the previous one of its set only.
+    Vector square[2]{}, sum[2]{}, magnitude[2]{}, finite[2]{}, largest[2]{}, weight_square[2]{}, dot[2]{};
+    int64_t column = 0;
+    for (; column + 2 * lanes <= width; column += 2 * lanes) {
+      for (int set = 0; set < 2; ++set) {
+        Vector v, u;
+        std::memcpy(&v, g + column + set * lanes, sizeof v);
+        std::memcpy(&u, w + column + set * lanes, sizeof u);
+        const Vector a = v < 0 ? -v : v;
+        square[set] += v * v;
+        sum[set] += v;
+        magnitude[set] += a;
+        finite[set] += a < infinity ? one : Vector{};  // false for ±Inf and NaN
+        largest[set] = (a > largest[set] || a != a) ? a : largest[set];
+        weight_square[set] += u * u;
+        dot[set] += v * u;
+      }
+    }
+    Float total[7] = {};
+    Float maximum = 0;
+    for (int set = 0; set < 2; ++set) {
+      for (int k = 0; k < lanes; ++k) {
+        total[0] += square[set][k];
+        total[1] += sum[set][k];
+        total[2] += magnitude[set][k];
+        total[3] += finite[set][k];
+        total[5] += weight_square[set][k];
+        total[6] += dot[set][k];
+        const Float a = largest[set][k];
+        maximum = (a > maximum || a != a) ? a : maximum;
+      }
+    }
+    for (; column < width; ++column) {  // widths are multiples of 32: only for odd callers
+      const Float v = g[column], a = std::fabs(v), u = w[column];
+      total[0] += v * v;
+      total[1] += v;
+      total[2] += a;
+      total[3] += a < std::numeric_limits<Float>::infinity() ? Float(1) : Float(0);
+      maximum = (a > maximum || a != a) ? a : maximum;
+      total[5] += u * u;
+      total[6] += v * u;
+    }
+    out[row] = std::sqrt(total[0]);
+    out[rows + row] = total[1];
+    out[2 * rows + row] = total[2];
+    out[3 * rows + row] = total[3];
+    out[4 * rows + row] = maximum;
+    out[5 * rows + row] = std::sqrt(total[5]);
+    if (product) out[6 * rows + row] = total[6];
+  }
+}
+
+// e^x for every lane: x = n ln2 + r, |r| ≤ ln2/2, e^r by Cephes' degree-6 polynomial, 2^n put
+// into the exponent bits. Inputs are clamped to where float32's e^x is finite and normal.
+typedef float Floats __attribute__((vector_size(32)));
+typedef int32_t Ints __attribute__((vector_size(32)));
+
+__attribute__((target("avx2,fma"))) inline Floats exp_lanes(Floats x) {
+  x = x > 88.3762626647949f ? Floats{} + 88.3762626647949f : x;
+  x = x < -87.3365478515625f ? Floats{} - 87.3365478515625f : x;
+  // Round x·log2(e) to the nearest integer by adding and subtracting 1.5·2^23.
+  const Floats n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  Floats r = x - n * 0.693359375f;
+  r = r + n * 2.12194440e-4f;
+  Floats p = Floats{} + 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const Ints exponent = (__builtin_convertvector(n, Ints) + 127) << 23;
+  Floats scale;
+  std::memcpy(&scale, &exponent, sizeof scale);
+  return p * scale;
+}
+
+__attribute__((target("avx2,fma"))) void gates(const float* pre, const float* inverse_bounds, int64_t rows, int64_t columns,
+                                               double* sigmoid_sums, float* saturated) {
+  constexpr int lanes = 8;
+  // Column blocks of 8 outermost, rows inside, so each block's sums stay in registers; a block
+  // of rows at a time in float lanes, added into double totals between blocks, so the sums of
+  // long sequences lose no more than PyTorch's own float reductions.
+  constexpr int64_t BLOCK = 64;
+  std::vector<double> totals(columns, 0.0), count_totals(columns, 0.0);
+  const Floats one = Floats{} + 1.0f;
+  for (int64_t first = 0; first < rows; first += BLOCK) {
+    const int64_t last = std::min(rows, first + BLOCK);
+    for (int64_t column = 0; column < columns; column += lanes) {
+      Floats inverse, sum[2]{}, count[2]{};
+      std::memcpy(&inverse, inverse_bounds + column, sizeof inverse);
+      int64_t row = first;
+      for (; row + 1 < last; row += 2) {  // two rows at a time: two independent chains
+        for (int pair = 0; pair < 2; ++pair) {
+          Floats s;
+          std::memcpy(&s, pre + (row + pair) * columns + column, sizeof s);
+          sum[pair] += one / (one + exp_lanes(-s));
+          const Floats magnitude = s < 0 ? -s : s;
+          count[pair] += magnitude * inverse > one ? one : Floats{};
+        }
+      }
+      for (; row < last; ++row) {
+        Floats s;
+        std::memcpy(&s, pre + row * columns + column, sizeof s);
+        sum[0] += one / (one + exp_lanes(-s));
+        const Floats magnitude = s < 0 ? -s : s;
+        count[0] += magnitude * inverse > one ? one : Floats{};
+      }
+      for (int k = 0; k < lanes; ++k) {
+        totals[column + k] += double(sum[0][k]) + double(sum[1][k]);
+        count_totals[column + k] += double(count[0][k]) + double(count[1][k]);
+      }
+    }
+  }
+  for (int64_t column = 0; column < columns; ++column) {
+    sigmoid_sums[column] = totals[column];
+    saturated[column] = static_cast<float>(count_totals[column]);
+  }
+}
+
+// σ of every column but those of block `tanh_block` (width `size`), which get tanh = 2σ(2x) − 1.
+__attribute__((target("avx2,fma"))) void activate(const float* pre, float* out, int64_t rows, int64_t columns, int64_t size,
+                                                  int64_t tanh_block) {
+  const Floats one = Floats{} + 1.0f;
+  for (int64_t row = 0; row < rows; ++row) {
+    for (int64_t column = 0; column < columns; column += 8) {
+      Floats s;
+      std::memcpy(&s, pre + row * columns + column, sizeof s);
+      const bool squash = column / size == tanh_block;
+      Floats a = one / (one + exp_lanes(squash ? -2.0f * s : -s));
+      if (squash) a = 2.0f * a - 1.0f;
+      std::memcpy(out + row * columns + column, &a, sizeof a);
+    }
+  }
+}
+
+}  // namespace
+
+bool accelerated() { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
+
+void row_statistics(torch::Tensor grad, torch::Tensor weight, torch::Tensor out, bool product) {
+  TORCH_CHECK(accelerated(), "this CPU lacks AVX2 or FMA: use the plain path");
+  TORCH_CHECK(grad.dim() == 2 && weight.sizes() == grad.sizes(), "grad and weight: (R, C) each");
+  TORCH_CHECK(grad.is_cpu() && grad.is_contiguous() && weight.is_contiguous(), "grad and weight: contiguous CPU tensors");
+  TORCH_CHECK(grad.scalar_type() == weight.scalar_type() && out.scalar_type() == grad.scalar_type(), "one dtype for all");
+  TORCH_CHECK(out.dim() == 2 && out.size(0) == 7 && out.size(1) == grad.size(0) && out.is_contiguous(), "out: (7, R), contiguous");
+  const int64_t rows = grad.size(0), width = grad.size(1);
+  if (grad.scalar_type() == torch::kFloat32) {
+    statistics<float>(grad.data_ptr<float>(), weight.data_ptr<float>(), rows, width, product, out.data_ptr<float>());
+  } else {
+    TORCH_CHECK(grad.scalar_type() == torch::kFloat64, "grad: float32 or float64");
+    statistics<double>(grad.data_ptr<double>(), weight.data_ptr<double>(), rows, width, product, out.data_ptr<double>());
+  }
+}
+
+// pre (N, G·H) float32, inverse_bounds (G·H,) → (Σσ(s) per column as float64, the count of
+// |s| · inverse_bound > 1 per column as float32), each (G·H,).
+std::vector<torch::Tensor> gate_statistics(torch::Tensor pre, torch::Tensor inverse_bounds) {
+  TORCH_CHECK(accelerated(), "this CPU lacks AVX2 or FMA: use the plain path");
+  TORCH_CHECK(pre.is_cpu() && pre.dim() == 2 && pre.is_contiguous() && pre.scalar_type() == torch::kFloat32,
+              "pre: a contiguous (N, G·H) float32 CPU tensor");
+  TORCH_CHECK(pre.size(1) % 8 == 0, "pre: G·H must be a multiple of 8");
+  TORCH_CHECK(inverse_bounds.is_contiguous() && inverse_bounds.scalar_type() == torch::kFloat32 &&
+                  inverse_bounds.numel() == pre.size(1),
+              "inverse_bounds: (G·H,) float32");
+  const int64_t columns = pre.size(1);
+  auto sums = torch::empty({columns}, pre.options().dtype(torch::kFloat64));
+  auto saturated = torch::empty({columns}, pre.options());
+  gates(pre.data_ptr<float>(), inverse_bounds.data_ptr<float>(), pre.size(0), columns, sums.data_ptr<double>(),
+        saturated.data_ptr<float>());
+  return {sums, saturated};
+}
+
+// summed (T·B, 4H) pre-activations in blocks i, f, g, o; above (T, B, H) ∂L/∂y; weight_hh (4H, H)
+// → (∂L/∂h, ∂L/∂c), (T, B, H) each. All float32, contiguous.
+std::vector<torch::Tensor> lstm_state_gradients(torch::Tensor summed, torch::Tensor above, torch::Tensor weight_hh) {
+  TORCH_CHECK(accelerated(), "this CPU lacks AVX2 or FMA: use the plain path");
+  TORCH_CHECK(above.dim() == 3 && above.is_contiguous() && above.scalar_type() == torch::kFloat32, "above: contiguous (T, B, H) float32");
+  const int64_t steps = above.size(0), batch = above.size(1), size = above.size(2), width = 4 * size;
+  TORCH_CHECK(size % 8 == 0, "H must be a multiple of 8");
+  TORCH_CHECK(summed.is_contiguous() && summed.scalar_type() == torch::kFloat32 && summed.numel() == steps * batch * width,
+              "summed: contiguous (T·B, 4H) float32");
+  TORCH_CHECK(weight_hh.scalar_type() == torch::kFloat32 && weight_hh.size(0) == width && weight_hh.size(1) == size, "weight_hh: (4H, H)");
+  const int64_t plane = batch * size;  // elements of one timestep's (B, H)
+  auto gates = torch::empty({steps * batch, width}, summed.options());
+  activate(summed.data_ptr<float>(), gates.data_ptr<float>(), steps * batch, width, size, 2);
+  auto cell = torch::empty({steps, batch, size}, summed.options());
+  auto squashed = torch::empty_like(cell);
+  const float* gate = gates.data_ptr<float>();
+  float* c = cell.data_ptr<float>();
+  float* sc = squashed.data_ptr<float>();
+  // c_t = f_t c_{t−1} + i_t g_t, from c_{−1} = 0.
+  for (int64_t t = 0; t < steps; ++t) {
+    for (int64_t b = 0; b < batch; ++b) {
+      const float* row = gate + (t * batch + b) * width;
+      float* ct = c + t * plane + b * size;
+      const float* previous = t > 0 ? c + (t - 1) * plane + b * size : nullptr;
+      for (int64_t k = 0; k < size; ++k) ct[k] = (previous ? row[size + k] * previous[k] : 0.0f) + row[k] * row[2 * size + k];
+    }
+  }
+  {
+    auto squashed_view = torch::tanh_out(squashed, cell);  // one vectorised ATen pass
+    (void)squashed_view;
+  }
+  auto hidden = torch::empty_like(cell);
+  auto cell_grad = torch::empty_like(cell);
+  auto into_gates = torch::empty({batch, width}, summed.options());
+  const float* up = above.data_ptr<float>();
+  float* dh = hidden.data_ptr<float>();
+  float* dc = cell_grad.data_ptr<float>();
+  float* da = into_gates.data_ptr<float>();
+  auto output_factor = [&](int64_t t, int64_t b, int64_t k) {  // ∂h_t/∂c_t = o_t (1 − tanh² c_t)
+    const float o = gate[(t * batch + b) * width + 3 * size + k], s = sc[t * plane + b * size + k];
+    return o * (1.0f - s * s);
+  };
+  std::memcpy(dh + (steps - 1) * plane, up + (steps - 1) * plane, plane * sizeof(float));
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t k = 0; k < size; ++k) {
+      const int64_t at = (steps - 1) * plane + b * size + k;
+      dc[at] = dh[at] * output_factor(steps - 1, b, k);
+    }
+  for (int64_t t = steps - 1; t > 0; --t) {
+    // ∂L/∂a_t for the blocks i, f, g, o.
+    for (int64_t b = 0; b < batch; ++b) {
+      const float* row = gate + (t * batch + b) * width;
+      const float* dct = dc + t * plane + b * size;
+      const float* dht = dh + t * plane + b * size;
+      const float* previous = c + (t - 1) * plane + b * size;
+      const float* st = sc + t * plane + b * size;
+      float* out = da + b * width;
+      for (int64_t k = 0; k < size; ++k) {
+        const float i = row[k], f = row[size + k], g = row[2 * size + k], o = row[3 * size + k];
+        out[k] = dct[k] * g * i * (1.0f - i);
+        out[size + k] = dct[k] * previous[k] * f * (1.0f - f);
+        out[2 * size + k] = dct[k] * i * (1.0f - g * g);
+        out[3 * size + k] = dht[k] * st[k] * o * (1.0f - o);
+      }
+    }
+    // ∂L/∂h_{t−1} = ∂L/∂y_{t−1} + (∂L/∂a_t) W_hh.
+    auto target = hidden.select(0, t - 1);
+    at::addmm_out(target, above.select(0, t - 1), into_gates, weight_hh);
+    // ∂L/∂c_{t−1} = ∂L/∂c_t ⊙ f_t + ∂L/∂h_{t−1} ⊙ ∂h_{t−1}/∂c_{t−1}.
+    for (int64_t b = 0; b < batch; ++b) {
+      const float* row = gate + (t * batch + b) * width;
+      for (int64_t k = 0; k < size; ++k) {
+        const int64_t here = t * plane + b * size + k, before = here - plane;
+        dc[before] = dc[here] * row[size + k] + dh[before] * output_factor(t - 1, b, k);
+      }
+    }
+  }
+  return {hidden, cell_grad};
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
+  module.def("lstm_state_gradients", &lstm_state_gradients, "summed (T·B, 4H), above (T, B, H), weight_hh (4H, H): (∂L/∂h, ∂L/∂c)");
+  module.def("gate_statistics", &gate_statistics, "pre (N, G·H), inverse_bounds (G·H,): (Σσ(s), #|s| > bound) per column");
+  module.def("accelerated", &accelerated, "whether this CPU has AVX2 and FMA");
+  module.def("row_statistics", &row_statistics, "grad (R, C), weight (R, C), out (7, R), product: the row statistics into out");
+}
