@@ -9,10 +9,13 @@ and repeated:
 - bare: the same model (built by the engine, PyTorch default init), the same tensors on the
   device, the same optimiser and clipping, in a plain loop with no probes;
 - engine/global: `train()` with only the global probes (loss, accuracy, total norms) at every step;
-- engine/params: `train()` with parameter-gradient probes at every step, from the compiled
-  row-statistics kernel (warmed before the arms run, as a worker warms it once);
-- engine/params-plain: the same from the plain-PyTorch path (`ProbeConfig(fused=False)`);
+- engine/params: `train()` with parameter-gradient probes at every step, as a worker runs
+  them: from the C++ loop (probe_kernel.cpp) on a CPU with AVX2, else plain PyTorch;
+- engine/params-compiled: the same from the kernel compiled by `torch.compile` (opt-in,
+  `ProbeConfig(fused=True)`, warmed before the arms run, as a worker warms it once);
+- engine/params-plain: the same from the plain-PyTorch path (`ProbeConfig(native=False)`);
 - engine/all: `train()` with every probe at every step (layers and, for the LSTM, timesteps);
+- engine/all-plain: the same with every probe on its plain-PyTorch path (no C++ loop);
 - engine/api-defaults: every probe at every step, timesteps on every 10th step, up to 100 of
   them: what a spec submitted to the API gets by default;
 - engine/all+hist10, engine/api-defaults+hist10: the same with the gradient and activation
@@ -46,7 +49,7 @@ from workers.engine.datasets import load_dataset
 from workers.engine.device import resolve_device
 from workers.engine.histogram_native import KERNEL
 from workers.engine.optim import make_optimizer
-from workers.engine.row_statistics import COMPILED
+from workers.engine.row_statistics import COMPILED, NATIVE
 from workers.engine.trainer import batches, compute_loss, make_model
 
 WARMUP = 10
@@ -228,10 +231,11 @@ def main() -> None:
     if device.type == "cpu":
         # The histogram arms count with the C++ loop, built (or loaded) once per process as a
         # worker does at its first run with histograms; built here before any timing.
-        started = time.perf_counter()
-        KERNEL.start().wait()
-        state = "built" if KERNEL.module is not None else "failed to build (the PyTorch path serves)"
-        print(f"histogram kernel {state} in {time.perf_counter() - started:.1f} s (before any timing)")
+        for name, kernel in (("histogram kernel", KERNEL), ("probe loops", NATIVE)):
+            started = time.perf_counter()
+            kernel.start().wait()
+            state = "built" if kernel.module is not None else "failed to build (the PyTorch path serves)"
+            print(f"{name} {state} in {time.perf_counter() - started:.1f} s (before any timing)")
     for name, (config, steps) in workloads(args.device).items():
         steps = max(int(steps * args.scale), WARMUP + 10)
         arms: dict[str, Callable[[], float]] = {
@@ -239,11 +243,15 @@ def main() -> None:
             # The engine's own loop with no probe but the global ones (loss, accuracy, total norms):
             # what the probes' ratios include besides the probes.
             "engine/global": lambda: engine(config, steps, ProbeConfig(parameters=False, layers=False, timesteps=False)),
-            "engine/params": lambda: engine(config, steps, ProbeConfig(parameters=True, layers=False, timesteps=False, fused=True)),
+            "engine/params": lambda: engine(config, steps, ProbeConfig(parameters=True, layers=False, timesteps=False)),
+            "engine/params-compiled": lambda: engine(
+                config, steps, ProbeConfig(parameters=True, layers=False, timesteps=False, fused=True)
+            ),
             "engine/params-plain": lambda: engine(
-                config, steps, ProbeConfig(parameters=True, layers=False, timesteps=False, fused=False)
+                config, steps, ProbeConfig(parameters=True, layers=False, timesteps=False, native=False)
             ),
             "engine/all": lambda: engine(config, steps, ProbeConfig()),
+            "engine/all-plain": lambda: engine(config, steps, ProbeConfig(native=False)),
             # What an API spec gets by default: every probe on every step, the gradient through
             # time (all 50 timesteps) on every 10th (`logging.timesteps_every`).
             "engine/api-defaults": lambda: engine(config, steps, ProbeConfig(timesteps_every=10, max_timesteps=100)),

@@ -7,6 +7,9 @@ new worker (the import of torch, of torch._dynamo at the first optimiser, of sci
 and moves again in about 1.5 s with the imports done ahead. Still after the fork: CUDA is
 never initialised in the prefork parent (importing torch does not initialise it either).
 
+It also starts loading the probes' C++ loops (workers/engine/native.py), which a CPU run waits
+for at its start; the first build on a machine takes 20–40 s, a load from the cache milliseconds.
+
 A run that arrives while the import is under way waits for it to finish (`wait`) instead of
 importing the same modules from a second thread: two threads importing overlapping module
 graphs can hand one of them a partly initialised module.
@@ -41,6 +44,11 @@ def _import() -> None:
 
         import workers.engine  # noqa: F401
         import workers.spec  # noqa: F401
+        from workers.engine.row_statistics import NATIVE
+
+        # A CPU run waits for the probes' C++ loops at its start: built (or loaded from the
+        # cache) now, in the background, so that the child's first run rarely does.
+        NATIVE.start()
     except Exception:  # noqa: BLE001 - the run imports them itself and reports what fails
         logger.warning("importing the engine ahead of the first run failed", exc_info=True)
     finally:
