@@ -14,6 +14,12 @@
 // within 2 ulp of the correctly rounded one), so the sums match PyTorch's within float rounding;
 // the counts are exact.
 //
+// Dense-layer statistics. Per MLP layer, from its pre-activation s and output a = f(s), (B, N)
+// each: Σa, ‖a‖, and either the saturated count (|s| > bound, for σ/tanh/softsign) or the
+// alive units (columns whose largest s over the batch is positive, or NaN), for all layers in
+// one call, where plain PyTorch makes four or five small kernels a layer. The tensors are
+// small (B × N), so the dispatches, not the arithmetic, were the cost; sums run in double.
+//
 // LSTM state gradients. ∂L/∂h_t and ∂L/∂c_t at every timestep from the layer's gate
 // pre-activations, the gradient arriving from above and W_hh: the same chain rule as
 // through_time.py's Python recursion (see there), as one call: the gates' σ/tanh in one pass,
@@ -224,6 +230,48 @@ std::vector<torch::Tensor> gate_statistics(torch::Tensor pre, torch::Tensor inve
   return {sums, saturated};
 }
 
+// pres, acts: (B, N) float32 each; modes: 0 none, 1 saturated count (bounds), 2 alive units
+// → (L, 3) float32: Σa, ‖a‖, the count.
+torch::Tensor dense_statistics(std::vector<torch::Tensor> pres, std::vector<torch::Tensor> acts, std::vector<int64_t> modes,
+                               std::vector<double> bounds) {
+  const int64_t layers = static_cast<int64_t>(pres.size());
+  TORCH_CHECK(acts.size() == pres.size() && modes.size() == pres.size() && bounds.size() == pres.size(), "one entry a layer");
+  auto out = torch::zeros({layers, 3}, torch::kFloat32);
+  float* result = out.data_ptr<float>();
+  for (int64_t layer = 0; layer < layers; ++layer) {
+    const auto& pre = pres[layer];
+    const auto& act = acts[layer];
+    TORCH_CHECK(pre.is_cpu() && act.is_cpu() && pre.is_contiguous() && act.is_contiguous() && pre.dim() == 2 &&
+                    pre.scalar_type() == torch::kFloat32 && act.scalar_type() == torch::kFloat32 && act.numel() == pre.numel(),
+                "pre and act: contiguous (B, N) float32 CPU tensors");
+    const float* a = act.data_ptr<float>();
+    double sum = 0.0, square = 0.0;
+    for (int64_t k = 0; k < act.numel(); ++k) {
+      sum += a[k];
+      square += double(a[k]) * a[k];
+    }
+    const float* s = pre.data_ptr<float>();
+    const int64_t rows = pre.size(0), columns = pre.size(1);
+    double count = 0.0;
+    if (modes[layer] == 1) {
+      const float bound = static_cast<float>(bounds[layer]);
+      for (int64_t k = 0; k < pre.numel(); ++k) count += std::fabs(s[k]) > bound ? 1.0 : 0.0;
+    } else if (modes[layer] == 2) {
+      std::vector<float> largest(s, s + columns);
+      for (int64_t row = 1; row < rows; ++row)
+        for (int64_t column = 0; column < columns; ++column) {
+          const float v = s[row * columns + column];
+          largest[column] = (v > largest[column] || v != v) ? v : largest[column];
+        }
+      for (int64_t column = 0; column < columns; ++column) count += (largest[column] > 0.0f || largest[column] != largest[column]) ? 1.0 : 0.0;
+    }
+    result[3 * layer] = static_cast<float>(sum);
+    result[3 * layer + 1] = static_cast<float>(std::sqrt(square));
+    result[3 * layer + 2] = static_cast<float>(count);
+  }
+  return out;
+}
+
 // summed (T·B, 4H) pre-activations in blocks i, f, g, o; above (T, B, H) ∂L/∂y; weight_hh (4H, H)
 // → (∂L/∂h, ∂L/∂c), (T, B, H) each. All float32, contiguous.
 std::vector<torch::Tensor> lstm_state_gradients(torch::Tensor summed, torch::Tensor above, torch::Tensor weight_hh) {
@@ -305,6 +353,7 @@ std::vector<torch::Tensor> lstm_state_gradients(torch::Tensor summed, torch::Ten
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
+  module.def("dense_statistics", &dense_statistics, "pres, acts (B, N) each, modes, bounds: (L, 3) Σa, ‖a‖, count");
   module.def("lstm_state_gradients", &lstm_state_gradients, "summed (T·B, 4H), above (T, B, H), weight_hh (4H, H): (∂L/∂h, ∂L/∂c)");
   module.def("gate_statistics", &gate_statistics, "pre (N, G·H), inverse_bounds (G·H,): (Σσ(s), #|s| > bound) per column");
   module.def("accelerated", &accelerated, "whether this CPU has AVX2 and FMA");

@@ -11,7 +11,7 @@ import torch
 
 from workers.engine import ClippingConfig, DatasetConfig, ModelConfig, ProbeConfig, RunConfig, TrainingConfig
 from workers.engine.models import MLP
-from workers.engine.probes import DerivedUpdate, FlatParameters, ParameterProbe
+from workers.engine.probes import DerivedUpdate, FlatParameters, ForwardTaps, ParameterProbe
 from workers.engine.row_statistics import COMPILED, NATIVE, STATISTICS, RowStatistics, native_module, plain_row_statistics
 
 from .helpers import run, series
@@ -149,6 +149,39 @@ def test_a_recurrent_run_records_the_same_gates_with_the_cpp_loop(native, kind: 
     _, plain = run(config(False))
     gates = ["gate_forget", "gate_input_saturation", "act_saturation"] if kind == "lstm" else ["gate_update", "gate_reset_saturation"]
     for metric in gates:
+        for layer in ("layers.0", "layers.1"):
+            want = series(plain, metric, layer)
+            assert np.all(np.isfinite(want))
+            np.testing.assert_allclose(series(looped, metric, layer), want, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "relu", "gelu"])
+def test_an_mlp_run_records_the_same_layers_with_the_cpp_loop(native, activation: str) -> None:
+    def config(use_native: bool) -> RunConfig:
+        return RunConfig(
+            model=ModelConfig(kind="mlp", hidden_sizes=(24, 16), activation=activation),
+            dataset=DatasetConfig(name="digits"),
+            training=TrainingConfig(steps=8, batch_size=16, optimizer="sgd", lr=0.5),
+            probes=ProbeConfig(native=use_native),
+        )
+
+    # The same raw keys in the same order (a checkpoint keeps them as its layer keys, and a run
+    # resumed in a process without the loop must read its columns the same way), equal values.
+    torch.manual_seed(0)
+    model, x = MLP(20, (24, 16), 3, activation), torch.randn(16, 20)
+    raw = {}
+    for use_native in (True, False):
+        taps = ForwardTaps(activation, 0.05, layers=True, timesteps=None, native=native if use_native else None)
+        model.zero_grad()
+        model(x, taps).logsumexp(1).sum().backward()
+        raw[use_native] = taps.after_backward()[0], taps.keys
+    assert raw[True][1] == raw[False][1] and len(raw[True][1]) >= 9
+    torch.testing.assert_close(raw[True][0], raw[False][0], rtol=1e-5, atol=1e-6)
+
+    _, looped = run(config(True))
+    _, plain = run(config(False))
+    extra = {"sigmoid": ["act_saturation"], "relu": ["act_dead"], "gelu": []}[activation]
+    for metric in ["act_mean", "act_std", "backprop_norm", *extra]:
         for layer in ("layers.0", "layers.1"):
             want = series(plain, metric, layer)
             assert np.all(np.isfinite(want))
