@@ -299,10 +299,7 @@ std::vector<torch::Tensor> lstm_state_gradients(torch::Tensor summed, torch::Ten
       for (int64_t k = 0; k < size; ++k) ct[k] = (previous ? row[size + k] * previous[k] : 0.0f) + row[k] * row[2 * size + k];
     }
   }
-  {
-    auto squashed_view = torch::tanh_out(squashed, cell);  // one vectorised ATen pass
-    (void)squashed_view;
-  }
+  torch::tanh_out(squashed, cell);  // tanh c_t: one vectorised ATen pass
   auto hidden = torch::empty_like(cell);
   auto cell_grad = torch::empty_like(cell);
   auto into_gates = torch::empty({batch, width}, summed.options());

@@ -131,11 +131,11 @@ COMPILED = _Compiled()
 
 
 def native_module(device: torch.device, dtype: torch.dtype) -> ModuleType | None:
-    """The C++ loop for buffers on this device, waiting for its build; None where it cannot serve."""
+    """The C++ probe loops for buffers on this device, waiting for their build; None where they cannot serve."""
     if device.type != "cpu" or dtype not in (torch.float32, torch.float64):
         return None
     if not NATIVE.start().wait(NATIVE_WAIT_S):
-        log.warning("the C++ row statistics were still building after %.0f s; this run takes the plain path", NATIVE_WAIT_S)
+        log.warning("the C++ probe loops were still building after %.0f s; this run takes the plain paths", NATIVE_WAIT_S)
         return None
     module = NATIVE.module
     return module if module is not None and module.accelerated() else None
