@@ -44,7 +44,6 @@ import statistics
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -53,6 +52,7 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import sync_playwright
 
 from bench.common import BENCH_OWNER, api_server, bench_headers, latency, machine, scratch_database, service_env
+from bench.cpu_accounting import CpuShare, chromium_pids
 from service import store
 from service.db.engine import make_engine, make_session_factory
 from service.store.records import SeriesChunk
@@ -209,14 +209,6 @@ def report(label: str, timings: dict[str, list[float]]) -> None:
         print(f"  {name + ':':38} median {statistics.median(values):6.0f} ms  max {max(values):6.0f} ms  (n = {len(values)}){goal}")
 
 
-def _stat(pid: int) -> list[str] | None:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()
-    except OSError:  # gone, or not Linux
-        return None
-
-
 def idle_wrapper(stack: contextlib.ExitStack) -> str:
     """An executable that starts Chromium at SCHED_IDLE: every process and thread it forks
     inherits the policy, so the browsers run only on CPU that nothing else wants, from their
@@ -226,51 +218,6 @@ def idle_wrapper(stack: contextlib.ExitStack) -> str:
     wrapper.write_text(f'#!/bin/sh\nexec chrt --idle 0 {CHROMIUM} "$@"\n')
     wrapper.chmod(0o755)
     return str(wrapper)
-
-
-def chromium_pids() -> list[int]:
-    """This process's descendants that are Chromium's (other users' browsers excluded)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and (fields := _stat(int(entry))) is not None:
-            children.setdefault(int(fields[1]), []).append(int(entry))
-    found, todo = [], [os.getpid()]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            todo.append(child)
-            with contextlib.suppress(OSError), open(f"/proc/{child}/comm") as handle:
-                if "chrom" in handle.read():
-                    found.append(child)
-    return found
-
-
-def cpu_s(pid: int) -> float:
-    """User + system CPU seconds the process used so far (0 when gone)."""
-    fields = _stat(pid)
-    return 0.0 if fields is None else (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-class CpuShare:
-    """Share of one core each group of processes used within the block: a group is a
-    function naming its processes, asked at both ends (one born within counts whole)."""
-
-    def __init__(self, **groups: Callable[[], list[int]]) -> None:
-        self.groups = groups
-
-    def __enter__(self) -> CpuShare:
-        self.started = time.monotonic()
-        self.before = {name: {pid: cpu_s(pid) for pid in pids()} for name, pids in self.groups.items()}
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        elapsed = time.monotonic() - self.started
-        self.shares = {
-            name: 100 * sum(cpu_s(pid) - self.before[name].get(pid, 0.0) for pid in pids()) / elapsed
-            for name, pids in self.groups.items()
-        }
-
-    def __str__(self) -> str:
-        return ", ".join(f"{name} {share:.0f}%" for name, share in self.shares.items()) + " of one core"
 
 
 def api_load(base: str, headers: dict[str, str], experiment_id: str, duration_s: float) -> list[float]:

@@ -29,7 +29,7 @@ QUICK = {  # a few seconds of measuring each (CI runs them all in about two minu
     "ingest": ["--steps", "1000"],
     "queries": ["--steps", "500", "--rounds", "1", "--per-round", "1"],
     "series_query": ["--steps", "2000", "--layers", "2", "--requests", "10"],
-    "load": ["--duration", "2", "--clients", "5", "--experiments", "2", "--steps", "500"],
+    "load": ["--duration", "2", "--clients", "5", "--experiments", "2", "--steps", "500", "--floor-duration", "2"],
     "scale_out": ["--steps", "100", "--runs", "2"],
     "downsample": ["--repeats", "1"],
     "checkpoint": ["--repeats", "1", "--scale", "0.05", "--no-recovery"],

@@ -4,12 +4,13 @@ may see; None for an admin)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from service.auth.guard import authenticate
 from service.auth.session import SESSION_COOKIE, check_browser_write
@@ -25,14 +26,30 @@ bearer = HTTPBearer(
 )
 
 
-def get_session(request: Request) -> Iterator[Session]:
-    with request.app.state.session_factory() as session:
-        yield session
-
-
 # Dependencies that do no I/O are `async def`: FastAPI runs a plain `def` dependency in
 # the thread pool, a hand-off to a thread and back (with its share of the GIL and of the
 # pool's 40 tokens) for an attribute read.
+
+
+async def get_session(request: Request) -> AsyncIterator[Session]:
+    """A session for the request's sync route and dependencies (which run in the thread
+    pool, one after another, never at once).
+
+    Opening a session does no I/O, and neither does closing one whose work was committed
+    (the store's functions commit, which hands the connection back to the pool): both
+    happen here, on the event loop, saving the two thread-pool hand-offs a `def`
+    generator costs (≈ 0.1 ms of CPU each on the development machine). A session still in
+    a transaction (a route that raised half-way) must roll back on its connection, a round
+    trip that could hang with the database: that close runs in the thread pool."""
+    session = request.app.state.session_factory()
+    try:
+        yield session
+    finally:
+        if session.in_transaction():
+            await run_in_threadpool(session.close)
+        else:
+            session.close()
+
 
 
 async def get_settings(request: Request) -> Settings:

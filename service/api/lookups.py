@@ -82,7 +82,8 @@ def require_series(
     `lttb_points`: they come back already thinned by `agg=lttb`, from the chunks'
     representatives where there are many (service/api/lttb_reads.py).
     """
-    available = store.list_metrics(session, record.id)
+    catalog = store.series_catalog(session, record.id)
+    available = catalog.metrics
     if metric not in available:
         if record.status in ACTIVE and metric in KNOWN_METRICS:
             return []  # nothing flushed yet: an empty answer, not an error
@@ -116,4 +117,5 @@ def require_series(
         return read_mean_thinned(session, record.id, metric, layers or None, step_min, step_max, mean_points)
     if lttb_points is not None:
         return read_lttb_thinned(session, record.id, metric, layers or None, step_min, step_max, lttb_points)
-    return store.read_series(session, record.id, metric, layers or None, step_min, step_max, minmax_points)
+    found = catalog.find(metric, layers or None)
+    return store.read_series(session, record.id, metric, layers or None, step_min, step_max, minmax_points, found)

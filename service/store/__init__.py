@@ -24,7 +24,8 @@ from service.store.experiments import (
 )
 from service.store.aggregates import ChunkTable, read_chunk_points, read_chunk_tables
 from service.store.idempotency import forget_key
-from service.store.points import find_series, list_metrics, read_series, read_timesteps, write_chunks
+from service.store.catalog import SeriesCatalog, find_series, list_metrics, series_catalog
+from service.store.points import read_series, read_timesteps, write_chunks
 from service.store.whole_series import read_whole_series
 from service.store.records import (
     ActiveLimitExceeded,
@@ -75,6 +76,8 @@ __all__ = [
     "delete_experiment",
     "fail_stale_experiments",
     "find_series",
+    "series_catalog",
+    "SeriesCatalog",
     "fail_unsent_experiment",
     "find_active_token",
     "finish_experiment",

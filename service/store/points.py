@@ -30,6 +30,7 @@ from service.store.codec import (
     encode_steps,
     encode_values,
 )
+from service.store.catalog import GLOBAL_LAYER, find_series
 from service.store.records import (
     ExperimentNotFound,
     SeriesChunk,
@@ -40,11 +41,6 @@ from service.store.records import (
 )
 from service.store.aggregates import aggregate_column
 from service.store.summaries import read_representatives, summary_columns
-
-# Global metrics have no layer; the unique key (experiment_id, metric, layer) needs a
-# value that is not NULL, so they are stored with layer '' and read back as None.
-GLOBAL_LAYER = ""
-
 
 class _SeriesIdCache:
     """(database, experiment) → {(metric, stored layer): series id}, filled after commit.
@@ -239,32 +235,6 @@ def _timestep_row(experiment_id: str, chunk: TimestepChunkRecord) -> dict[str, A
     }
 
 
-def list_metrics(session: Session, experiment_id: str) -> dict[str, list[str | None]]:
-    """metric → its layers ordered input → output ([None] for a global metric)."""
-    rows = session.execute(
-        sa.select(Series.metric, Series.layer)
-        .where(Series.experiment_id == experiment_id)
-        .order_by(Series.metric, Series.position, Series.layer)
-    )
-    metrics: dict[str, list[str | None]] = {}
-    for metric, layer in rows:
-        metrics.setdefault(metric, []).append(layer or None)
-    return metrics
-
-
-def find_series(
-    session: Session, experiment_id: str, metric: str, layers: Sequence[str | None] | None = None
-) -> list[SeriesRef]:
-    """The series of `metric` (all its layers, or `layers`), ordered input → output."""
-    query = sa.select(Series.id, Series.layer, Series.position).where(
-        Series.experiment_id == experiment_id, Series.metric == metric
-    )
-    if layers is not None:
-        query = query.where(Series.layer.in_([layer or GLOBAL_LAYER for layer in layers]))
-    rows = session.execute(query.order_by(Series.position, Series.layer))
-    return [SeriesRef(row.id, row.layer or None, row.position) for row in rows]
-
-
 def read_series(
     session: Session,
     experiment_id: str,
@@ -273,6 +243,7 @@ def read_series(
     step_min: int | None = None,
     step_max: int | None = None,
     minmax_points: int | None = None,
+    found: list[SeriesRef] | None = None,
 ) -> list[SeriesData]:
     """The series of `metric` (all its layers, or `layers`), ordered input → output.
 
@@ -286,8 +257,11 @@ def read_series(
     steps, first and last points, first non-finite points) and draws the same line, read
     from a few bytes per chunk. Other aggregations (`mean`, `lttb`) need every point: leave
     it None for them.
+
+    `found`: those series, when the caller already looked them up (`SeriesCatalog.find`).
     """
-    found = find_series(session, experiment_id, metric, layers)
+    if found is None:
+        found = find_series(session, experiment_id, metric, layers)
     if not found:
         return []
     ids = [row.id for row in found]

@@ -72,11 +72,13 @@ def list_attempts(session: Session, experiment_id: str) -> list[AttemptRecord]:
 
 def list_attempts_of(session: Session, experiment_ids: Sequence[str]) -> dict[str, list[AttemptRecord]]:
     """The attempts of each of these experiments (those with none are absent), in one query."""
+    # Core rows, not mapped objects: the status poll reads these on every request.
+    attempts = Attempt.__table__
     rows = session.execute(
-        sa.select(Attempt)
-        .where(Attempt.experiment_id.in_(experiment_ids))
-        .order_by(Attempt.experiment_id, Attempt.number)
-    ).scalars()
+        sa.select(attempts)
+        .where(attempts.c.experiment_id.in_(experiment_ids))
+        .order_by(attempts.c.experiment_id, attempts.c.number)
+    )
     found: dict[str, list[AttemptRecord]] = {}
     for row in rows:
         found.setdefault(row.experiment_id, []).append(

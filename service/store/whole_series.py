@@ -31,7 +31,8 @@ from sqlalchemy.orm import Session
 from service.db.models import PointChunk, Series
 from service.store.aggregates import AGGREGATE_DTYPE
 from service.store.codec import decode_steps, decode_values
-from service.store.points import GLOBAL_LAYER, read_points
+from service.store.catalog import GLOBAL_LAYER
+from service.store.points import read_points
 from service.store.records import SeriesData
 from service.store.summaries import serial_scan
 
