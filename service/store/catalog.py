@@ -38,12 +38,17 @@ class SeriesCatalog:
         return [ref for name, ref in self._rows if name == metric and (wanted is None or ref.layer in wanted)]
 
 
+# Built once, Core rows: every series read starts with it.
+_SERIES = Series.__table__
+_CATALOG = (
+    sa.select(_SERIES.c.metric, _SERIES.c.id, _SERIES.c.layer, _SERIES.c.position)
+    .where(_SERIES.c.experiment_id == sa.bindparam("experiment_id"))
+    .order_by(_SERIES.c.metric, _SERIES.c.position, _SERIES.c.layer)
+)
+
+
 def series_catalog(session: Session, experiment_id: str) -> SeriesCatalog:
-    rows = session.execute(
-        sa.select(Series.metric, Series.id, Series.layer, Series.position)
-        .where(Series.experiment_id == experiment_id)
-        .order_by(Series.metric, Series.position, Series.layer)
-    )
+    rows = session.execute(_CATALOG, {"experiment_id": experiment_id})
     return SeriesCatalog([(row.metric, SeriesRef(row.id, row.layer or None, row.position)) for row in rows])
 
 

@@ -66,19 +66,23 @@ def end_attempt(session: Session, experiment_id: str, ending: str, why: str | No
     )
 
 
+# Built once, read as Core rows rather than mapped objects: the status poll reads these on
+# every request.
+_ATTEMPTS = Attempt.__table__
+_ATTEMPTS_OF = (
+    sa.select(_ATTEMPTS)
+    .where(_ATTEMPTS.c.experiment_id.in_(sa.bindparam("experiment_ids", expanding=True)))
+    .order_by(_ATTEMPTS.c.experiment_id, _ATTEMPTS.c.number)
+)
+
+
 def list_attempts(session: Session, experiment_id: str) -> list[AttemptRecord]:
     return list_attempts_of(session, [experiment_id]).get(experiment_id, [])
 
 
 def list_attempts_of(session: Session, experiment_ids: Sequence[str]) -> dict[str, list[AttemptRecord]]:
     """The attempts of each of these experiments (those with none are absent), in one query."""
-    # Core rows, not mapped objects: the status poll reads these on every request.
-    attempts = Attempt.__table__
-    rows = session.execute(
-        sa.select(attempts)
-        .where(attempts.c.experiment_id.in_(experiment_ids))
-        .order_by(attempts.c.experiment_id, attempts.c.number)
-    )
+    rows = session.execute(_ATTEMPTS_OF, {"experiment_ids": list(experiment_ids)})
     found: dict[str, list[AttemptRecord]] = {}
     for row in rows:
         found.setdefault(row.experiment_id, []).append(
