@@ -51,7 +51,6 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
             session.close()
 
 
-
 async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 

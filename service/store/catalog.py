@@ -68,5 +68,3 @@ def find_series(
         query = query.where(Series.layer.in_([layer or GLOBAL_LAYER for layer in layers]))
     rows = session.execute(query.order_by(Series.position, Series.layer))
     return [SeriesRef(row.id, row.layer or None, row.position) for row in rows]
-
-

@@ -127,3 +127,19 @@ def test_timesteps_round_trip(session: Session, running: store.ExperimentRecord)
     one = store.read_timesteps(session, running.id, layer_index=1, step=4)
     assert len(one) == 1 and one[0].steps.tolist() == [4]
     np.testing.assert_array_equal(one[0].hidden_grad_norm, written[1][1][1:2])
+
+
+def test_the_catalog_finds_what_find_series_finds(session: Session, running: store.ExperimentRecord) -> None:
+    # A series read validates and looks up its series from one catalog query; it must pick
+    # the same series, in the same input → output order, as the per-metric query.
+    store.write_chunks(session, running.id, _flush(0, 50), [], progress_step=49)
+    catalog = store.series_catalog(session, running.id)
+    assert catalog.metrics == store.list_metrics(session, running.id) == {"grad_norm": LAYERS, "loss": [None]}
+    for metric, layers in [
+        ("grad_norm", None), ("grad_norm", [LAYERS[2], LAYERS[0]]), ("grad_norm", ["no.such.layer"]),
+        ("loss", None), ("loss", [None]), ("no_such_metric", None),
+    ]:  # fmt: skip
+        found = catalog.find(metric, layers)
+        assert found == store.find_series(session, running.id, metric, layers), (metric, layers)
+    assert [ref.layer for ref in catalog.find("grad_norm", [LAYERS[2], LAYERS[0]])] == [LAYERS[0], LAYERS[2]]
+    assert [ref.layer for ref in catalog.find("loss")] == [None]
