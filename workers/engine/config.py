@@ -127,8 +127,9 @@ class ProbeConfig:
     # plain one, so a run that switched paths when the compile finished was no longer
     # reproducible step for step, and its CPU speed-up is not yet shown (README, Performance).
     fused: bool = False
-    # The parameter statistics from the C++ loop on a CPU with AVX2 and FMA (row_statistics.py);
-    # False keeps the plain PyTorch path, the reference it is tested against.
+    # The C++ loops on a CPU with AVX2 and FMA: the parameter statistics (row_statistics.py),
+    # the layer and gate statistics, and float32 LSTMs in gradwatch's own layer (lstm_kernel.py);
+    # False keeps the plain PyTorch paths, the reference they are tested against.
     native: bool = True
 
 

@@ -18,7 +18,7 @@ from .native import NativeKernel, cache_directory
 
 # -fno-trapping-math lets GCC turn the linear bins' selects into vector code (no floating-point
 # exception is ever looked at); it changes no result.
-KERNEL = NativeKernel("gradwatch_histograms", "histogram_kernel.cpp", ["-O3", "-fno-trapping-math"])
+KERNEL = NativeKernel("gradwatch_histograms", ["histogram_kernel.cpp"], ["-O3", "-fno-trapping-math"])
 build = KERNEL.build
 built_path = KERNEL.built_path
 

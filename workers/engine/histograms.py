@@ -37,10 +37,12 @@ import torch
 from .histogram_native import KERNEL
 from .probes import FlatParameters
 
+from .records import HistogramBatch
+
 if TYPE_CHECKING:
+    from .lstm_kernel import LstmProbe
     from .models import RecurrentLayer
     from .probes import ForwardTaps
-from .records import HistogramBatch
 
 BINS = 128
 GRADIENT_EDGES = np.linspace(-12.0, 4.0, BINS + 1)  # log10|g|: eight bins a decade
@@ -252,9 +254,12 @@ class HistogramProbe:
         if self._inner is not None:
             self._inner.head(out)
 
-    def recurrent(self, index: int, layer: RecurrentLayer, x: torch.Tensor, out: torch.Tensor) -> None:
+    def kernel_probe(self, index: int, layer: RecurrentLayer) -> LstmProbe | None:
+        return self._inner.kernel_probe(index, layer) if self._inner is not None else None
+
+    def recurrent(self, index: int, layer: RecurrentLayer, x: torch.Tensor, out: torch.Tensor, probe: LstmProbe | None = None) -> None:
         if self._inner is not None:
-            self._inner.recurrent(index, layer, x, out)
+            self._inner.recurrent(index, layer, x, out, probe)
         with torch.no_grad():
             native = KERNEL.ready() if self._native else None
             values = out.detach()  # h_t of every timestep

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .activations import RECTIFYING, SATURATING, saturation_bound
+from .lstm_kernel import LstmProbe
 from .models import RecurrentLayer
 from .through_time import Preactivations, preactivations, state_gradients
 
@@ -41,6 +42,9 @@ class ForwardTaps:
     Through time (`timesteps`): ‖∂L/∂h_t‖ at the recorded timesteps, the total gradient from both
     uses of h_t, and for LSTMs ‖∂L/∂c_t‖, from the retained ∂L/∂y and the chain rule through
     the recomputed gates (through_time.py): the recurrence itself always runs as one fused call.
+    An LSTM layer that runs in gradwatch's own kernel (lstm_kernel.py) hands both its gate
+    statistics and its through-time norms over from inside its forward and backward instead:
+    nothing is recomputed for it.
 
     One instance serves a whole run: `start()` before each tapped forward pass.
     """
@@ -67,7 +71,8 @@ class ForwardTaps:
         self._vectors: list[torch.Tensor] = []  # 1-d, keyed after the scalars
         self._vector_keys: list[tuple[str, str]] = []
         self._retained: list[tuple[str, torch.Tensor]] = []  # (layer, tensor whose .grad is the signal)
-        self._recurrent: dict[int, tuple[RecurrentLayer, torch.Tensor, torch.Tensor]] = {}
+        # index → (layer, x, y, the kernel's probe where the layer ran gradwatch's LSTM, else None)
+        self._recurrent: dict[int, tuple[RecurrentLayer, torch.Tensor, torch.Tensor, LstmProbe | None]] = {}
         # Dense layers whose statistics the C++ loop computes after backward, all in one call:
         # (position in _scalars, how many, s, a, mode, saturation bound).
         self._deferred: list[tuple[int, int, torch.Tensor, torch.Tensor, int, float]] = []
@@ -117,14 +122,22 @@ class ForwardTaps:
             out.retain_grad()
             self._retained.append(("head", out))
 
-    def recurrent(self, index: int, layer: RecurrentLayer, x: torch.Tensor, out: torch.Tensor) -> None:
+    def kernel_probe(self, index: int, layer: RecurrentLayer) -> LstmProbe | None:
+        """What gradwatch's LSTM layer should measure inside itself on this step (None: nothing)."""
+        if layer.kind != "lstm" or (self.timesteps is None and not self.layers):
+            return None
+        bounds = [self._sigmoid_bound, self._sigmoid_bound, self._tanh_bound, self._sigmoid_bound]  # i, f, g, o
+        sample = layer.weight_hh
+        return LstmProbe(self._inverse(sample, (f"layers.{index}", sample.shape[0], "lstm"), bounds, layer.hidden_size) if self.layers else None)
+
+    def recurrent(self, index: int, layer: RecurrentLayer, x: torch.Tensor, out: torch.Tensor, probe: LstmProbe | None = None) -> None:
         if self.timesteps is None and not self.layers:
             return
         out.retain_grad()  # ∂L/∂y for backprop_norm, and the from-above part of ∂L/∂h_t
-        # The gates are recomputed after backward, once for the gate statistics and the
-        # recursion together, rather than kept through it: they never add to the step's peak
-        # memory (autograd's saved tensors are freed by then).
-        self._recurrent[index] = (layer, x, out)
+        # Where PyTorch's kernel ran, the gates are recomputed after backward, once for the
+        # gate statistics and the recursion together, rather than kept through it: they never
+        # add to the step's peak memory (autograd's saved tensors are freed by then).
+        self._recurrent[index] = (layer, x, out, probe if probe is not None and probe.taken else None)
         if self.layers:
             self._retained.append((f"layers.{index}", out))
 
@@ -202,6 +215,21 @@ class ForwardTaps:
         self._add_vector([f"_gate_sum_{b}" for b in blocks], name, sigmoid_sums)
         self._add_vector([f"_gate_saturated_{b}" for b in blocks], name, counts)
 
+    def _kernel_stats(self, name: str, layer: RecurrentLayer, probe: LstmProbe) -> None:
+        """The keys _recurrent_stats writes for an LSTM, in its order, from the kernel's sums:
+        its gate statistics, then Σh and ‖h‖ of the output sequence."""
+        statistics = probe.statistics
+        assert statistics is not None
+        width, size = 4 * layer.hidden_size, layer.hidden_size
+        # T·B·H elements behind each gate block's sums, and behind Σh and ‖h‖.
+        self.counts[f"{name}/gates"] = self.counts[name] = float(probe.elements)
+        dtype = layer.weight_hh.dtype
+        blocks = ["input", "forget", "candidate", "output"]
+        self._add_vector([f"_gate_sum_{b}" for b in blocks], name, statistics[:width].view(4, size).sum(1).to(dtype))
+        self._add_vector([f"_gate_saturated_{b}" for b in blocks], name, statistics[width : 2 * width].view(4, size).sum(1).to(dtype))
+        self._add("_act_sum", name, statistics[2 * width].to(dtype))
+        self._add("_act_norm", name, statistics[2 * width + 1].sqrt().to(dtype))
+
     def after_backward(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """The layer values (1-d, one per element of `keys`) and the timestep norms."""
         self._dense_values()
@@ -256,7 +284,17 @@ class ForwardTaps:
         (when `timesteps`): L·T' hidden norms, then L·T' cell norms for LSTMs, 1-d."""
         hidden_norms, cell_norms = [], []
         for index in sorted(self._recurrent):
-            layer, x, out = self._recurrent[index]
+            layer, x, out, probe = self._recurrent[index]
+            if probe is not None:
+                if self.layers:
+                    self._kernel_stats(f"layers.{index}", layer, probe)
+                if self.timesteps is not None:
+                    ends = torch.as_tensor(self.timesteps, device=out.device)
+                    # No gradient reached the layer (nothing below the loss used it): zeros, as _grad gives.
+                    norms = probe.norms if probe.norms is not None else out.new_zeros(2, out.shape[1])
+                    hidden_norms.append(norms[0].index_select(0, ends))
+                    cell_norms.append(norms[1].index_select(0, ends))
+                continue
             pre = preactivations(layer, x.detach(), out.detach())
             if self.layers:
                 self._recurrent_stats(f"layers.{index}", layer, pre, out.detach())

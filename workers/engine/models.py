@@ -1,9 +1,11 @@
 """The networks: an MLP, and Elman RNN / LSTM / GRU stacks with a linear head.
 
-Recurrent layers run PyTorch's fused kernels (oneDNN on CPU, cuDNN on CUDA), which are
-3-5× faster than a Python loop over timesteps but hide the hidden states between steps.
-Each layer is always one call over the whole sequence, probed or not: the true ∂L/∂h_t is
-rebuilt afterwards from the output sequence and its gradient (through_time.py).
+Recurrent layers run fused kernels, 3-5× faster than a Python loop over timesteps: PyTorch's
+(oneDNN on CPU, cuDNN on CUDA), which hide the hidden states between steps, so the true ∂L/∂h_t
+is rebuilt afterwards from the output sequence and its gradient (through_time.py); or, for a
+float32 LSTM on a CPU, gradwatch's own (lstm_kernel.py), which takes the gate statistics and the
+through-time norms inside its forward and backward. Each layer is always one call over the whole
+sequence, probed or not.
 
 Both models take an optional `taps` object (see probes.py) that they hand their internal
 tensors to; with `taps=None` the forward pass is exactly the bare network.
@@ -11,12 +13,16 @@ tensors to; with `taps=None` the forward pass is exactly the bare network.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from .activations import activation_function
+from .lstm_kernel import LstmProbe, lstm, serves
 
 if TYPE_CHECKING:
     from .probes import ForwardTaps
@@ -77,6 +83,7 @@ class RecurrentLayer(nn.Module):
         # Elman RNNs with tanh/relu have a fused kernel; any other activation runs a Python loop.
         self.fused = kind != "rnn" or activation in ("tanh", "relu")
         self._act = activation_function(self.activation, negative_slope)
+        self.kernel: ModuleType | None = None  # gradwatch's LSTM layer (lstm_kernel.py), when set
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -90,11 +97,15 @@ class RecurrentLayer(nn.Module):
         return h, (h if self.kind == "lstm" else None)
 
     def forward(
-        self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor | None]
+        self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor | None], probe: LstmProbe | None = None
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor | None]]:
-        """x (B, T, D), state (h (1, B, H), c or None) → output (B, T, H), state after x."""
+        """x (B, T, D), state (h (1, B, H), c or None) → output (B, T, H), state after x.
+        `probe` asks gradwatch's LSTM layer for its statistics; PyTorch's kernels ignore it."""
         weights = [self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh]
         h, c = state
+        if self.kind == "lstm" and serves(self.kernel, self.hidden_size, x):
+            assert c is not None and self.kernel is not None
+            return lstm(x, (h, c), weights, self.kernel, probe)
         # Arguments after the weights: has_biases, num_layers, dropout, train, bidirectional, batch_first.
         if self.kind == "lstm":
             out, h, c = torch.lstm(x, (h, c), weights, True, 1, 0.0, self.training, False, True)
@@ -152,12 +163,29 @@ class RecurrentNet(nn.Module):
     def layer_names(self) -> list[str]:
         return [f"layers.{i}" for i in range(len(self.layers))] + ["head"]
 
+    def use_kernel(self, native: ModuleType | None) -> None:
+        """Run the LSTM layers in gradwatch's own kernel (the C++ probe module), or not (None)."""
+        for layer in self.layers:
+            layer.kernel = native if self.kind == "lstm" else None
+
+    @contextmanager
+    def plain_kernels(self) -> Iterator[None]:
+        """PyTorch's kernels only, for as long as this lasts: they have a double backward."""
+        kernels = [layer.kernel for layer in self.layers]
+        self.use_kernel(None)
+        try:
+            yield
+        finally:
+            for layer, kernel in zip(self.layers, kernels):
+                layer.kernel = kernel
+
     def forward(self, x: torch.Tensor, taps: ForwardTaps | None = None) -> torch.Tensor:
         """x (B, T, D) → (B, C) for many-to-one, (B, T, C) for many-to-many."""
         for index, layer in enumerate(self.layers):
-            out, _ = layer(x, layer.initial_state(x))  # (B, T, H): one fused call
+            probe = taps.kernel_probe(index, layer) if taps is not None else None
+            out, _ = layer(x, layer.initial_state(x), probe)  # (B, T, H): one fused call
             if taps is not None:
-                taps.recurrent(index, layer, x, out)
+                taps.recurrent(index, layer, x, out, probe)
             x = out
         if not self.many_to_many:
             x = x[:, -1]  # (B, H)

@@ -1,6 +1,7 @@
 """gradwatch's small C++ loops for the CPU, built at first use with torch.utils.cpp_extension.
 
-Each `NativeKernel` is one source file in this folder. Its build (g++ and ninja, 20–40 s on one
+Each `NativeKernel` is one module built from C++ sources (and the headers they include) in this
+folder. Its build (g++ and ninja, 20–40 s on one
 core) runs in a background thread once per process, and is cached on disk
 (`GRADWATCH_KERNEL_CACHE`, by default ~/.cache/gradwatch/kernels) under a digest of the source,
 the flags and the torch version, so later processes only load it. Where it cannot be built (no
@@ -38,11 +39,12 @@ def _import(name: str, path: Path) -> ModuleType:
 
 
 class NativeKernel:
-    """One C++ source built into a Python module, in the background, once per process."""
+    """C++ sources built into one Python module, in the background, once per process."""
 
-    def __init__(self, name: str, source: str, flags: list[str]) -> None:
+    def __init__(self, name: str, sources: list[str], flags: list[str], headers: tuple[str, ...] = ()) -> None:
         self.name = name
-        self.source = Path(__file__).with_name(source)
+        self.sources = [Path(__file__).with_name(source) for source in sources]
+        self.headers = [Path(__file__).with_name(header) for header in headers]  # digested, not compiled
         self.flags = flags
         self._lock = threading.Lock()
         self._done = threading.Event()
@@ -50,10 +52,11 @@ class NativeKernel:
         self.module: ModuleType | None = None
 
     def built_path(self) -> Path:
-        """Where the module built from this source, these flags and this torch is kept."""
+        """Where the module built from these sources and headers, these flags and this torch is kept."""
         import torch
 
-        digest = hashlib.sha256(self.source.read_bytes() + " ".join(self.flags).encode() + torch.__version__.encode()).hexdigest()[:16]
+        text = b"".join(path.read_bytes() for path in self.sources + self.headers)
+        digest = hashlib.sha256(text + " ".join(self.flags).encode() + torch.__version__.encode()).hexdigest()[:16]
         return cache_directory() / f"{self.name}-{digest}.so"
 
     def build(self) -> ModuleType:
@@ -71,7 +74,7 @@ class NativeKernel:
             return _import(self.name, target)
         target.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=target.parent, prefix="build-") as scratch:
-            module = load(self.name, [str(self.source)], extra_cflags=self.flags, build_directory=scratch, verbose=False)
+            module = load(self.name, [str(path) for path in self.sources], extra_cflags=self.flags, build_directory=scratch, verbose=False)
             staged = target.with_suffix(f".{os.getpid()}.part")
             shutil.copyfile(Path(scratch) / f"{self.name}.so", staged)
             os.replace(staged, target)

@@ -39,7 +39,13 @@
 #include <limits>
 #include <vector>
 
+#include "vector_math.h"
+
 namespace {
+
+using gradwatch::exp_lanes;
+using gradwatch::Floats;
+using gradwatch::Ints;
 
 template <typename Float>
 struct Lanes {
@@ -107,31 +113,6 @@ __attribute__((target("avx2,fma"))) void statistics(const Float* grad, const Flo
     out[5 * rows + row] = std::sqrt(total[5]);
     if (product) out[6 * rows + row] = total[6];
   }
-}
-
-// e^x for every lane: x = n ln2 + r, |r| ≤ ln2/2, e^r by Cephes' degree-6 polynomial, 2^n put
-// into the exponent bits. Inputs are clamped to where float32's e^x is finite and normal.
-typedef float Floats __attribute__((vector_size(32)));
-typedef int32_t Ints __attribute__((vector_size(32)));
-
-__attribute__((target("avx2,fma"))) inline Floats exp_lanes(Floats x) {
-  x = x > 88.3762626647949f ? Floats{} + 88.3762626647949f : x;
-  x = x < -87.3365478515625f ? Floats{} - 87.3365478515625f : x;
-  // Round x·log2(e) to the nearest integer by adding and subtracting 1.5·2^23.
-  const Floats n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-  Floats r = x - n * 0.693359375f;
-  r = r + n * 2.12194440e-4f;
-  Floats p = Floats{} + 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  const Ints exponent = (__builtin_convertvector(n, Ints) + 127) << 23;
-  Floats scale;
-  std::memcpy(&scale, &exponent, sizeof scale);
-  return p * scale;
 }
 
 __attribute__((target("avx2,fma"))) void gates(const float* pre, const float* inverse_bounds, int64_t rows, int64_t columns,
@@ -349,7 +330,16 @@ std::vector<torch::Tensor> lstm_state_gradients(torch::Tensor summed, torch::Ten
   return {hidden, cell_grad};
 }
 
+// lstm_kernel.cpp: gradwatch's LSTM layer, built into this module.
+std::vector<torch::Tensor> lstm_forward(torch::Tensor x, torch::Tensor h0, torch::Tensor c0, torch::Tensor weight_ih,
+                                        torch::Tensor weight_hh, torch::Tensor bias, torch::Tensor inverse_bounds);
+std::vector<torch::Tensor> lstm_backward(torch::Tensor grad_hidden, torch::Tensor grad_cell, torch::Tensor x, torch::Tensor h0,
+                                         torch::Tensor c0, torch::Tensor weight_ih, torch::Tensor weight_hh, torch::Tensor hidden,
+                                         torch::Tensor cell, torch::Tensor squashed, torch::Tensor gates, bool input_grad);
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
+  module.def("lstm_forward", &lstm_forward, "x (T, B, D), h0, c0, weights, bias, inverse_bounds: hidden, cell, tanh cell, gates, stats");
+  module.def("lstm_backward", &lstm_backward, "∂L/∂y, ∂L/∂c_T and the saved forward: the gradients and the (2, T) state norms");
   module.def("dense_statistics", &dense_statistics, "pres, acts (B, N) each, modes, bounds: (L, 3) Σa, ‖a‖, count");
   module.def("lstm_state_gradients", &lstm_state_gradients, "summed (T·B, 4H), above (T, B, H), weight_hh (4H, H): (∂L/∂h, ∂L/∂c)");
   module.def("gate_statistics", &gate_statistics, "pre (N, G·H), inverse_bounds (G·H,): (Σσ(s), #|s| > bound) per column");

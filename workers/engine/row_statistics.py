@@ -40,7 +40,7 @@ from .native import NativeKernel
 
 log = logging.getLogger(__name__)
 
-NATIVE = NativeKernel("gradwatch_probes", "probe_kernel.cpp", ["-O3"])
+NATIVE = NativeKernel("gradwatch_probes", ["probe_kernel.cpp", "lstm_kernel.cpp"], ["-O3"], headers=("vector_math.h",))
 # How long a run's start waits for the C++ loop's build before it takes the plain path for its
 # whole life: a first build takes 20–40 s on one core, several times that on a loaded machine.
 NATIVE_WAIT_S = 300.0

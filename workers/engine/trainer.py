@@ -87,6 +87,9 @@ def make_curvature_probe(config: RunConfig, model: torch.nn.Module, params: list
     x, y = data.train_x[subset], data.train_y[subset]  # one copy, kept for the whole run
 
     def loss_at() -> torch.Tensor:
+        if isinstance(model, RecurrentNet):
+            with model.plain_kernels():  # gradwatch's LSTM layer has no double backward
+                return compute_loss(model(x), y, data.task, loss)
         return compute_loss(model(x), y, data.task, loss)
 
     cudnn = isinstance(model, RecurrentNet) and x.device.type == "cuda"
@@ -161,6 +164,9 @@ def train(
     flat = FlatParameters(params, scratch=probes.parameters)
     optimizer = make_optimizer(params, config.training)
     recurrent = isinstance(model, RecurrentNet)
+    if recurrent and config.model.kind == "lstm" and probes.native:
+        # gradwatch's own LSTM layer, which probes from inside (lstm_kernel.py), for the whole run.
+        model.use_kernel(native_module(device, flat.weight.dtype))
     loss_name = resolve_loss(training.loss, data.task)
     curvature = make_curvature_probe(config, model, params, data, loss_name) if config.curvature.every else None
     histograms = None

@@ -57,6 +57,9 @@ def reference(model: RecurrentNet, x: torch.Tensor) -> tuple[torch.Tensor, list[
         ("lstm-native", "tanh", 2, False),  # the same through the C++ recursion (probe_kernel.cpp)
         ("lstm-native", "tanh", 1, True),
         ("lstm-native", "tanh", 3, True),
+        ("lstm-layer", "tanh", 2, False),  # gradwatch's own LSTM layer: the norms from its backward
+        ("lstm-layer", "tanh", 1, True),
+        ("lstm-layer", "tanh", 3, True),
         ("gru", "tanh", 1, True),
         ("gru", "tanh", 2, False),
         ("rnn", "tanh", 2, False),
@@ -69,12 +72,14 @@ def reference(model: RecurrentNet, x: torch.Tensor) -> tuple[torch.Tensor, list[
     ],
 )
 def test_timestep_gradients_are_the_true_hidden_state_gradients(kind: str, activation: str, layers: int, many_to_many: bool) -> None:
-    native = None
-    if kind == "lstm-native":
+    native, own_layer = None, kind == "lstm-layer"
+    if kind in ("lstm-native", "lstm-layer"):
         kind, native = "lstm", native_module(torch.device("cpu"), torch.float32)
         assert native is not None, "the C++ probe loops did not build (g++, ninja and an AVX2 CPU are on this machine)"
     torch.manual_seed(0)
     model = RecurrentNet(kind, 3, 8, layers, 2, activation, many_to_many)
+    if own_layer:
+        model.use_kernel(native)
     x = torch.randn(4, 11, 3)
     target = torch.randn(4, 11, 2) if many_to_many else torch.randn(4, 2)
     recorded = timestep_indices(11, 5)
