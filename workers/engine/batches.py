@@ -49,7 +49,14 @@ class BatchStream:
 
     def _shuffle(self) -> None:
         order = torch.randperm(self._count, generator=self._generator).to(self._x.device)  # host → device, once per epoch
-        self._order_x, self._order_y = self._x[order], self._y[order]
+        # The inputs go into the same buffer every epoch: a fresh one (31 MB for MNIST) paid
+        # its page faults each epoch, 8.7 ms against 3.3 ms for the gather alone here. No x
+        # batch is kept past its step; the targets are (the recorder scores the outputs at its
+        # flush), so y is gathered fresh, and a batch's labels stay its own.
+        if self._order_x is None:
+            self._order_x = torch.empty_like(self._x)
+        torch.index_select(self._x, 0, order, out=self._order_x)
+        self._order_y = self._y[order]
 
     def state(self) -> dict[str, Any]:
         return {"epoch_start": self._epoch_start_state.clone(), "taken": self._taken, "started": self._order_x is not None}

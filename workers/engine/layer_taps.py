@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from types import ModuleType
 
+import itertools
+
 import numpy as np
 import torch
 
@@ -18,6 +20,8 @@ from .activations import RECTIFYING, SATURATING, saturation_bound
 from .lstm_kernel import LstmProbe
 from .models import RecurrentLayer
 from .through_time import Preactivations, preactivations, state_gradients
+
+_NOTHING = torch.empty(0)  # a retained tensor's gradient that never arrived: norm 0
 
 
 def timestep_indices(length: int, max_timesteps: int) -> np.ndarray:
@@ -107,15 +111,25 @@ class ForwardTaps:
         self._scalar_keys.extend(keys)
         self._scalars.extend([None] * len(keys))  # type: ignore[list-item]
 
-    def _dense_values(self) -> None:
+    def _dense_values(self, grads: list[torch.Tensor | None]) -> torch.Tensor | None:
+        """The deferred dense figures from one C++ call. Where they are every scalar of the
+        step (an MLP on the CPU), the retained gradients' norms come from the same call and the
+        step's scalars are returned as one vector, in key order; else the figures go into their
+        positions in _scalars and None is returned."""
         if not self._deferred:
-            return
+            return None
         assert self.native is not None
         positions, widths, pres, acts, modes, bounds = zip(*self._deferred)
-        values = self.native.dense_statistics(list(pres), list(acts), list(modes), list(bounds)).unbind(0)
-        for position, width, row in zip(positions, widths, values):
-            self._scalars[position : position + width] = row.unbind(0)[:width]
         self._deferred = []
+        # Positions 0, w0, w0 + w1, …: the figures are the scalars, in key order (no recurrent
+        # layer adds its own after them).
+        if sum(widths) == len(self._scalars) and not self._recurrent:
+            normed = [grad.contiguous() if grad is not None else _NOTHING for grad in grads]
+            return self.native.dense_statistics(list(pres), list(acts), list(modes), list(bounds), normed)
+        values = self.native.dense_statistics(list(pres), list(acts), list(modes), list(bounds), [])
+        for position, width, start in zip(positions, widths, itertools.accumulate(widths, initial=0)):
+            self._scalars[position : position + width] = values[start : start + width].unbind(0)
+        return None
 
     def head(self, out: torch.Tensor) -> None:
         if self.layers:
@@ -232,14 +246,17 @@ class ForwardTaps:
 
     def after_backward(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """The layer values (1-d, one per element of `keys`) and the timestep norms."""
-        self._dense_values()
-        if self._retained:
+        scalars = self._dense_values([tensor.grad for _, tensor in self._retained])
+        if scalars is None and self._retained:
+            # A gradient that never arrived (nothing below the loss used the tensor) has norm 0.
             grads = [tensor.grad if tensor.grad is not None else torch.zeros_like(tensor) for _, tensor in self._retained]
             self._scalars.extend(torch._foreach_norm(grads))
-            self._scalar_keys.extend(("backprop_norm", name) for name, _ in self._retained)
-        timestep_norms = self._recurrent_probes()
+        self._scalar_keys.extend(("backprop_norm", name) for name, _ in self._retained)
+        timestep_norms = self._recurrent_probes()  # adds the recurrent layers' scalars and vectors
+        if scalars is None and self._scalars:
+            scalars = torch.stack(self._scalars)
         self.keys = self._scalar_keys + self._vector_keys
-        parts = ([torch.stack(self._scalars)] if self._scalars else []) + self._vectors
+        parts = ([scalars] if scalars is not None else []) + self._vectors
         values = (torch.cat(parts) if len(parts) > 1 else parts[0]) if parts else None
         self._retained, self._recurrent = [], {}
         return values, timestep_norms

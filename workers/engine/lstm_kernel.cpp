@@ -39,19 +39,9 @@ using gradwatch::tanh_lanes;
 
 constexpr int LANES = 8;
 
-inline Floats load(const float* p) {
-  Floats v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-
-inline void store(float* p, Floats v) { std::memcpy(p, &v, sizeof v); }
-
-inline double lane_sum(Floats v) {
-  double total = 0;
-  for (int k = 0; k < LANES; ++k) total += v[k];
-  return total;
-}
+constexpr auto load = gradwatch::load_lanes;
+constexpr auto store = gradwatch::store_lanes;
+constexpr auto lane_sum = gradwatch::lane_total;
 
 // One timestep of the forward's element-wise work: the gate pre-activations `row` (B, 4H) in,
 // the activated gates out in their place; c_t, tanh c_t and h_t written. With `inverse` (the

@@ -34,6 +34,22 @@ __attribute__((target("avx2,fma"))) inline Floats exp_lanes(Floats x) {
   return p * scale;
 }
 
+// Unaligned loads and stores of 8 floats (a plain float buffer has no 32-byte alignment).
+inline Floats load_lanes(const float* p) {
+  Floats v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+inline void store_lanes(float* p, Floats v) { std::memcpy(p, &v, sizeof v); }
+
+// The 8 lanes' total, in double.
+inline double lane_total(Floats v) {
+  double total = 0;
+  for (int k = 0; k < 8; ++k) total += v[k];
+  return total;
+}
+
 // σ(x) = 1 / (1 + e^−x) and tanh(x) = 2σ(2x) − 1, lane by lane.
 __attribute__((target("avx2,fma"))) inline Floats sigmoid_lanes(Floats x) { return 1.0f / (1.0f + exp_lanes(-x)); }
 __attribute__((target("avx2,fma"))) inline Floats tanh_lanes(Floats x) { return 2.0f / (1.0f + exp_lanes(-2.0f * x)) - 1.0f; }

@@ -167,16 +167,21 @@ def test_an_mlp_run_records_the_same_layers_with_the_cpp_loop(native, activation
 
     # The same raw keys in the same order (a checkpoint keeps them as its layer keys, and a run
     # resumed in a process without the loop must read its columns the same way), equal values.
+    # Widths on and off the loop's 8 float lanes (24, 16 and 27, 13: a scalar tail); a batch with
+    # a non-finite example (its NaN row must count every unit alive, as torch.amax's NaN does).
     torch.manual_seed(0)
-    model, x = MLP(20, (24, 16), 3, activation), torch.randn(16, 20)
-    raw = {}
-    for use_native in (True, False):
-        taps = ForwardTaps(activation, 0.05, layers=True, timesteps=None, native=native if use_native else None)
-        model.zero_grad()
-        model(x, taps).logsumexp(1).sum().backward()
-        raw[use_native] = taps.after_backward()[0], taps.keys
-    assert raw[True][1] == raw[False][1] and len(raw[True][1]) >= 9
-    torch.testing.assert_close(raw[True][0], raw[False][0], rtol=1e-5, atol=1e-6)
+    for widths, poisoned in (((24, 16), False), ((27, 13), False), ((27, 13), True)):
+        model, x = MLP(20, widths, 3, activation), torch.randn(16, 20) * 3
+        if poisoned:
+            x[5, 2] = float("nan")
+        raw = {}
+        for use_native in (True, False):
+            taps = ForwardTaps(activation, 0.05, layers=True, timesteps=None, native=native if use_native else None)
+            model.zero_grad()
+            model(x, taps).logsumexp(1).sum().backward()
+            raw[use_native] = taps.after_backward()[0], taps.keys
+        assert raw[True][1] == raw[False][1] and len(raw[True][1]) >= 9
+        torch.testing.assert_close(raw[True][0], raw[False][0], rtol=1e-5, atol=1e-6, equal_nan=True)
 
     _, looped = run(config(True))
     _, plain = run(config(False))
