@@ -65,6 +65,7 @@ class ForwardTaps:
         self._tanh_bound = saturation_bound("tanh", saturation_threshold)
         self.counts: dict[str, float] = {}  # elements behind each layer's sums, for finish()
         self._inverse_bounds: dict[tuple[str, int, str], torch.Tensor] = {}
+        self._dense_layouts: dict[str, tuple[list[tuple[str, str]], int, float]] = {}  # name → keys, mode, bound
         self.start(timesteps is not None)
 
     def start(self, with_timesteps: bool) -> None:
@@ -98,15 +99,20 @@ class ForwardTaps:
         """The keys of _activation_stats, in its order, with their values left to one C++ call
         for every dense layer in after_backward (_dense_values)."""
         self.counts[name] = float(act.numel())
-        keys = [("_act_sum", name), ("_act_norm", name)]
-        mode, bound = 0, 0.0
-        if self.activation in SATURATING:
-            mode, bound = 1, saturation_bound(self.activation, self.threshold)
-            keys.append(("_act_saturated", name))
-        elif self.activation in RECTIFYING:
-            mode = 2
+        layout = self._dense_layouts.get(name)
+        if layout is None:  # the same every step: built once per layer (Python is most of the cost here)
+            keys = [("_act_sum", name), ("_act_norm", name)]
+            mode, bound = 0, 0.0
+            if self.activation in SATURATING:
+                mode, bound = 1, saturation_bound(self.activation, self.threshold)
+                keys.append(("_act_saturated", name))
+            elif self.activation in RECTIFYING:
+                mode = 2
+                keys.append(("_act_alive", name))
+            layout = self._dense_layouts[name] = (keys, mode, bound)
+        keys, mode, bound = layout
+        if mode == 2:
             self.counts[f"{name}/units"] = float(pre.shape[-1])
-            keys.append(("_act_alive", name))
         self._deferred.append((len(self._scalars), len(keys), pre.contiguous(), act.contiguous(), mode, bound))
         self._scalar_keys.extend(keys)
         self._scalars.extend([None] * len(keys))  # type: ignore[list-item]
