@@ -160,9 +160,12 @@ def _add_cut_chunks(
         order = np.argsort(chunks["first_step"], kind="stable")
         reps_steps, reps_values = np.concatenate(rep_steps), np.concatenate(rep_values)
         rep_order = np.argsort(reps_steps, kind="stable")
-        # Where the clipped chunks land among the others, so their points stay attached.
-        position = {int(old): new for new, old in enumerate(order)}
-        points = {position[len(table.chunks) + k]: part for k, part in enumerate(parts)}
+        # Where the clipped chunks land among the others, so their points stay attached: the
+        # inverse permutation of `order`, read only at the clipped chunks (a dict over every
+        # chunk cost 0.4 ms a series).
+        position = np.empty_like(order)
+        position[order] = np.arange(len(order))
+        points = {int(position[len(table.chunks) + k]): part for k, part in enumerate(parts)}
         tables[series_id] = ChunkTable(series_id, chunks[order], points, reps_steps[rep_order], reps_values[rep_order])
 
 
