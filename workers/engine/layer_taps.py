@@ -324,7 +324,7 @@ class ForwardTaps:
             if self.timesteps is None:
                 continue
             ends = torch.as_tensor(self.timesteps, device=out.device)
-            hidden, cell = state_gradients(layer, pre, _grad(out), self.native)  # (T, B, H) each
+            hidden, cell = state_gradients(layer, pre, _grad(out))  # (T, B, H) each
             hidden_norms.append(torch.linalg.vector_norm(hidden.index_select(0, ends), dim=(1, 2)))
             if cell is not None:
                 cell_norms.append(torch.linalg.vector_norm(cell.index_select(0, ends), dim=(1, 2)))

@@ -21,12 +21,8 @@
 // small (B × N), so the dispatches, not the arithmetic, were the cost; sums run in float lanes
 // within a row and in double across rows.
 //
-// LSTM state gradients. ∂L/∂h_t and ∂L/∂c_t at every timestep from the layer's gate
-// pre-activations, the gradient arriving from above and W_hh: the same chain rule as
-// through_time.py's Python recursion (see there), as one call: the gates' σ/tanh in one pass,
-// the cell states rebuilt, then the recursion backwards with its element-wise work in plain
-// loops and one GEMM a timestep (at::addmm_out). Where the Python path makes ~6 kernel
-// dispatches and ~15 whole-sequence temporaries, this makes one dispatch a timestep and none.
+// An LSTM's through-time norms and gate statistics come from gradwatch's LSTM layer
+// (lstm_kernel.cpp, built into this module), which takes them inside its forward and backward.
 //
 // The loops are compiled for AVX2 with FMA (GCC's vector extensions, one vector a 256-bit
 // register); `accelerated()` says whether this CPU has both, and where it does not, the plain
@@ -159,22 +155,6 @@ __attribute__((target("avx2,fma"))) void gates(const float* pre, const float* in
   }
 }
 
-// σ of every column but those of block `tanh_block` (width `size`), which get tanh = 2σ(2x) − 1.
-__attribute__((target("avx2,fma"))) void activate(const float* pre, float* out, int64_t rows, int64_t columns, int64_t size,
-                                                  int64_t tanh_block) {
-  const Floats one = Floats{} + 1.0f;
-  for (int64_t row = 0; row < rows; ++row) {
-    for (int64_t column = 0; column < columns; column += 8) {
-      Floats s;
-      std::memcpy(&s, pre + row * columns + column, sizeof s);
-      const bool squash = column / size == tanh_block;
-      Floats a = one / (one + exp_lanes(squash ? -2.0f * s : -s));
-      if (squash) a = 2.0f * a - 1.0f;
-      std::memcpy(out + row * columns + column, &a, sizeof a);
-    }
-  }
-}
-
 }  // namespace
 
 bool accelerated() { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
@@ -304,83 +284,6 @@ torch::Tensor dense_statistics(std::vector<torch::Tensor> pres, std::vector<torc
   return out;
 }
 
-// summed (T·B, 4H) pre-activations in blocks i, f, g, o; above (T, B, H) ∂L/∂y; weight_hh (4H, H)
-// → (∂L/∂h, ∂L/∂c), (T, B, H) each. All float32, contiguous.
-std::vector<torch::Tensor> lstm_state_gradients(torch::Tensor summed, torch::Tensor above, torch::Tensor weight_hh) {
-  TORCH_CHECK(accelerated(), "this CPU lacks AVX2 or FMA: use the plain path");
-  TORCH_CHECK(above.dim() == 3 && above.is_contiguous() && above.scalar_type() == torch::kFloat32, "above: contiguous (T, B, H) float32");
-  const int64_t steps = above.size(0), batch = above.size(1), size = above.size(2), width = 4 * size;
-  TORCH_CHECK(size % 8 == 0, "H must be a multiple of 8");
-  TORCH_CHECK(summed.is_contiguous() && summed.scalar_type() == torch::kFloat32 && summed.numel() == steps * batch * width,
-              "summed: contiguous (T·B, 4H) float32");
-  TORCH_CHECK(weight_hh.scalar_type() == torch::kFloat32 && weight_hh.size(0) == width && weight_hh.size(1) == size, "weight_hh: (4H, H)");
-  const int64_t plane = batch * size;  // elements of one timestep's (B, H)
-  auto gates = torch::empty({steps * batch, width}, summed.options());
-  activate(summed.data_ptr<float>(), gates.data_ptr<float>(), steps * batch, width, size, 2);
-  auto cell = torch::empty({steps, batch, size}, summed.options());
-  auto squashed = torch::empty_like(cell);
-  const float* gate = gates.data_ptr<float>();
-  float* c = cell.data_ptr<float>();
-  float* sc = squashed.data_ptr<float>();
-  // c_t = f_t c_{t−1} + i_t g_t, from c_{−1} = 0.
-  for (int64_t t = 0; t < steps; ++t) {
-    for (int64_t b = 0; b < batch; ++b) {
-      const float* row = gate + (t * batch + b) * width;
-      float* ct = c + t * plane + b * size;
-      const float* previous = t > 0 ? c + (t - 1) * plane + b * size : nullptr;
-      for (int64_t k = 0; k < size; ++k) ct[k] = (previous ? row[size + k] * previous[k] : 0.0f) + row[k] * row[2 * size + k];
-    }
-  }
-  torch::tanh_out(squashed, cell);  // tanh c_t: one vectorised ATen pass
-  auto hidden = torch::empty_like(cell);
-  auto cell_grad = torch::empty_like(cell);
-  auto into_gates = torch::empty({batch, width}, summed.options());
-  const float* up = above.data_ptr<float>();
-  float* dh = hidden.data_ptr<float>();
-  float* dc = cell_grad.data_ptr<float>();
-  float* da = into_gates.data_ptr<float>();
-  auto output_factor = [&](int64_t t, int64_t b, int64_t k) {  // ∂h_t/∂c_t = o_t (1 − tanh² c_t)
-    const float o = gate[(t * batch + b) * width + 3 * size + k], s = sc[t * plane + b * size + k];
-    return o * (1.0f - s * s);
-  };
-  std::memcpy(dh + (steps - 1) * plane, up + (steps - 1) * plane, plane * sizeof(float));
-  for (int64_t b = 0; b < batch; ++b)
-    for (int64_t k = 0; k < size; ++k) {
-      const int64_t at = (steps - 1) * plane + b * size + k;
-      dc[at] = dh[at] * output_factor(steps - 1, b, k);
-    }
-  for (int64_t t = steps - 1; t > 0; --t) {
-    // ∂L/∂a_t for the blocks i, f, g, o.
-    for (int64_t b = 0; b < batch; ++b) {
-      const float* row = gate + (t * batch + b) * width;
-      const float* dct = dc + t * plane + b * size;
-      const float* dht = dh + t * plane + b * size;
-      const float* previous = c + (t - 1) * plane + b * size;
-      const float* st = sc + t * plane + b * size;
-      float* out = da + b * width;
-      for (int64_t k = 0; k < size; ++k) {
-        const float i = row[k], f = row[size + k], g = row[2 * size + k], o = row[3 * size + k];
-        out[k] = dct[k] * g * i * (1.0f - i);
-        out[size + k] = dct[k] * previous[k] * f * (1.0f - f);
-        out[2 * size + k] = dct[k] * i * (1.0f - g * g);
-        out[3 * size + k] = dht[k] * st[k] * o * (1.0f - o);
-      }
-    }
-    // ∂L/∂h_{t−1} = ∂L/∂y_{t−1} + (∂L/∂a_t) W_hh.
-    auto target = hidden.select(0, t - 1);
-    at::addmm_out(target, above.select(0, t - 1), into_gates, weight_hh);
-    // ∂L/∂c_{t−1} = ∂L/∂c_t ⊙ f_t + ∂L/∂h_{t−1} ⊙ ∂h_{t−1}/∂c_{t−1}.
-    for (int64_t b = 0; b < batch; ++b) {
-      const float* row = gate + (t * batch + b) * width;
-      for (int64_t k = 0; k < size; ++k) {
-        const int64_t here = t * plane + b * size + k, before = here - plane;
-        dc[before] = dc[here] * row[size + k] + dh[before] * output_factor(t - 1, b, k);
-      }
-    }
-  }
-  return {hidden, cell_grad};
-}
-
 // lstm_kernel.cpp: gradwatch's LSTM layer, built into this module.
 std::vector<torch::Tensor> lstm_forward(torch::Tensor x, torch::Tensor h0, torch::Tensor c0, torch::Tensor weight_ih,
                                         torch::Tensor weight_hh, torch::Tensor bias, torch::Tensor inverse_bounds);
@@ -392,7 +295,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.def("lstm_forward", &lstm_forward, "x (T, B, D), h0, c0, weights, bias, inverse_bounds: hidden, cell, tanh cell, gates, stats");
   module.def("lstm_backward", &lstm_backward, "∂L/∂y, ∂L/∂c_T and the saved forward: the gradients and the (2, T) state norms");
   module.def("dense_statistics", &dense_statistics, "pres, acts (B, N) each, modes, bounds, normed: Σa, ‖a‖, [count] a layer, then ‖·‖ of each normed");
-  module.def("lstm_state_gradients", &lstm_state_gradients, "summed (T·B, 4H), above (T, B, H), weight_hh (4H, H): (∂L/∂h, ∂L/∂c)");
   module.def("gate_statistics", &gate_statistics, "pre (N, G·H), inverse_bounds (G·H,): (Σσ(s), #|s| > bound) per column");
   module.def("accelerated", &accelerated, "whether this CPU has AVX2 and FMA");
   module.def("row_statistics", &row_statistics, "grad (R, C), weight (R, C), out (7, R), product: the row statistics into out");

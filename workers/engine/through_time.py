@@ -22,7 +22,6 @@ timesteps; the forward and the fused backward are untouched.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from types import ModuleType
 
 import torch
 
@@ -65,20 +64,13 @@ def preactivations(layer: RecurrentLayer, x: torch.Tensor, out: torch.Tensor) ->
 
 @torch.no_grad()
 def state_gradients(
-    layer: RecurrentLayer, pre: Preactivations, from_above: torch.Tensor, native: ModuleType | None = None
+    layer: RecurrentLayer, pre: Preactivations, from_above: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The total ∂L/∂h_t, and ∂L/∂c_t for an LSTM, at every timestep: (T, B, H) each.
 
-    `from_above` is ∂L/∂y (B, T, H), the retained gradient of the layer's output sequence.
-    `native`, the C++ probe loops, takes an LSTM's recursion in one call where it can (float32
-    on a CPU, H a multiple of 8); the Python recursion below serves everything else."""
+    `from_above` is ∂L/∂y (B, T, H), the retained gradient of the layer's output sequence."""
     above = from_above.transpose(0, 1).contiguous()  # (T, B, H): one contiguous slice per step
     if layer.kind == "lstm":
-        summed = pre.summed
-        assert summed is not None
-        if native is not None and above.device.type == "cpu" and above.dtype == torch.float32 and layer.hidden_size % 8 == 0:
-            hidden, cell = native.lstm_state_gradients(summed.contiguous(), above, layer.weight_hh.detach())
-            return hidden, cell
         return _lstm(layer, pre, above)
     if layer.kind == "gru":
         return _gru(layer, pre, above), None

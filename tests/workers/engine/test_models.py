@@ -54,9 +54,6 @@ def reference(model: RecurrentNet, x: torch.Tensor) -> tuple[torch.Tensor, list[
         ("lstm", "tanh", 2, False),
         ("lstm", "tanh", 1, True),
         ("lstm", "tanh", 3, True),
-        ("lstm-native", "tanh", 2, False),  # the same through the C++ recursion (probe_kernel.cpp)
-        ("lstm-native", "tanh", 1, True),
-        ("lstm-native", "tanh", 3, True),
         ("lstm-layer", "tanh", 2, False),  # gradwatch's own LSTM layer: the norms from its backward
         ("lstm-layer", "tanh", 1, True),
         ("lstm-layer", "tanh", 3, True),
@@ -73,7 +70,7 @@ def reference(model: RecurrentNet, x: torch.Tensor) -> tuple[torch.Tensor, list[
 )
 def test_timestep_gradients_are_the_true_hidden_state_gradients(kind: str, activation: str, layers: int, many_to_many: bool) -> None:
     native, own_layer = None, kind == "lstm-layer"
-    if kind in ("lstm-native", "lstm-layer"):
+    if own_layer:
         kind, native = "lstm", native_module(torch.device("cpu"), torch.float32)
         assert native is not None, "the C++ probe loops did not build (g++, ninja and an AVX2 CPU are on this machine)"
     torch.manual_seed(0)
