@@ -1,9 +1,11 @@
 """The memory one run needs on its device, estimated from its spec.
 
 An upper bound of the peak, built from what the engine allocates (float32 everywhere):
-- the flat parameter buffer and its gradient block (workers/engine/probes.py
-  `FlatParameters`: weights (R, C), gradients with two scratch rows for |g| and finite
-  flags (3, R, C)) and the parameter probe's two copies for ‖Δw‖: 6 × the padded size;
+- the flat parameter buffer, the gradients autograd hands each parameter, the flat copy of
+  them that the plain-PyTorch statistics and the histograms read (workers/engine/probes.py
+  `FlatParameters`: weights (R, C), the copy with two scratch rows for |g| and finite flags
+  (3, R, C), made only where those read it) and the parameter probe's two copies for ‖Δw‖:
+  7 × the padded size at most;
 - the optimiser's state (SGD 0, momentum 1×, RMSprop 1× (+1× with momentum), Adam/AdamW
   2× the parameters) and the temporaries its multi-tensor (foreach) step makes;
 - the Recorder's device buffer (flush_every × (3 + 7R)) and its float64 host copies;
@@ -30,8 +32,8 @@ from service.budgets.shape import RunShape
 FLOAT = 4  # bytes of a float32
 INDEX = 8  # bytes of an int64 label
 EVAL_BATCH = 1_000  # workers/engine/trainer.py: held-out examples per forward pass
-# Flat buffers per parameter: weights 1, gradient block 3, probe copies 2.
-FLAT_BUFFERS = 6
+# Buffers per parameter: weights 1, gradients 1, their flat copy 3, probe copies 2.
+FLAT_BUFFERS = 7
 # Optimiser state, in parameter-sized tensors, and the temporaries of its foreach step
 # (Adam's √v, RMSprop's √(E[g²]), Nesterov's g + μb, weight decay's g + λw).
 OPTIMIZER_STATE = {"sgd": 0, "momentum": 1, "adam": 2, "adamw": 2, "rmsprop": 1}

@@ -16,9 +16,9 @@ def total_norm(norms: list[torch.Tensor]) -> torch.Tensor:
     return torch.linalg.vector_norm(torch.stack(norms))
 
 
-def grad_norms(grads: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Per-tensor L2 norms, one kernel per tensor on CPU and one in all on CUDA."""
-    return list(torch._foreach_norm(grads))
+def grad_norms(grads: list[torch.Tensor], order: float = 2.0) -> list[torch.Tensor]:
+    """Per-tensor L2 norms (max |g| with `order` ∞), one kernel per tensor on CPU and one in all on CUDA."""
+    return list(torch._foreach_norm(grads, order))
 
 
 def clip_by_norm_(grads: list[torch.Tensor], max_norm: float, norm: torch.Tensor) -> None:

@@ -212,16 +212,16 @@ class HistogramProbe:
 
     Per histogram step: the model's forward pass runs with `taps(inner)` (the model hands its
     pre-activations and outputs to it, and it passes them on to the run's other taps), then
-    `record(step)` after backward and before clipping, so the gradient histograms describe
+    `record(step, grads)` after backward and before clipping, so the gradient histograms describe
     ∂L/∂θ itself.
     """
 
     def __init__(self, names: list[str], flat: FlatParameters) -> None:
         self._names = list(names)
         self._flat = flat
-        device = flat.grad.device
+        device = flat.weight.device
         rows = np.diff(np.append(flat.row_starts, flat.rows))  # rows of each tensor
-        self._columns = LogMagnitudeColumns(flat.grad.dtype, device)
+        self._columns = LogMagnitudeColumns(flat.weight.dtype, device)
         self._offsets = element_offsets(rows * flat.width, device)  # over the (R, C) buffer, row-major
         self._bounds = torch.as_tensor(np.append(flat.row_starts, flat.rows) * flat.width, dtype=torch.int64)
         # On a CPU, the C++ loop once it is built (the same counts, in one pass instead of ten).
@@ -287,10 +287,12 @@ class HistogramProbe:
         counts = grouped_value_counts(torch.cat(tensors), offsets, len(tensors))
         self._captured.update(zip(keys, counts.unbind(), strict=True))
 
-    def record(self, step: int) -> None:
+    def record(self, step: int, grads: list[torch.Tensor]) -> None:
+        """Histogram this step's raw gradients `grads` (FlatParameters.grads()) and what the taps caught."""
         self._inner = None
         native = KERNEL.ready() if self._native else None
         with torch.no_grad():
+            self._flat.gather(grads)
             if self._dense:
                 self._count_dense(native)
             if native is not None:

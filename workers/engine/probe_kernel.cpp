@@ -1,10 +1,12 @@
 // gradwatch's probe loops on the CPU: each statistic the probes need from a large buffer in one
 // pass over it, where plain PyTorch makes one pass (and one kernel dispatch) per statistic.
 //
-// Row statistics. Per row of the (R, C) gradient and weight buffers: ‖g‖, Σg, Σ|g|, the finite count, max |g|
-// (NaN propagates, as in torch.amax), ‖w‖ and ⟨g, w⟩, written into the (7, R) output in that
-// order (row_statistics.py's STATISTICS). The plain-PyTorch path makes about ten passes for the
-// same figures; this loop reads g and w once. Sums run in 2 × 8 (float) or 2 × 4 (double)
+// Row statistics. Per row of the (R, C) weight buffer and the gradients laid over it (each
+// parameter's gradient as autograd left it, taking its weight's rows): ‖g‖, Σg, Σ|g|, the finite
+// count, max |g| (NaN propagates, as in torch.amax), ‖w‖ and ⟨g, w⟩, written into the (7, R)
+// output in that order (row_statistics.py's STATISTICS). The plain-PyTorch path makes about ten
+// passes for the same figures over a flat copy of the gradients; this loop reads g and w once
+// where they are. Sums run in 2 × 8 (float) or 2 × 4 (double)
 // independent lanes, so they round differently from PyTorch's reductions: equal within float
 // tolerance, not bit for bit (tests/workers/engine/test_row_statistics.py).
 //
@@ -50,65 +52,80 @@ struct Lanes {
   typedef Float Vector __attribute__((vector_size(32)));
 };
 
+// One row: the first `length` elements of g and w (the rest of the row is padding: zeros that
+// count as finite and add nothing), its 7 statistics into column `row` of the (7, rows) output.
 template <typename Float>
-__attribute__((target("avx2,fma"))) void statistics(const Float* grad, const Float* weight, int64_t rows, int64_t width,
-                                                    bool product, Float* out) {
+__attribute__((target("avx2,fma"))) void row_totals(const Float* g, const Float* w, int64_t length, int64_t width, bool product,
+                                                    Float* out, int64_t rows, int64_t row) {
   using Vector = typename Lanes<Float>::Vector;
   constexpr int lanes = Lanes<Float>::count;
   const Vector infinity = Vector{} + std::numeric_limits<Float>::infinity();
   const Vector one = Vector{} + Float(1);
-  for (int64_t row = 0; row < rows; ++row) {
-    const Float* g = grad + row * width;
-    const Float* w = weight + row * width;
-    // Two sets of accumulators: each add waits on the previous one of its set only.
-    Vector square[2]{}, sum[2]{}, magnitude[2]{}, finite[2]{}, largest[2]{}, weight_square[2]{}, dot[2]{};
-    int64_t column = 0;
-    for (; column + 2 * lanes <= width; column += 2 * lanes) {
-      for (int set = 0; set < 2; ++set) {
-        Vector v, u;
-        std::memcpy(&v, g + column + set * lanes, sizeof v);
-        std::memcpy(&u, w + column + set * lanes, sizeof u);
-        const Vector a = v < 0 ? -v : v;
-        square[set] += v * v;
-        sum[set] += v;
-        magnitude[set] += a;
-        finite[set] += a < infinity ? one : Vector{};  // false for ±Inf and NaN
-        largest[set] = (a > largest[set] || a != a) ? a : largest[set];
-        weight_square[set] += u * u;
-        dot[set] += v * u;
-      }
-    }
-    Float total[7] = {};
-    Float maximum = 0;
+  // Two sets of accumulators: each add waits on the previous one of its set only.
+  Vector square[2]{}, sum[2]{}, magnitude[2]{}, finite[2]{}, largest[2]{}, weight_square[2]{}, dot[2]{};
+  int64_t column = 0;
+  for (; column + 2 * lanes <= length; column += 2 * lanes) {
     for (int set = 0; set < 2; ++set) {
-      for (int k = 0; k < lanes; ++k) {
-        total[0] += square[set][k];
-        total[1] += sum[set][k];
-        total[2] += magnitude[set][k];
-        total[3] += finite[set][k];
-        total[5] += weight_square[set][k];
-        total[6] += dot[set][k];
-        const Float a = largest[set][k];
-        maximum = (a > maximum || a != a) ? a : maximum;
-      }
+      Vector v, u;
+      std::memcpy(&v, g + column + set * lanes, sizeof v);
+      std::memcpy(&u, w + column + set * lanes, sizeof u);
+      const Vector a = v < 0 ? -v : v;
+      square[set] += v * v;
+      sum[set] += v;
+      magnitude[set] += a;
+      finite[set] += a < infinity ? one : Vector{};  // false for ±Inf and NaN
+      largest[set] = (a > largest[set] || a != a) ? a : largest[set];
+      weight_square[set] += u * u;
+      dot[set] += v * u;
     }
-    for (; column < width; ++column) {  // widths are multiples of 32: only for odd callers
-      const Float v = g[column], a = std::fabs(v), u = w[column];
-      total[0] += v * v;
-      total[1] += v;
-      total[2] += a;
-      total[3] += a < std::numeric_limits<Float>::infinity() ? Float(1) : Float(0);
+  }
+  Float total[7] = {};
+  Float maximum = 0;
+  for (int set = 0; set < 2; ++set) {
+    for (int k = 0; k < lanes; ++k) {
+      total[0] += square[set][k];
+      total[1] += sum[set][k];
+      total[2] += magnitude[set][k];
+      total[3] += finite[set][k];
+      total[5] += weight_square[set][k];
+      total[6] += dot[set][k];
+      const Float a = largest[set][k];
       maximum = (a > maximum || a != a) ? a : maximum;
-      total[5] += u * u;
-      total[6] += v * u;
     }
-    out[row] = std::sqrt(total[0]);
-    out[rows + row] = total[1];
-    out[2 * rows + row] = total[2];
-    out[3 * rows + row] = total[3];
-    out[4 * rows + row] = maximum;
-    out[5 * rows + row] = std::sqrt(total[5]);
-    if (product) out[6 * rows + row] = total[6];
+  }
+  for (; column < length; ++column) {  // the last row of a tensor, mostly
+    const Float v = g[column], a = std::fabs(v), u = w[column];
+    total[0] += v * v;
+    total[1] += v;
+    total[2] += a;
+    total[3] += a < std::numeric_limits<Float>::infinity() ? Float(1) : Float(0);
+    maximum = (a > maximum || a != a) ? a : maximum;
+    total[5] += u * u;
+    total[6] += v * u;
+  }
+  total[3] += Float(width - length);  // the padding's zeros
+  out[row] = std::sqrt(total[0]);
+  out[rows + row] = total[1];
+  out[2 * rows + row] = total[2];
+  out[3 * rows + row] = total[3];
+  out[4 * rows + row] = maximum;
+  out[5 * rows + row] = std::sqrt(total[5]);
+  if (product) out[6 * rows + row] = total[6];
+}
+
+// Tensor i takes rows ⌈n_i / C⌉ (at least one) of the (R, C) weight buffer, one after another,
+// as FlatParameters lays them out; its gradient is read where autograd left it.
+template <typename Float>
+void statistics(const std::vector<torch::Tensor>& grads, const Float* weight, int64_t rows, int64_t width, bool product, Float* out) {
+  int64_t row = 0;
+  for (const torch::Tensor& grad : grads) {
+    const Float* g = grad.data_ptr<Float>();
+    const int64_t count = grad.numel();
+    const int64_t tensor_rows = std::max<int64_t>(1, (count + width - 1) / width);
+    for (int64_t k = 0; k < tensor_rows; ++k, ++row) {
+      const int64_t length = std::min(width, count - k * width);
+      row_totals<Float>(g + k * width, weight + row * width, std::max<int64_t>(length, 0), width, product, out, rows, row);
+    }
   }
 }
 
@@ -159,18 +176,23 @@ __attribute__((target("avx2,fma"))) void gates(const float* pre, const float* in
 
 bool accelerated() { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
 
-void row_statistics(torch::Tensor grad, torch::Tensor weight, torch::Tensor out, bool product) {
+void row_statistics(std::vector<torch::Tensor> grads, torch::Tensor weight, torch::Tensor out, bool product) {
   TORCH_CHECK(accelerated(), "this CPU lacks AVX2 or FMA: use the plain path");
-  TORCH_CHECK(grad.dim() == 2 && weight.sizes() == grad.sizes(), "grad and weight: (R, C) each");
-  TORCH_CHECK(grad.is_cpu() && grad.is_contiguous() && weight.is_contiguous(), "grad and weight: contiguous CPU tensors");
-  TORCH_CHECK(grad.scalar_type() == weight.scalar_type() && out.scalar_type() == grad.scalar_type(), "one dtype for all");
-  TORCH_CHECK(out.dim() == 2 && out.size(0) == 7 && out.size(1) == grad.size(0) && out.is_contiguous(), "out: (7, R), contiguous");
-  const int64_t rows = grad.size(0), width = grad.size(1);
-  if (grad.scalar_type() == torch::kFloat32) {
-    statistics<float>(grad.data_ptr<float>(), weight.data_ptr<float>(), rows, width, product, out.data_ptr<float>());
+  TORCH_CHECK(weight.dim() == 2 && weight.is_cpu() && weight.is_contiguous(), "weight: a contiguous (R, C) CPU tensor");
+  const int64_t rows = weight.size(0), width = weight.size(1);
+  int64_t needed = 0;
+  for (const torch::Tensor& grad : grads) {
+    TORCH_CHECK(grad.is_cpu() && grad.is_contiguous() && grad.scalar_type() == weight.scalar_type(), "grads: contiguous CPU tensors of weight's dtype");
+    needed += std::max<int64_t>(1, (grad.numel() + width - 1) / width);
+  }
+  TORCH_CHECK(needed == rows, "grads: ", needed, " rows of width ", width, ", weight: ", rows);
+  TORCH_CHECK(out.scalar_type() == weight.scalar_type(), "one dtype for all");
+  TORCH_CHECK(out.dim() == 2 && out.size(0) == 7 && out.size(1) == rows && out.is_contiguous(), "out: (7, R), contiguous");
+  if (weight.scalar_type() == torch::kFloat32) {
+    statistics<float>(grads, weight.data_ptr<float>(), rows, width, product, out.data_ptr<float>());
   } else {
-    TORCH_CHECK(grad.scalar_type() == torch::kFloat64, "grad: float32 or float64");
-    statistics<double>(grad.data_ptr<double>(), weight.data_ptr<double>(), rows, width, product, out.data_ptr<double>());
+    TORCH_CHECK(weight.scalar_type() == torch::kFloat64, "weight: float32 or float64");
+    statistics<double>(grads, weight.data_ptr<double>(), rows, width, product, out.data_ptr<double>());
   }
 }
 
@@ -297,5 +319,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.def("dense_statistics", &dense_statistics, "pres, acts (B, N) each, modes, bounds, normed: Σa, ‖a‖, [count] a layer, then ‖·‖ of each normed");
   module.def("gate_statistics", &gate_statistics, "pre (N, G·H), inverse_bounds (G·H,): (Σσ(s), #|s| > bound) per column");
   module.def("accelerated", &accelerated, "whether this CPU has AVX2 and FMA");
-  module.def("row_statistics", &row_statistics, "grad (R, C), weight (R, C), out (7, R), product: the row statistics into out");
+  module.def("row_statistics", &row_statistics, "grads (tensor i: rows ⌈n_i/C⌉), weight (R, C), out (7, R), product: the row statistics into out");
 }

@@ -23,20 +23,27 @@ from .row_statistics import STATISTICS, RowStatistics
 __all__ = ["DerivedUpdate", "FlatParameters", "ForwardTaps", "ParameterProbe", "parameter_order", "timestep_indices"]
 
 class FlatParameters:
-    """Every parameter and its gradient as a view into one (R, C) buffer each.
+    """Every parameter as a view into one (R, C) weight buffer, and a flat copy of the
+    gradients in the same layout where a probe reads them so.
 
     Parameter i occupies rows [start_i, start_i + k_i), k_i = ⌈n_i / C⌉, zero-padded to a whole
     row, so a statistic of every tensor is one kernel over the buffer along dim 1 (→ (R,)) and
     a sum over each tensor's rows on the host, instead of one kernel per tensor. (PyTorch's
     segment_reduce / index_add_ would avoid the padding, but on a CPU they are 10-30× slower
     than a plain row reduction.) The padding is never touched by the optimiser (it sees only
-    the views), so it stays zero and adds nothing to sums, norms or maxima of |g|.
+    the views), so it stays zero and adds nothing to sums, norms or maxima.
 
-    Gradients are zeroed in place (one kernel) instead of being set to None, so that autograd
-    accumulates into the views: 0 + g is g exactly.
+    The gradients are not views of a buffer: `clear_grads()` sets them to None before backward,
+    so autograd hands each parameter the tensor its backward computed. Views would have to be
+    zeroed and then accumulated into, two passes over every gradient each step (136 µs of the
+    1.36 ms step of bench/probe_overhead.py's MLP). The C++ row statistics read the gradients
+    where they are (row_statistics.py); the plain and compiled paths and the histograms read the
+    (3, R, C) `grad_block` that `gather()` copies them into: the gradient, then scratch rows for
+    |g| and the finite flags, so that Σg, Σ|g| and the finite count are one reduction over it.
     """
 
     def __init__(self, params: list[torch.nn.Parameter], scratch: bool) -> None:
+        self.params = params
         sizes = [p.numel() for p in params]
         self.width = _row_width(sizes)
         rows = [max(1, math.ceil(n / self.width)) for n in sizes]
@@ -44,23 +51,51 @@ class FlatParameters:
         self.numel = np.array(sizes, dtype=np.float64)
         self.padded = np.array(rows, dtype=np.float64) * self.width  # elements incl. padding
         count, reference = sum(rows), params[0]
-        like = {"device": reference.device, "dtype": reference.dtype}
-        # (3, R, C) when probing: the gradient, then scratch rows for |g| and finite flags, so
-        # that Σg, Σ|g| and the finite count are one reduction over the block.
-        self.grad_block = torch.zeros(3 if scratch else 1, count, self.width, **like)
-        self.grad = self.grad_block[0]  # (R, C)
-        self.weight = torch.zeros(count, self.width, **like)  # (R, C)
-        flat_weight, flat_grad = self.weight.view(-1), self.grad.view(-1)
+        self.rows = count
+        self._scratch = scratch
+        self._block: torch.Tensor | None = None  # made at the first gather()
+        self._views: list[torch.Tensor] = []  # each parameter's gradient inside the block
+        self.weight = torch.zeros(count, self.width, device=reference.device, dtype=reference.dtype)  # (R, C)
+        flat_weight = self.weight.view(-1)
         with torch.no_grad():
             for p, start, n in zip(params, self.row_starts, sizes):
                 offset = int(start) * self.width
                 flat_weight[offset : offset + n].copy_(p.detach().reshape(-1))
                 p.data = flat_weight[offset : offset + n].view(p.shape)
-                p.grad = flat_grad[offset : offset + n].view(p.shape)
-        self.rows = count
+                p.grad = None
 
-    def zero_grad(self) -> None:
-        self.grad.zero_()
+    def clear_grads(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    def grads(self) -> list[torch.Tensor]:
+        """The gradients after backward, in parameter order. A parameter that nothing flowed back
+        to gets zeros, so that the optimiser (weight decay, momentum) treats it as every step."""
+        grads = []
+        for p in self.params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            grads.append(p.grad)
+        return grads
+
+    @property
+    def grad_block(self) -> torch.Tensor:
+        if self._block is None:
+            self._block = self.weight.new_zeros(3 if self._scratch else 1, self.rows, self.width)
+            flat = self._block[0].view(-1)
+            self._views = [flat[int(start) * self.width : int(start) * self.width + p.numel()].view(p.shape) for p, start in zip(self.params, self.row_starts)]
+        return self._block
+
+    @property
+    def grad(self) -> torch.Tensor:
+        """The (R, C) gradient of the last gather()."""
+        return self.grad_block[0]
+
+    def gather(self, grads: list[torch.Tensor]) -> torch.Tensor:
+        """Copy `grads` into the block's gradient rows (their padding stays zero); the block."""
+        block = self.grad_block
+        torch._foreach_copy_(self._views, grads)
+        return block
 
 
 def _row_width(sizes: list[int]) -> int:
@@ -104,7 +139,7 @@ class ParameterProbe:
         # Row layout: the 7 row statistics (‖g‖ | Σg, Σ|g|, #finite | max |g| | ‖w‖ | ⟨g, w⟩), then ‖Δw‖.
         self.width = (STATISTICS + 1) * rows
         self._product = derived is not None and derived.weight_decay != 0.0
-        self._statistics = RowStatistics(flat.grad_block, flat.weight, fused, native)
+        self._statistics = RowStatistics(flat, fused, native)
         if derived is None:
             self._weights = torch.zeros(2, rows, flat.width, dtype=flat.weight.dtype, device=flat.weight.device)
 
@@ -119,8 +154,9 @@ class ParameterProbe:
         rows = self.flat.rows
         return row[: STATISTICS * rows].view(STATISTICS, rows), row[STATISTICS * rows : self.width]
 
-    def gradients(self, views: tuple[torch.Tensor, torch.Tensor]) -> None:
-        self._statistics(views[0], self._product)
+    def gradients(self, views: tuple[torch.Tensor, torch.Tensor], grads: list[torch.Tensor]) -> None:
+        """The row statistics of this step's raw gradients `grads` (FlatParameters.grads())."""
+        self._statistics(views[0], grads, self._product)
 
     def before_update(self) -> None:
         if self.derived is None:

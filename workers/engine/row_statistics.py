@@ -33,10 +33,14 @@ import math
 import threading
 from collections.abc import Callable
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 import torch
 
 from .native import NativeKernel
+
+if TYPE_CHECKING:
+    from .probes import FlatParameters
 
 log = logging.getLogger(__name__)
 
@@ -150,13 +154,14 @@ def warm_process() -> None:
 
 
 class RowStatistics:
-    """The row statistics of one run's buffers: compiled when asked for and warm, else the C++
-    loop (`native`, on a CPU that runs it), else plain."""
+    """The row statistics of one run's buffers (a FlatParameters): compiled when asked for and
+    warm, else the C++ loop (`native`, on a CPU that runs it, reading the gradients where autograd
+    left them), else plain (both of these over the gradients' flat copy)."""
 
-    def __init__(self, block: torch.Tensor, weight: torch.Tensor, fused: bool, native: bool = True) -> None:
-        self.block, self.weight = block, weight
+    def __init__(self, flat: FlatParameters, fused: bool, native: bool = True) -> None:
+        self.flat, weight = flat, flat.weight
         use = fused and COMPILED.warmed(weight.device, weight.dtype)
-        self._ready = COMPILED.warm(block[0], weight) if use else None
+        self._ready = COMPILED.warm(weight, weight) if use else None
         self._native = native_module(weight.device, weight.dtype) if native and not use else None
 
     @property
@@ -168,12 +173,15 @@ class RowStatistics:
     def compiled(self) -> bool:
         return self._ready is not None and self._ready.is_set()
 
-    def __call__(self, out: torch.Tensor, product: bool) -> None:
-        """Write the (7, R) statistics into `out` (rows of the Recorder's buffer)."""
+    def __call__(self, out: torch.Tensor, grads: list[torch.Tensor], product: bool) -> None:
+        """Write the (7, R) statistics of `grads` into `out` (rows of the Recorder's buffer)."""
+        weight = self.flat.weight
+        if self._native is not None and not self.compiled:
+            self._native.row_statistics(grads, weight, out, product)
+            return
+        block = self.flat.gather(grads)
         if self.compiled:
             assert COMPILED.function is not None
-            out.copy_(COMPILED.function(self.block[0], self.weight))
-        elif self._native is not None:
-            self._native.row_statistics(self.block[0], self.weight, out, product)
+            out.copy_(COMPILED.function(block[0], weight))
         else:
-            plain_row_statistics(self.block, self.weight, out, product)
+            plain_row_statistics(block, weight, out, product)

@@ -10,13 +10,14 @@ including that step handed out.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
 import torch
 from .batches import BatchStream
 from .checkpoint import Checkpointing, RunState, capture_rng, from_bytes, restore_rng, to_bytes
-from .clipping import clip_by_norm_, clip_by_value_
+from .clipping import clip_by_norm_, clip_by_value_, grad_norms, total_norm
 from .config import RunConfig
 from .baselines import trivial_baseline
 from .curvature import CurvatureProbe, curvature_subset
@@ -160,7 +161,7 @@ def train(
     names, params = zip(*model.named_parameters())
     params = list(params)
     probes, clipping, training = config.probes, config.clipping, config.training
-    # Parameters and gradients become views of two flat buffers before the optimiser sees them.
+    # The parameters become views of one flat buffer before the optimiser sees them.
     flat = FlatParameters(params, scratch=probes.parameters)
     optimizer = make_optimizer(params, config.training)
     recurrent = isinstance(model, RecurrentNet)
@@ -193,7 +194,7 @@ def train(
         recurrent_layers=config.model.num_layers if recurrent else 0,
         has_cell=config.model.kind == "lstm",
     )
-    grad, norm_clip, value_clip = flat.grad, clipping.mode == "norm", clipping.mode == "value"
+    norm_clip, value_clip = clipping.mode == "norm", clipping.mode == "value"
     stream = batches(data, training.batch_size, config.seed)
     status, diverged_at, steps_done, recorded = "succeeded", None, 0, 0
     last_step = training.steps - 1
@@ -246,17 +247,18 @@ def train(
         histogram_step = histograms is not None and logged and recorded % probes.histogram_every == 0
         output = model(x, histograms.taps(tapped) if histogram_step else tapped)
         loss = compute_loss(output, y, data.task, loss_name)
-        flat.zero_grad()
+        flat.clear_grads()
         loss.backward()
+        grads = flat.grads()
         recorder.loss(loss)
         if histogram_step:
-            histograms.record(step)  # the raw gradient, before clipping
+            histograms.record(step, grads)  # the raw gradient, before clipping
 
         if not logged:
             if norm_clip:
-                clip_by_norm_([grad], clipping.max_norm, torch.linalg.vector_norm(grad))
+                clip_by_norm_(grads, clipping.max_norm, total_norm(grad_norms(grads)))
             elif value_clip:
-                clip_by_value_([grad], clipping.max_value)
+                clip_by_value_(grads, clipping.max_value)
             optimizer.step()
         else:
             row = recorder.row()  # (W,) on the device: every raw column of this step goes here
@@ -268,21 +270,21 @@ def train(
             before, after = row[0], row[1]
             if parameter_probe is not None:
                 views = parameter_probe.views(row[GLOBAL_COLUMNS:])
-                parameter_probe.gradients(views)
+                parameter_probe.gradients(views, grads)
                 statistics = views[0]  # (7, R): row 0 the per-row norms, row 4 the per-row max |g|
                 torch.linalg.vector_norm(statistics[0], out=before)
                 if value_clip:
                     torch.amax(statistics[4], out=row[2])
             else:
-                torch.linalg.vector_norm(grad, out=before)
+                torch.linalg.vector_norm(torch.stack(grad_norms(grads)), out=before)
                 if value_clip:
-                    torch.amax(torch.abs(grad), out=row[2])
+                    torch.amax(torch.stack(grad_norms(grads, math.inf)), out=row[2])
             if norm_clip:
-                clip_by_norm_([grad], clipping.max_norm, before)
-                torch.linalg.vector_norm(grad, out=after)  # measured, not derived
+                clip_by_norm_(grads, clipping.max_norm, before)
+                torch.linalg.vector_norm(torch.stack(grad_norms(grads)), out=after)  # measured, not derived
             elif value_clip:
-                clip_by_value_([grad], clipping.max_value)
-                torch.linalg.vector_norm(grad, out=after)
+                clip_by_value_(grads, clipping.max_value)
+                torch.linalg.vector_norm(torch.stack(grad_norms(grads)), out=after)
             if parameter_probe is not None:
                 parameter_probe.before_update()
             optimizer.step()

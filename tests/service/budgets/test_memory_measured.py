@@ -53,7 +53,7 @@ def test_adam_keeps_two_moments_and_one_temporary_per_parameter() -> None:
     count = sum(parameter_sizes(run_shape(validated(spec))))
     assert sgd.optimizer == 0 and adam.optimizer == 3 * count * 4
     rows, width = flat_buffer_rows(parameter_sizes(run_shape(validated(spec))))
-    assert sgd.parameters == 6 * rows * width * 4  # weights, gradient block (3), probe copies (2)
+    assert sgd.parameters == 7 * rows * width * 4  # weights, gradients, their flat copy (3), probe copies (2)
 
 
 def test_activations_grow_with_batch_sequence_width_and_layers() -> None:

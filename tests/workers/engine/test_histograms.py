@@ -119,10 +119,9 @@ def test_zeros_and_non_finite_values_are_counted_exactly(dtype: torch.dtype) -> 
     # Through the flat buffer, whose zero padding must not count as zero gradients.
     params = [torch.nn.Parameter(torch.zeros(3, 5)), torch.nn.Parameter(torch.zeros(7))]
     flat = FlatParameters(params, scratch=False)
-    params[0].grad.copy_(torch.tensor([[0.0, math.nan, 1.0, 2.0, math.inf]] * 3))
-    params[1].grad.copy_(torch.tensor([1e-13, 0.0, 0.0, 1e5, 1e-2, -1e-2, math.nan]))
+    grads = [torch.tensor([[0.0, math.nan, 1.0, 2.0, math.inf]] * 3), torch.tensor([1e-13, 0.0, 0.0, 1e5, 1e-2, -1e-2, math.nan])]
     probe = HistogramProbe(["a", "b"], flat)
-    probe.record(0)
+    probe.record(0, grads)
     batch = probe.take(0)
     assert batch is not None and batch.keys == (("grad_log10_abs", "a"), ("grad_log10_abs", "b"))
     first, second = batch.counts[0]

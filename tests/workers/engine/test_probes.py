@@ -26,12 +26,14 @@ def test_parameter_statistics_match_a_direct_computation() -> None:
     probe = ParameterProbe(list(names), flat)
     row = torch.zeros(probe.width)
     views = probe.views(row)
-    flat.zero_grad()
+    flat.clear_grads()
     model(torch.randn(8, 6)).pow(2).mean().backward()
-    assert all(p.grad.data_ptr() == flat.grad.view(-1)[int(s) * flat.width :].data_ptr() for p, s in zip(params, flat.row_starts))
+    assert all(p.data_ptr() == flat.weight.view(-1)[int(s) * flat.width :].data_ptr() for p, s in zip(params, flat.row_starts))
+    grads = flat.grads()
+    assert all(g is p.grad for g, p in zip(grads, params))  # as autograd left them, not copies
     params[0].grad[0, 0] = float("nan")
     params[0].grad[1, 1] = float("inf")
-    probe.gradients(views)
+    probe.gradients(views, grads)
     probe.before_update()
     before = [p.detach().clone() for p in params]
     with torch.no_grad():
@@ -72,9 +74,11 @@ def test_flat_parameters_span_several_rows_and_keep_the_padding_zero() -> None:
     views = probe.views(row)
     optimizer = torch.optim.SGD(params, lr=0.1, weight_decay=0.1)
     for _ in range(2):
-        flat.zero_grad()
+        flat.clear_grads()
         model(torch.randn(16, 300)).logsumexp(1).mean().backward()
-        probe.gradients(views)
+        grads = flat.grads()
+        flat.gather(grads)
+        probe.gradients(views, grads)
         probe.before_update()
         optimizer.step()
         probe.after_update(views)

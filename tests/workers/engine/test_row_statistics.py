@@ -71,7 +71,7 @@ def test_the_cpp_loop_equals_the_plain_path(native, rows: int, width: int, dtype
     plain = torch.full((STATISTICS, rows), -7.0, dtype=dtype)
     plain_row_statistics(block, weight, plain, product=True)
     looped = torch.full((STATISTICS, rows), -7.0, dtype=dtype)
-    native.row_statistics(block[0].contiguous(), weight, looped, True)
+    native.row_statistics([block[0].contiguous()], weight, looped, True)
     tolerance = {"rtol": 2e-5, "atol": 1e-6} if dtype == torch.float32 else {"rtol": 1e-12, "atol": 1e-12}
     torch.testing.assert_close(looped, plain, equal_nan=True, **tolerance)
     # The NaN and infinity rows keep their NaN / Inf, the finite counts are exact.
@@ -79,27 +79,53 @@ def test_the_cpp_loop_equals_the_plain_path(native, rows: int, width: int, dtype
     assert torch.isnan(looped[4, 0]) and torch.isnan(looped[4, 2]) and looped[4, 1] == math.inf
     # Without ⟨g, w⟩ asked for, its row is left as it was, as the plain path leaves it.
     untouched = torch.full((STATISTICS, rows), -7.0, dtype=dtype)
-    native.row_statistics(block[0].contiguous(), weight, untouched, False)
+    native.row_statistics([block[0].contiguous()], weight, untouched, False)
     assert torch.all(untouched[6] == -7.0)
     torch.testing.assert_close(untouched[:6], plain[:6], equal_nan=True, **tolerance)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_cpp_loop_reads_each_gradient_where_autograd_left_it(native, dtype: torch.dtype) -> None:
+    """Gradients of their own (not views of a buffer), of sizes that leave the last row of each
+    tensor partly empty, one spanning several rows, with NaN and ±Inf: the C++ loop over them
+    equals the plain path over their flat copy, the padding counted as finite zeros."""
+    generator = torch.Generator().manual_seed(5)
+    shapes = [(37, 29), (300,), (1,), (64, 64), (7, 3, 5)]
+    params = [torch.nn.Parameter(torch.randn(shape, generator=generator, dtype=dtype)) for shape in shapes]
+    flat = FlatParameters(params, scratch=True)
+    assert flat.rows > len(params) and any(p.numel() % flat.width for p in params)
+    grads = [torch.randn(shape, generator=generator, dtype=dtype) * 10.0 ** (k - 2) for k, shape in enumerate(shapes)]
+    grads[0][3, 4], grads[1][-1], grads[3][63, 0], grads[4][6, 2, 4] = math.nan, math.inf, -math.inf, -math.nan
+    plain = torch.full((STATISTICS, flat.rows), -7.0, dtype=dtype)
+    RowStatistics(flat, fused=False, native=False)(plain, grads, product=True)
+    looped = torch.full((STATISTICS, flat.rows), -7.0, dtype=dtype)
+    RowStatistics(flat, fused=False)(looped, grads, product=True)
+    tolerance = {"rtol": 2e-5, "atol": 1e-6} if dtype == torch.float32 else {"rtol": 1e-12, "atol": 1e-12}
+    torch.testing.assert_close(looped, plain, equal_nan=True, **tolerance)
+    assert torch.equal(looped[3], plain[3])  # the finite counts (padding included) are exact
+    assert int(looped[3].sum()) == flat.rows * flat.width - 4
 
 
 def test_the_cpp_loop_refuses_what_it_cannot_read(native) -> None:
     grad, weight = torch.zeros(4, 64), torch.zeros(4, 64)
     with pytest.raises(RuntimeError, match="contiguous"):
-        native.row_statistics(grad.t(), weight.t(), torch.zeros(7, 64), True)
+        native.row_statistics([grad.t()], weight, torch.zeros(7, 4), True)
+    with pytest.raises(RuntimeError, match="contiguous"):
+        native.row_statistics([grad], weight.t(), torch.zeros(7, 64), True)
     with pytest.raises(RuntimeError, match="out"):
-        native.row_statistics(grad, weight, torch.zeros(6, 4), True)
-    with pytest.raises(RuntimeError, match="one dtype"):
-        native.row_statistics(grad, weight.double(), torch.zeros(7, 4), True)
+        native.row_statistics([grad], weight, torch.zeros(6, 4), True)
+    with pytest.raises(RuntimeError, match="dtype"):
+        native.row_statistics([grad], weight.double(), torch.zeros(7, 4), True)
+    with pytest.raises(RuntimeError, match="rows"):  # gradients that do not cover the buffer's rows
+        native.row_statistics([grad[:3]], weight, torch.zeros(7, 4), True)
 
 
 def test_a_run_keeps_the_path_it_started_with(native) -> None:
     """The C++ loop serves a CPU run from its first step (it waited for the build) and the
     plain path one that asked for it; both record the same statistics within float rounding."""
-    block, weight = buffers(9, 128, seed=1)
-    assert RowStatistics(block, weight, fused=False).path == "native"
-    assert RowStatistics(block, weight, fused=False, native=False).path == "plain"
+    flat = FlatParameters([torch.nn.Parameter(torch.zeros(9, 128))], scratch=True)
+    assert RowStatistics(flat, fused=False).path == "native"
+    assert RowStatistics(flat, fused=False, native=False).path == "plain"
     assert native_module(torch.device("meta"), torch.float32) is None  # only CPU buffers
 
     def config(use_native: bool) -> RunConfig:
@@ -204,13 +230,14 @@ def test_the_derived_sgd_update_equals_the_measured_one() -> None:
     measured = ParameterProbe(list(names), flat)
     rows = {probe: torch.zeros(probe.width) for probe in (derived, measured)}
     optimizer = torch.optim.SGD(params, lr=lr, weight_decay=decay)
-    flat.zero_grad()
+    flat.clear_grads()
     model(torch.randn(16, 300)).logsumexp(1).mean().mul(50.0).backward()
-    total = torch.linalg.vector_norm(flat.grad)
+    grads = flat.grads()
+    total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
     for probe, row in rows.items():
-        probe.gradients(probe.views(row))
+        probe.gradients(probe.views(row), grads)
     measured.before_update()
-    torch.mul(flat.grad, torch.clamp(max_norm / total, max=1.0), out=flat.grad)  # clip_by_norm_
+    torch._foreach_mul_(grads, torch.clamp(max_norm / total, max=1.0))  # clip_by_norm_
     optimizer.step()
     measured.after_update(measured.views(rows[measured]))
     assert float(total) > max_norm  # clipping took part
