@@ -47,7 +47,7 @@ def main() -> None:
         for _ in range(args.repeats):  # interleaved, so that drifts in machine load hit every arm
             for arm, curvature in arms.items():
                 config.curvature = curvature
-                rates[arm].append(engine(config, steps, probes))
+                rates[arm].append(engine(config, steps, probes).rate)
         config.curvature = CurvatureConfig()
         base = statistics.median(rates["without"])
         print(f"\n{name} ({steps} steps per run, training batch {config.training.batch_size})")

@@ -91,9 +91,11 @@ def workloads(device: str) -> dict[str, tuple[RunConfig, int]]:
 
 def bare_loop(
     config: RunConfig, steps: int, hook: Callable[[torch.nn.Module], Callable[[int], None]] | None = None, own_layer: bool = False
-) -> float:
-    """Steps/s of a plain loop over the same model, data, optimiser and clipping; with
-    `own_layer`, its LSTM layers run in gradwatch's kernel instead of PyTorch's."""
+) -> Timing:
+    """A plain loop over the same model, data, optimiser and clipping, timed; with
+    `own_layer`, its LSTM layers run in gradwatch's kernel instead of PyTorch's. Synchronised
+    only where the timing starts and ends, as the engine arms are: on CUDA a step's own stamp
+    is the host's, the whole stretch the device's."""
     device = resolve_device(config.device)
     data = load_dataset(config.dataset).to(device)
     model = make_model(config, data).to(device)
@@ -104,10 +106,12 @@ def bare_loop(
     stream = batches(data, config.training.batch_size, config.seed)
     after_step = hook(model) if hook is not None else None
     clip = config.clipping.mode == "norm"
+    stamps: list[float] = []
     for step in range(steps):
         if step == WARMUP:
             synchronize(device)
-            start = clock()
+        if step >= WARMUP:
+            stamps.append(clock())
         x, y = next(stream)
         loss = compute_loss(model(x), y, data.task)
         optimizer.zero_grad(set_to_none=True)
@@ -118,14 +122,60 @@ def bare_loop(
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.clipping.max_norm, foreach=True)
         optimizer.step()
     synchronize(device)
-    rate = (steps - WARMUP) / (clock() - start)
+    stamps.append(clock())
     if hasattr(after_step, "close"):
         after_step.close()  # type: ignore[union-attr]  # after timing: wandb's run.finish()
-    return rate
+    return Timing(stamps)
 
 
-def engine(config: RunConfig, steps: int, probes: ProbeConfig) -> float:
-    """Steps/s of `train()`, timed by its own should_stop calls (one before every step)."""
+# The engine's cycle: a flush every 20th step (and histograms every 10th where they are on).
+PERIOD = 20
+
+
+class Timing:
+    """The clock before every timed step of one run, and after its last."""
+
+    def __init__(self, stamps: list[float]) -> None:
+        self.stamps = stamps
+
+    @property
+    def rate(self) -> float:
+        """Steps/s over the whole timed stretch: every sync and flush in it counted."""
+        return (len(self.stamps) - 1) / (self.stamps[-1] - self.stamps[0])
+
+    def durations(self) -> list[float]:
+        """Each timed step's seconds; durations[i] is step WARMUP + i."""
+        return [later - earlier for earlier, later in zip(self.stamps, self.stamps[1:])]
+
+
+class FastestCycle:
+    """Per position in the engine's cycle of PERIOD steps, the fastest duration seen over
+    every run of an arm, as timeit keeps the fastest repetition: on a machine shared with
+    other jobs the fastest of many is the least disturbed, and a burst moves no minimum.
+    Summed, the cycle's undisturbed time; divided by PERIOD, an undisturbed step. It leaves
+    out what only ever happens slowly (a garbage collection, page faults of a fresh
+    buffer): the medians of whole runs keep those."""
+
+    def __init__(self) -> None:
+        self.fastest = [math.inf] * PERIOD
+
+    def add(self, timing: Timing) -> None:
+        for i, seconds in enumerate(timing.durations()):
+            position = (WARMUP + i) % PERIOD
+            self.fastest[position] = min(self.fastest[position], seconds)
+
+    @property
+    def complete(self) -> bool:
+        """Every position seen at least once (runs shorter than a cycle leave some unseen)."""
+        return math.inf not in self.fastest
+
+    @property
+    def step_seconds(self) -> float:
+        return sum(self.fastest) / PERIOD
+
+
+def engine(config: RunConfig, steps: int, probes: ProbeConfig) -> Timing:
+    """`train()` timed by its own should_stop calls (one before every step)."""
     config.training.steps = steps
     config.probes = probes
     stamps: list[float] = []
@@ -135,44 +185,24 @@ def engine(config: RunConfig, steps: int, probes: ProbeConfig) -> float:
         return False
 
     train(config, lambda batch: None, should_stop)
-    # Between the call before step WARMUP and the one before the last step: syncs and flushes
-    # in between are counted; data loading and the final evaluation are not.
-    return (steps - 1 - WARMUP) / (stamps[-1] - stamps[WARMUP])
-
-
-def step_durations(config: RunConfig, steps: int, probes: ProbeConfig) -> list[float]:
-    """Wall seconds of each step of one `train()` after the warm-up (between its should_stop calls)."""
-    config.training.steps = steps
-    config.probes = probes
-    stamps: list[float] = []
-
-    def should_stop() -> bool:
-        stamps.append(time.perf_counter())
-        return False
-
-    train(config, lambda batch: None, should_stop)
-    return [stamps[k + 1] - stamps[k] for k in range(WARMUP, len(stamps) - 1)]
+    # From the call before step WARMUP to the one before the last step: syncs and flushes in
+    # between are counted; data loading and the final evaluation are not.
+    return Timing(stamps[WARMUP:])
 
 
 def histogram_direct_cost(config: RunConfig, steps: int, base: ProbeConfig, repeats: int) -> float:
     """The histograms' share of the training time, from each step position's fastest time.
 
-    Runs without and with histograms alternate; within each, every position in a cycle of
-    `period` steps (a histogram every 10th, a flush every 20th: 20) keeps the fastest of its
-    durations over all runs, as timeit does: on a machine shared with other jobs the fastest
-    of many repetitions is the one least disturbed, and a burst moves no minimum. The cost
-    is the fastest cycle with histograms over the one without, less one: the drop of a
-    ratio r to bare is then about r · cost / (1 + cost)."""
-    period = 20
+    Runs without and with histograms alternate, each kept as a FastestCycle (a histogram
+    every 10th step, a flush every 20th: one cycle). The cost is the fastest cycle with
+    histograms over the one without, less one: the drop of a ratio r to bare is then about
+    r · cost / (1 + cost)."""
     with_histograms = dataclasses.replace(base, histogram_every=10)
-    fastest: dict[bool, list[float]] = {False: [math.inf] * period, True: [math.inf] * period}
+    fastest = {False: FastestCycle(), True: FastestCycle()}
     for _ in range(repeats):
         for histograms in (False, True):
-            durations = step_durations(config, steps, with_histograms if histograms else base)
-            for i, seconds in enumerate(durations):  # durations[i] is step WARMUP + i
-                position = (WARMUP + i) % period
-                fastest[histograms][position] = min(fastest[histograms][position], seconds)
-    return sum(fastest[True]) / sum(fastest[False]) - 1
+            fastest[histograms].add(engine(config, steps, with_histograms if histograms else base))
+    return fastest[True].step_seconds / fastest[False].step_seconds - 1
 
 
 def warm_row_statistics(device: torch.device) -> bool:
@@ -280,9 +310,12 @@ def main() -> None:
         if args.only is not None:
             arms = {arm: measure for arm, measure in arms.items() if arm.startswith("bare") or arm in args.only}
         rates: dict[str, list[float]] = {arm: [] for arm in arms}
+        cycles = {arm: FastestCycle() for arm in arms}
         for _ in range(args.repeats):  # interleaved, so that drifts in machine load hit every arm
             for arm, measure in arms.items():
-                rates[arm].append(measure())
+                timing = measure()
+                rates[arm].append(timing.rate)
+                cycles[arm].add(timing)
         bare = statistics.median(rates["bare"])
         print(f"\n{name} ({steps} steps per run)")
         missing = [p for p, hook in peers.items() if hook is None and (args.only is None or p in args.only)]
@@ -293,6 +326,15 @@ def main() -> None:
             rate = statistics.median(rates[arm])
             spread = f"{min(rates[arm]):.0f}–{max(rates[arm]):.0f}"
             print(f"  {arm:26s} {rate:9.1f} steps/s  (runs {spread})  ratio to bare {rate / bare:.3f}")
+        # The same arms from their undisturbed steps: what each costs over the bare loop in µs,
+        # with the noise of other jobs on the machine taken out (FastestCycle).
+        quiet = cycles["bare"].step_seconds
+        complete = all(cycle.complete for cycle in cycles.values())
+        if complete:
+            print(f"  undisturbed steps (fastest of each position in a {PERIOD}-step cycle over {args.repeats} runs):")
+        for arm, cycle in cycles.items() if complete else ():
+            extra = 1e6 * (cycle.step_seconds - quiet)
+            print(f"  {arm:26s} {1e6 * cycle.step_seconds:9.1f} µs/step  {extra:+8.1f} µs over bare  ratio to bare {quiet / cycle.step_seconds:.3f}")
         # Issue 12's goals: parameter probes on every step cost at most 5 %; every probe 10 % on
         # the MLP, 20 % on the LSTM (timesteps included), and the API's defaults 10 % there.
         short = name.split(",")[0].split(" ")[0]

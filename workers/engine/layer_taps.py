@@ -10,6 +10,7 @@ serve (probe_kernel.cpp; `native`), else from plain PyTorch.
 from __future__ import annotations
 
 from types import ModuleType
+from typing import NamedTuple
 
 import itertools
 
@@ -29,6 +30,18 @@ def timestep_indices(length: int, max_timesteps: int) -> np.ndarray:
     if length <= max_timesteps:
         return np.arange(length, dtype=np.int64)
     return np.unique(np.round(np.linspace(0, length - 1, max_timesteps)).astype(np.int64))
+
+
+class DenseLayout(NamedTuple):
+    """What a dense layer's tap does every step, worked out at its first forward pass."""
+
+    name: str
+    native: bool  # its figures from the C++ loop (float32, 2-d, CPU), else plain PyTorch
+    keys: list[tuple[str, str]]  # _activation_stats' keys, in its order
+    placeholders: list[torch.Tensor]  # one None per key: filled by _dense_values
+    mode: int  # the C++ loop's: 0 sums only, 1 saturated count, 2 alive units
+    bound: float  # |s| beyond which a saturating unit counts as saturated
+    units: float  # a rectifier's units (for its dead fraction), else 0
 
 
 class ForwardTaps:
@@ -65,7 +78,7 @@ class ForwardTaps:
         self._tanh_bound = saturation_bound("tanh", saturation_threshold)
         self.counts: dict[str, float] = {}  # elements behind each layer's sums, for finish()
         self._inverse_bounds: dict[tuple[str, int, str], torch.Tensor] = {}
-        self._dense_layouts: dict[str, tuple[list[tuple[str, str]], int, float]] = {}  # name → keys, mode, bound
+        self._dense_layouts: dict[int, DenseLayout] = {}  # by layer index, made at its first forward
         self.start(timesteps is not None)
 
     def start(self, with_timesteps: bool) -> None:
@@ -85,37 +98,40 @@ class ForwardTaps:
     # --- called by the models during the forward pass -------------------------------------
 
     def dense(self, index: int, pre: torch.Tensor, act: torch.Tensor) -> None:
+        # Called for every layer of every tapped forward: the checks and keys that are the
+        # same each step are made once (DenseLayout); Python is most of the cost here.
         if not self.layers:
             return
-        name = f"layers.{index}"
+        layout = self._dense_layouts.get(index)
+        if layout is None:
+            layout = self._dense_layouts[index] = self._dense_layout(index, pre)
+        name = layout.name
         pre.retain_grad()
         self._retained.append((name, pre))
-        if self.native is not None and pre.dtype == torch.float32 and pre.dim() == 2 and pre.device.type == "cpu":
-            self._defer_dense(name, pre.detach(), act.detach())
-        else:
+        if not layout.native:
             self._activation_stats(name, pre.detach(), act.detach(), self.activation)
-
-    def _defer_dense(self, name: str, pre: torch.Tensor, act: torch.Tensor) -> None:
-        """The keys of _activation_stats, in its order, with their values left to one C++ call
-        for every dense layer in after_backward (_dense_values)."""
+            return
+        # Its figures come from one C++ call for every dense layer in after_backward
+        # (_dense_values), in _activation_stats' key order; pre and act go undetached.
         self.counts[name] = float(act.numel())
-        layout = self._dense_layouts.get(name)
-        if layout is None:  # the same every step: built once per layer (Python is most of the cost here)
-            keys = [("_act_sum", name), ("_act_norm", name)]
-            mode, bound = 0, 0.0
-            if self.activation in SATURATING:
-                mode, bound = 1, saturation_bound(self.activation, self.threshold)
-                keys.append(("_act_saturated", name))
-            elif self.activation in RECTIFYING:
-                mode = 2
-                keys.append(("_act_alive", name))
-            layout = self._dense_layouts[name] = (keys, mode, bound)
-        keys, mode, bound = layout
-        if mode == 2:
-            self.counts[f"{name}/units"] = float(pre.shape[-1])
-        self._deferred.append((len(self._scalars), len(keys), pre.contiguous(), act.contiguous(), mode, bound))
-        self._scalar_keys.extend(keys)
-        self._scalars.extend([None] * len(keys))  # type: ignore[list-item]
+        if layout.units:
+            self.counts[f"{name}/units"] = layout.units
+        self._deferred.append((len(self._scalars), len(layout.keys), pre, act, layout.mode, layout.bound))
+        self._scalar_keys.extend(layout.keys)
+        self._scalars.extend(layout.placeholders)
+
+    def _dense_layout(self, index: int, pre: torch.Tensor) -> DenseLayout:
+        name = f"layers.{index}"
+        native = self.native is not None and pre.dtype == torch.float32 and pre.dim() == 2 and pre.device.type == "cpu"
+        keys = [("_act_sum", name), ("_act_norm", name)]
+        mode, bound, units = 0, 0.0, 0.0
+        if self.activation in SATURATING:
+            mode, bound = 1, saturation_bound(self.activation, self.threshold)
+            keys.append(("_act_saturated", name))
+        elif self.activation in RECTIFYING:
+            mode, units = 2, float(pre.shape[-1])
+            keys.append(("_act_alive", name))
+        return DenseLayout(name, native, keys, [None] * len(keys), mode, bound, units)  # type: ignore[list-item]
 
     def _dense_values(self, grads: list[torch.Tensor | None]) -> torch.Tensor | None:
         """The deferred dense figures from one C++ call. Where they are every scalar of the
@@ -130,7 +146,7 @@ class ForwardTaps:
         # Positions 0, w0, w0 + w1, …: the figures are the scalars, in key order (no recurrent
         # layer adds its own after them).
         if sum(widths) == len(self._scalars) and not self._recurrent:
-            normed = [grad.contiguous() if grad is not None else _NOTHING for grad in grads]
+            normed = [grad if grad is not None else _NOTHING for grad in grads]
             return self.native.dense_statistics(list(pres), list(acts), list(modes), list(bounds), normed)
         values = self.native.dense_statistics(list(pres), list(acts), list(modes), list(bounds), [])
         for position, width, start in zip(positions, widths, itertools.accumulate(widths, initial=0)):

@@ -274,6 +274,9 @@ __attribute__((target("avx2,fma"))) void dense_layer(const float* s, const float
 torch::Tensor dense_statistics(std::vector<torch::Tensor> pres, std::vector<torch::Tensor> acts, std::vector<int64_t> modes,
                                std::vector<double> bounds, std::vector<torch::Tensor> normed) {
   TORCH_CHECK(accelerated(), "this CPU lacks AVX2 or FMA: use the plain path");
+  // The forward's own tensors arrive undetached (a detach a tensor is a Python call each):
+  // nothing here may be recorded by autograd.
+  torch::NoGradGuard no_grad;
   const int64_t layers = static_cast<int64_t>(pres.size());
   TORCH_CHECK(acts.size() == pres.size() && modes.size() == pres.size() && bounds.size() == pres.size(), "one entry a layer");
   int64_t width = static_cast<int64_t>(normed.size());
@@ -282,20 +285,20 @@ torch::Tensor dense_statistics(std::vector<torch::Tensor> pres, std::vector<torc
   float* result = out.data_ptr<float>();
   double totals[3];
   for (int64_t layer = 0; layer < layers; ++layer) {
-    const auto& pre = pres[layer];
-    const auto& act = acts[layer];
-    TORCH_CHECK(pre.is_cpu() && act.is_cpu() && pre.is_contiguous() && act.is_contiguous() && pre.dim() == 2 &&
-                    pre.scalar_type() == torch::kFloat32 && act.scalar_type() == torch::kFloat32 && act.numel() == pre.numel(),
-                "pre and act: contiguous (B, N) float32 CPU tensors");
+    const auto pre = pres[layer].contiguous();  // itself where it already is (a Linear's output)
+    const auto act = acts[layer].contiguous();
+    TORCH_CHECK(pre.is_cpu() && act.is_cpu() && pre.dim() == 2 && pre.scalar_type() == torch::kFloat32 &&
+                    act.scalar_type() == torch::kFloat32 && act.numel() == pre.numel(),
+                "pre and act: (B, N) float32 CPU tensors");
     dense_layer(pre.data_ptr<float>(), act.data_ptr<float>(), pre.size(0), pre.size(1), static_cast<int>(modes[layer]),
                 static_cast<float>(bounds[layer]), totals);
     *result++ = static_cast<float>(totals[0]);
     *result++ = static_cast<float>(std::sqrt(totals[1]));
     if (modes[layer] != 0) *result++ = static_cast<float>(totals[2]);
   }
-  for (const auto& tensor : normed) {
-    TORCH_CHECK(tensor.is_cpu() && tensor.is_contiguous() && tensor.scalar_type() == torch::kFloat32,
-                "normed: contiguous float32 CPU tensors");
+  for (const auto& given : normed) {
+    const auto tensor = given.contiguous();
+    TORCH_CHECK(tensor.is_cpu() && tensor.scalar_type() == torch::kFloat32, "normed: float32 CPU tensors");
     totals[1] = 0.0;
     if (tensor.numel() > 0) {
       const int64_t columns = tensor.dim() > 0 ? tensor.size(-1) : 1;  // rows of float lanes, double across them
