@@ -274,7 +274,7 @@ __attribute__((target("avx2,fma"))) void dense_layer(const float* s, const float
 torch::Tensor dense_statistics(std::vector<torch::Tensor> pres, std::vector<torch::Tensor> acts, std::vector<int64_t> modes,
                                std::vector<double> bounds, std::vector<torch::Tensor> normed) {
   TORCH_CHECK(accelerated(), "this CPU lacks AVX2 or FMA: use the plain path");
-  // The forward's own tensors arrive undetached (a detach a tensor is a Python call each):
+  // The forward's own tensors arrive undetached (a detach is one Python call per tensor):
   // nothing here may be recorded by autograd.
   torch::NoGradGuard no_grad;
   const int64_t layers = static_cast<int64_t>(pres.size());
